@@ -1,0 +1,120 @@
+# The dit toolkit. `make` builds every tool into bin/, `make test` runs the
+# CPU test suite (and compiles every CUDA source where nvcc exists),
+# `make test SANITIZE=1` does the same under ASan and UBSan.
+
+PREFIX  ?= /usr/local
+CC      ?= cc
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+VERSION := 0.1.0
+
+WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
+           -Wno-format-truncation
+CFLAGS  ?= -O2 -g
+CPPFLAGS += -I. -D_GNU_SOURCE -DDIT_VERSION='"$(VERSION)"' $(shell pkg-config --cflags openblas 2>/dev/null)
+ALL_CFLAGS = -std=c11 $(WARN) -fopenmp -pthread $(CFLAGS)
+LDLIBS  = -ljansson -lxxhash -lopenblas -lm -lpthread -fopenmp
+
+ifeq ($(SANITIZE),1)
+  VARIANT   = san
+  CFLAGS    = -O1 -g
+  ALL_CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  LDLIBS    += -fsanitize=address,undefined
+  BINDIR    = build/san/bin
+else
+  VARIANT   = release
+  BINDIR    = bin
+endif
+OBJDIR = build/$(VARIANT)
+
+ifneq ($(NVCC),)
+  HAVE_CUDA = 1
+  CPPFLAGS += -DDIT_HAVE_CUDA=1
+  NVCCFLAGS ?= -O2 -std=c++17 -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings \
+               -gencode arch=compute_90,code=sm_90 -I.
+  # Static cudart: the binaries run on machines without the CUDA toolkit
+  # and simply report that no GPU is visible.
+  LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+endif
+
+LIB_SRCS  = $(wildcard libcommon/*.c formats/*.c kernels/*.c kernels/cpu/*.c models/*.c)
+LIB_OBJS  = $(LIB_SRCS:%.c=$(OBJDIR)/%.o)
+CUDA_SRCS = $(wildcard kernels/cuda/*.cu)
+CUDA_OBJS = $(if $(HAVE_CUDA),$(CUDA_SRCS:%.cu=$(OBJDIR)/%.cu.o))
+TOOLS     = $(patsubst cmd/%.c,%,$(wildcard cmd/dit-*.c))
+TOOL_BINS = $(TOOLS:%=$(BINDIR)/%)
+TEST_SRCS = $(wildcard tests/*.c)
+TEST_OBJS = $(TEST_SRCS:%.c=$(OBJDIR)/%.o)
+TEST_BIN  = $(OBJDIR)/tests/run_tests
+MANPAGES  = $(wildcard man/man1/*.1 man/man5/*.5 man/man7/*.7)
+LIBDIT    = $(OBJDIR)/libdit.a
+
+.PHONY: all test test-unit cuda-check install deps demo clean lint-man
+.DELETE_ON_ERROR:
+
+all: $(TOOL_BINS)
+
+$(OBJDIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(OBJDIR)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c -o $@ $<
+
+$(LIBDIT): $(LIB_OBJS) $(CUDA_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BINDIR)/%: $(OBJDIR)/cmd/%.o $(LIBDIT)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBDIT) $(LDLIBS)
+
+$(TEST_BIN): $(TEST_OBJS) $(LIBDIT)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $(TEST_OBJS) $(LIBDIT) $(LDLIBS)
+
+# Every CUDA source must compile, GPU or not.
+cuda-check: $(CUDA_OBJS)
+ifeq ($(HAVE_CUDA),1)
+	@echo "CUDA sources compiled with $(NVCC)"
+else
+	@echo "nvcc not found: CUDA sources not compiled"
+endif
+
+lint-man:
+	@if [ -z "$(MANPAGES)" ]; then echo "no man pages yet"; \
+	elif command -v mandoc >/dev/null; then \
+	  out=$$(mandoc -Tlint -Wwarning $(MANPAGES) 2>&1); \
+	  if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; \
+	  echo "man pages lint clean"; \
+	else echo "mandoc not found: man pages not linted"; fi
+
+test: $(TOOL_BINS) $(TEST_BIN) cuda-check lint-man
+	DIT_BIN=$(abspath $(BINDIR)) DIT_TESTS=$(abspath tests) \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(TEST_BIN) $(if $(K),-k $(K))
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
+	install -m 755 $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin
+	for m in $(MANPAGES); do \
+	  install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/$$(basename $$(dirname $$m)); done
+
+# Debian packages the build and the tests need; apt runs only when one is missing.
+DEB_PACKAGES = build-essential pkg-config libjansson-dev libxxhash-dev libopenblas-dev \
+  libcsv-dev libarchive-dev libjpeg62-turbo-dev libspng-dev libpng-dev libwebp-dev mandoc
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "all build dependencies are installed"; fi
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

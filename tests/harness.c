@@ -1,0 +1,244 @@
+/* The test runner: unit tests registered with TEST(), then tool scripts.
+ *
+ * Usage: run_tests [-k SUBSTRING]... (run only matching tests)
+ * Environment: DIT_BIN (the tools' directory, for the scripts),
+ *              DIT_TESTS (the tests/ source directory; default "tests"). */
+#include "tests/harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct test_case {
+    const char *file;
+    const char *name;
+    test_fn fn;
+};
+
+static struct test_case *cases;
+static int n_cases, cap_cases;
+static int failures_in_child;
+static char tmpdir[4096];
+
+void test_register(const char *file, const char *name, test_fn fn)
+{
+    if (n_cases == cap_cases) {
+        cap_cases = cap_cases ? cap_cases * 2 : 64;
+        cases = realloc(cases, cap_cases * sizeof *cases);
+        if (!cases)
+            abort();
+    }
+    cases[n_cases++] = (struct test_case){file, name, fn};
+}
+
+void test_fail(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "    %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    failures_in_child++;
+}
+
+const char *test_tmpdir(void)
+{
+    return tmpdir;
+}
+
+const char *test_tmp_path(const char *name)
+{
+    static char ring[8][4096];
+    static int next;
+    char *buf = ring[next++ % 8];
+    snprintf(buf, sizeof ring[0], "%s/%s", tmpdir, name);
+    return buf;
+}
+
+static const char *tests_dir(void)
+{
+    const char *d = getenv("DIT_TESTS");
+    return d && *d ? d : "tests";
+}
+
+const char *test_source_path(const char *rel)
+{
+    static char ring[8][4096];
+    static int next;
+    char *buf = ring[next++ % 8];
+    snprintf(buf, sizeof ring[0], "%s/%s", tests_dir(), rel);
+    return buf;
+}
+
+void test_write_file(const char *path, const void *data, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, size, f) != size) {
+        test_fail(__FILE__, __LINE__, "cannot write %s: %s", path, strerror(errno));
+        if (f)
+            fclose(f);
+        return;
+    }
+    fclose(f);
+}
+
+char *test_read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(n + 1);
+    if (buf && fread(buf, 1, n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = '\0';
+        if (size)
+            *size = n;
+    }
+    return buf;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void make_tmpdir(const char *name)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/dit-test-%s-XXXXXX", base && *base ? base : "/tmp", name);
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+}
+
+static int matches(const char *name, int nfilters, char **filters)
+{
+    if (nfilters == 0)
+        return 1;
+    for (int i = 0; i < nfilters; i++)
+        if (strstr(name, filters[i]))
+            return 1;
+    return 0;
+}
+
+/* Runs fn in a child; returns 1 when it passed. */
+static int run_case(const char *label, void (*body)(void *), void *arg)
+{
+    char safe[256];
+    snprintf(safe, sizeof safe, "%s", label);
+    for (char *c = safe; *c; c++)
+        if (*c == '/' || *c == ' ')
+            *c = '_';
+    make_tmpdir(safe);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        failures_in_child = 0;
+        body(arg);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(failures_in_child ? 1 : 0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (WIFSIGNALED(status))
+        printf("FAIL %s (killed by signal %d)\n", label, WTERMSIG(status));
+    else
+        printf("%s %s\n", ok ? "ok  " : "FAIL", label);
+    fflush(stdout);
+    return ok;
+}
+
+static void run_unit(void *arg)
+{
+    ((struct test_case *)arg)->fn();
+}
+
+static void run_script(void *arg)
+{
+    const char *script = arg;
+    setenv("DIT_TMP", tmpdir, 1);
+    execl("/bin/sh", "sh", "-eu", script, (char *)NULL);
+    perror("execl");
+    _exit(127);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int main(int argc, char **argv)
+{
+    char *filters[64];
+    int nfilters = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-k") == 0 && i + 1 < argc && nfilters < 64)
+            filters[nfilters++] = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [-k SUBSTRING]...\n", argv[0]);
+            return 2;
+        }
+    }
+    int passed = 0, failed = 0;
+    for (int i = 0; i < n_cases; i++) {
+        char label[512];
+        const char *base = strrchr(cases[i].file, '/');
+        snprintf(label, sizeof label, "%s:%s", base ? base + 1 : cases[i].file, cases[i].name);
+        if (!matches(label, nfilters, filters))
+            continue;
+        if (run_case(label, run_unit, &cases[i]))
+            passed++;
+        else
+            failed++;
+    }
+
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tools", tests_dir());
+    DIR *d = opendir(dir);
+    char *scripts[1024];
+    int n_scripts = 0;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) && n_scripts < 1024) {
+            size_t len = strlen(e->d_name);
+            if (len > 3 && strcmp(e->d_name + len - 3, ".sh") == 0)
+                scripts[n_scripts++] = strdup(e->d_name);
+        }
+        closedir(d);
+    }
+    qsort(scripts, n_scripts, sizeof *scripts, cmp_str);
+    for (int i = 0; i < n_scripts; i++) {
+        char label[512], path[8192];
+        snprintf(label, sizeof label, "tools/%s", scripts[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, scripts[i]);
+        if (matches(label, nfilters, filters)) {
+            if (run_case(label, run_script, path))
+                passed++;
+            else
+                failed++;
+        }
+        free(scripts[i]);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

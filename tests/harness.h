@@ -1,0 +1,77 @@
+/* A small test harness.
+ *
+ * TEST(name) { ... } registers a test; each runs in a forked child, so a
+ * crash fails that test alone and the run goes on. CHECK* record a failure
+ * and continue. The runner also runs every shell script in tests/tools as one
+ * test and ends with the line "N passed, N failed". */
+#ifndef DIT_TEST_HARNESS_H
+#define DIT_TEST_HARNESS_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef void (*test_fn)(void);
+void test_register(const char *file, const char *name, test_fn fn);
+void test_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A fresh empty directory for the running test, removed after it. */
+const char *test_tmpdir(void);
+/* Joins test_tmpdir() and name into a static buffer ring (8 entries). */
+const char *test_tmp_path(const char *name);
+/* Path of a file under tests/ (the source tree), e.g. "fixtures/a.tsv". */
+const char *test_source_path(const char *rel);
+/* Writes size bytes to path; fails the test on error. */
+void test_write_file(const char *path, const void *data, size_t size);
+/* Reads a whole file (NUL-terminated); *size may be NULL. Caller frees. */
+char *test_read_file(const char *path, size_t *size);
+
+#define TEST(name)                                                             \
+    static void test_##name(void);                                             \
+    __attribute__((constructor)) static void test_register_##name(void)        \
+    {                                                                          \
+        test_register(__FILE__, #name, test_##name);                           \
+    }                                                                          \
+    static void test_##name(void)
+
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);                 \
+    } while (0)
+
+#define CHECK_INT(a, b)                                                        \
+    do {                                                                       \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                  \
+        if (va_ != vb_)                                                        \
+            test_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b,    \
+                      va_, vb_);                                               \
+    } while (0)
+
+#define CHECK_STR(a, b)                                                        \
+    do {                                                                       \
+        const char *sa_ = (a), *sb_ = (b);                                     \
+        if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0)                             \
+            test_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b,\
+                      sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");             \
+    } while (0)
+
+/* a contains b */
+#define CHECK_CONTAINS(a, b)                                                   \
+    do {                                                                       \
+        const char *sa_ = (a), *sb_ = (b);                                     \
+        if (!sa_ || !sb_ || !strstr(sa_, sb_))                                 \
+            test_fail(__FILE__, __LINE__, "\"%s\" does not contain \"%s\"",    \
+                      sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");             \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                  \
+    do {                                                                       \
+        double da_ = (double)(a), db_ = (double)(b);                           \
+        if (!(fabs(da_ - db_) <= (tol)))                                       \
+            test_fail(__FILE__, __LINE__, "%s ~ %s: %.9g vs %.9g (tol %g)",    \
+                      #a, #b, da_, db_, (double)(tol));                        \
+    } while (0)
+
+#endif
