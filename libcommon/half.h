@@ -1,0 +1,31 @@
+/* Conversions between float32 and the 16-bit float formats.
+ *
+ * bf16 is float32's upper half (8-bit exponent, 7-bit mantissa); f16 is IEEE
+ * binary16 (5-bit exponent, 10-bit mantissa, max finite 65504).
+ *
+ * float -> half rounds to nearest, ties to even, as numpy (float16),
+ * ml_dtypes (bfloat16), PyTorch and the GPU's conversion instructions do, so
+ * weights written here match what those tools write. Values beyond the
+ * largest finite half round to infinity; f16 subnormals are produced and read
+ * exactly (no flush to zero). A NaN stays a NaN of the same sign and comes
+ * out quiet, keeping the upper bits of its payload.
+ *
+ * half -> float is exact. */
+#ifndef DIT_HALF_H
+#define DIT_HALF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+uint16_t f32_to_bf16(float x);
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float x);
+float f16_to_f32(uint16_t h);
+
+/* Element-wise versions; src and dst must not overlap. */
+void f32_to_bf16_array(const float *src, uint16_t *dst, size_t n);
+void bf16_to_f32_array(const uint16_t *src, float *dst, size_t n);
+void f32_to_f16_array(const float *src, uint16_t *dst, size_t n);
+void f16_to_f32_array(const uint16_t *src, float *dst, size_t n);
+
+#endif

@@ -1,0 +1,240 @@
+/* half-precision conversions: exhaustive round trips, goldens from numpy and
+ * ml_dtypes, and a nearest-value reference on many pseudo-random floats */
+#include "tests/harness.h"
+#include "libcommon/half.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static uint32_t bits_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+
+static float float_of(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+static int f16_is_nan(uint16_t h)
+{
+    return (h & 0x7c00u) == 0x7c00u && (h & 0x3ffu);
+}
+
+static int bf16_is_nan(uint16_t h)
+{
+    return (h & 0x7f80u) == 0x7f80u && (h & 0x7fu);
+}
+
+TEST(f16_every_pattern_round_trips)
+{
+    int bad = 0;
+    for (uint32_t i = 0; i < 65536; i++) {
+        uint16_t h = (uint16_t)i;
+        float x = f16_to_f32(h);
+        uint16_t back = f32_to_f16(x);
+        if (f16_is_nan(h)) {
+            /* NaN stays NaN, same sign, comes back quiet */
+            if (!isnan(x) || !f16_is_nan(back) || (back & 0x8000u) != (h & 0x8000u) ||
+                !(back & 0x200u))
+                bad++;
+        } else if (back != h) {
+            bad++;
+        }
+    }
+    CHECK_INT(bad, 0);
+    /* A few values known by heart. */
+    CHECK(f16_to_f32(0x3c00) == 1.0f);
+    CHECK(f16_to_f32(0xc000) == -2.0f);
+    CHECK(f16_to_f32(0x7bff) == 65504.0f);
+    CHECK(f16_to_f32(0x0001) == 0x1p-24f);
+    CHECK(f16_to_f32(0x03ff) == 1023 * 0x1p-24f);
+    CHECK(f16_to_f32(0x0400) == 0x1p-14f);
+    CHECK(isinf(f16_to_f32(0xfc00)) && f16_to_f32(0xfc00) < 0);
+    CHECK_INT(bits_of(f16_to_f32(0x8000)), 0x80000000);
+}
+
+TEST(bf16_every_pattern_round_trips)
+{
+    int bad = 0;
+    for (uint32_t i = 0; i < 65536; i++) {
+        uint16_t h = (uint16_t)i;
+        float x = bf16_to_f32(h);
+        uint16_t back = f32_to_bf16(x);
+        if (bf16_is_nan(h)) {
+            if (!isnan(x) || !bf16_is_nan(back) || (back & 0x8000u) != (h & 0x8000u) ||
+                !(back & 0x40u))
+                bad++;
+        } else if (back != h) {
+            bad++;
+        }
+    }
+    CHECK_INT(bad, 0);
+    CHECK(bf16_to_f32(0x3f80) == 1.0f);
+    CHECK(bf16_to_f32(0x7f7f) == 0x1.fep127f);
+}
+
+struct golden {
+    uint32_t f;
+    uint16_t h, b;
+};
+
+static struct golden *read_goldens(size_t *n)
+{
+    size_t size = 0;
+    unsigned char *raw = (unsigned char *)test_read_file(
+        test_source_path("fixtures/numeric/half_rounding.bin"), &size);
+    CHECK(raw != NULL);
+    CHECK(size % 8 == 0 && size >= 8 * 1000);
+    if (!raw)
+        return NULL;
+    *n = size / 8;
+    struct golden *g = calloc(*n, sizeof *g);
+    for (size_t i = 0; i < *n; i++) {
+        const unsigned char *p = raw + 8 * i; /* little-endian on disk */
+        g[i].f = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+        g[i].h = (uint16_t)(p[4] | p[5] << 8);
+        g[i].b = (uint16_t)(p[6] | p[7] << 8);
+    }
+    free(raw);
+    return g;
+}
+
+TEST(rounding_matches_numpy_and_ml_dtypes)
+{
+    size_t n = 0;
+    struct golden *g = read_goldens(&n);
+    if (!g)
+        return;
+    int bad_h = 0, bad_b = 0, nans = 0, ties = 0, subnormals = 0, infs = 0;
+    for (size_t i = 0; i < n; i++) {
+        float x = float_of(g[i].f);
+        uint16_t h = f32_to_f16(x), b = f32_to_bf16(x);
+        if (isnan(x)) {
+            /* numpy keeps signalling NaNs signalling and ml_dtypes makes one
+             * canonical NaN; both keep the sign, which is what must match. */
+            nans++;
+            if (!f16_is_nan(h) || (h ^ g[i].h) & 0x8000u || !(h & 0x200u))
+                bad_h++;
+            if (!bf16_is_nan(b) || (b ^ g[i].b) & 0x8000u || !(b & 0x40u))
+                bad_b++;
+            continue;
+        }
+        if (h != g[i].h) {
+            if (bad_h++ < 10)
+                test_fail(__FILE__, __LINE__, "f16(%08x) = %04x, numpy %04x", g[i].f, h, g[i].h);
+        }
+        if (b != g[i].b) {
+            if (bad_b++ < 10)
+                test_fail(__FILE__, __LINE__, "bf16(%08x) = %04x, ml_dtypes %04x", g[i].f, b, g[i].b);
+        }
+        ties += (g[i].f & 0xffffu) == 0x8000u;
+        subnormals += (g[i].h & 0x7c00u) == 0 && (g[i].h & 0x3ffu);
+        infs += (g[i].h & 0x7fffu) == 0x7c00u && !isinf(x);
+    }
+    free(g);
+    CHECK_INT(bad_h, 0);
+    CHECK_INT(bad_b, 0);
+    /* The fixture exercises what it claims to. */
+    CHECK(nans >= 8);
+    CHECK(ties >= 100);
+    CHECK(subnormals >= 50);
+    CHECK(infs >= 10);
+}
+
+/* Nearest f16 by search over the sorted finite positive values, ties to the
+ * even pattern: an independent statement of round-to-nearest-even. */
+static uint16_t f16_reference(float x, const float *table)
+{
+    uint16_t sign = signbit(x) ? 0x8000 : 0;
+    double a = fabs((double)x);
+    if (a >= 65520.0)
+        return sign | 0x7c00;
+    int lo = 0, hi = 0x7bff; /* table[lo] <= a < table[hi] after the loop, or a >= max */
+    if (a >= table[hi])
+        return sign | 0x7bff;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (table[mid] <= a)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    double dl = a - table[lo], dh = table[hi] - a;
+    int pick = dl < dh ? lo : dh < dl ? hi : (lo % 2 == 0 ? lo : hi);
+    return (uint16_t)(sign | pick);
+}
+
+TEST(f16_matches_nearest_even_reference)
+{
+    float *table = malloc(0x7c00 * sizeof *table);
+    for (int i = 0; i < 0x7c00; i++)
+        table[i] = f16_to_f32((uint16_t)i);
+    for (int i = 1; i < 0x7c00; i++)
+        CHECK(table[i] > table[i - 1]);
+    /* Exponents spread over the whole f16 range and beyond, mantissas random. */
+    uint64_t s = 0x9e3779b97f4a7c15u;
+    int bad = 0;
+    for (int i = 0; i < 1 << 20; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        uint32_t r = (uint32_t)(s >> 32);
+        uint32_t e = 96 + (r >> 24) % 48; /* 2^-31 .. 2^16 */
+        uint32_t u = (r & 0x80000000u) | e << 23 | ((uint32_t)(s >> 9) & 0x7fffffu);
+        float x = float_of(u);
+        if (f32_to_f16(x) != f16_reference(x, table) && bad++ < 10)
+            test_fail(__FILE__, __LINE__, "f16(%08x) = %04x, reference %04x", u, f32_to_f16(x),
+                      f16_reference(x, table));
+    }
+    CHECK_INT(bad, 0);
+    free(table);
+}
+
+TEST(bf16_is_nearest_even)
+{
+    /* Both neighbours bracket x; the result is the nearer, ties to even. */
+    uint64_t s = 12345;
+    int bad = 0;
+    for (int i = 0; i < 1 << 20; i++) {
+        s = s * 6364136223846793005u + 1442695040888963407u;
+        uint32_t u = (uint32_t)(s >> 32);
+        if ((u & 0x7f800000u) == 0x7f800000u)
+            continue;
+        float x = float_of(u);
+        uint16_t b = f32_to_bf16(x);
+        uint16_t down = (uint16_t)(u >> 16), up = (uint16_t)(down + 1);
+        uint32_t low = u & 0xffffu;
+        uint16_t want = low < 0x8000u ? down : low > 0x8000u ? up : (down & 1 ? up : down);
+        if (b != want)
+            bad++;
+    }
+    CHECK_INT(bad, 0);
+    CHECK_INT(f32_to_bf16(0x1.fep127f), 0x7f7f);
+    CHECK_INT(f32_to_bf16(float_of(0x7f7f8000)), 0x7f80); /* tie above max: infinity */
+    CHECK_INT(f32_to_bf16(-INFINITY), 0xff80);
+}
+
+TEST(arrays_match_scalars)
+{
+    enum { N = 1027 };
+    float src[N], back[N];
+    uint16_t h[N];
+    for (int i = 0; i < N; i++)
+        src[i] = (float)(i - 500) * 0.37f;
+    f32_to_f16_array(src, h, N);
+    for (int i = 0; i < N; i++)
+        CHECK_INT(h[i], f32_to_f16(src[i]));
+    f16_to_f32_array(h, back, N);
+    for (int i = 0; i < N; i++)
+        CHECK(bits_of(back[i]) == bits_of(f16_to_f32(h[i])));
+    f32_to_bf16_array(src, h, N);
+    for (int i = 0; i < N; i++)
+        CHECK_INT(h[i], f32_to_bf16(src[i]));
+    bf16_to_f32_array(h, back, N);
+    for (int i = 0; i < N; i++)
+        CHECK(bits_of(back[i]) == bits_of(bf16_to_f32(h[i])));
+    f32_to_f16_array(src, h, 0); /* n = 0 touches nothing */
+}
