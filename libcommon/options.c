@@ -9,11 +9,17 @@
 #include <string.h>
 
 static const char *device = "auto";
+static const char *device_arg;
 static const struct opt_tool *current_tool;
 
 const char *opt_device(void)
 {
     return device;
+}
+
+int opt_device_given(void)
+{
+    return device_arg != NULL;
 }
 
 void opt_usage_error(const char *fmt, ...)
@@ -78,7 +84,6 @@ static int parse_value(const struct opt *o, const char *v)
 }
 
 static int show_help, show_version, quiet, verbose;
-static const char *device_arg;
 
 static const struct opt common_opts[] = {
     {"device", 0, OPT_STRING, &device_arg, "cpu|cuda|auto",

@@ -43,6 +43,8 @@ int opt_parse(const struct opt_tool *tool, const struct opt *opts, int argc, cha
 
 /* The --device value: "cpu", "cuda" or "auto" (the default). */
 const char *opt_device(void);
+/* Whether --device appeared on the command line. */
+int opt_device_given(void);
 
 /* For tools that check their operands: prints "NAME: MESSAGE" and a pointer
  * to --help, then exits 2. */

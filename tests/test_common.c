@@ -92,3 +92,38 @@ TEST(device_resolution)
     }
     CHECK_INT(device_resolve("tpu", &k), -1);
 }
+
+#include "libcommon/options.h"
+
+TEST(options_dash_and_underscore_spellings_are_one_option)
+{
+    int batch = 0, flip = 0, verbose_seen;
+    double lr = 0;
+    const char *out = NULL;
+    int64_t steps = 0;
+    const struct opt opts[] = {
+        {"train-batch-size", 'b', OPT_INT, &batch, "N", "batch"},
+        {"learning-rate", 0, OPT_DOUBLE, &lr, "LR", "lr"},
+        {"random-flip", 0, OPT_FLAG, &flip, NULL, "flip"},
+        {"output-dir", 'o', OPT_STRING, &out, "DIR", "out"},
+        {"max-steps", 0, OPT_INT64, &steps, "N", "steps"},
+        {NULL, 0, 0, NULL, NULL, NULL},
+    };
+    const struct opt_tool tool = {"dit-test", "[options] FILE...", NULL};
+    char *argv[] = {"dit-test", "a", "--train_batch_size", "4", "--learning-rate=1e-4",
+                    "--random_flip", "-", "-oout", "--max_steps=12345678901", "--device", "cpu",
+                    "--", "--not-an-option", NULL};
+    int argc = 13;
+    int first = opt_parse(&tool, opts, argc, argv);
+    CHECK_INT(batch, 4);
+    CHECK_NEAR(lr, 1e-4, 1e-12);
+    CHECK_INT(flip, 1);
+    CHECK_STR(out, "out");
+    CHECK_INT(steps, 12345678901LL);
+    CHECK_STR(opt_device(), "cpu");
+    CHECK_INT(argc - first, 3);
+    CHECK_STR(argv[first], "a");
+    CHECK_STR(argv[first + 1], "-");
+    CHECK_STR(argv[first + 2], "--not-an-option");
+    (void)verbose_seen;
+}
