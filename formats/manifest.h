@@ -3,7 +3,8 @@
  * UTF-8, tab-separated, a header row naming the columns, one record per line,
  * with \t \n \r \\ escaped inside fields and a unique `key` column. Readers
  * stream: memory does not grow with the file except for the key check, which
- * keeps a 128-bit hash and a line number per record. */
+ * keeps a 128-bit hash and a line number per record (24 bytes, in a table
+ * at most 70% full). */
 #ifndef DIT_MANIFEST_H
 #define DIT_MANIFEST_H
 
