@@ -51,6 +51,7 @@ LIBDIT    = $(OBJDIR)/libdit.a
 
 .PHONY: all test test-unit cuda-check install deps demo clean lint-man
 .DELETE_ON_ERROR:
+.SECONDARY:
 
 all: $(TOOL_BINS)
 
