@@ -2,6 +2,7 @@
 #include "libcommon/safetensors.h"
 #include "libcommon/atomic_file.h"
 #include "libcommon/error.h"
+#include "libcommon/utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,47 +49,9 @@ size_t st_dtype_size(enum st_dtype dt)
     return (unsigned)dt < ST_DTYPE_COUNT ? st_dtypes[dt].size : 0;
 }
 
-/* Index of the first byte that does not start a well-formed UTF-8 sequence
- * (overlong forms, surrogates and code points past U+10FFFF included), or n. */
-static size_t utf8_check(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF)
-            len = 2, cp = c & 0x1F;
-        else if (c >= 0xE0 && c <= 0xEF)
-            len = 3, cp = c & 0x0F;
-        else if (c >= 0xF0 && c <= 0xF4)
-            len = 4, cp = c & 0x07;
-        else
-            return i;
-        if (n - i < len)
-            return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return i;
-            cp = cp << 6 | (s[i + k] & 0x3F);
-        }
-        if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)))
-            return i;
-        if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))
-            return i;
-        i += len;
-    }
-    return n;
-}
-
 static int utf8_valid(const char *s)
 {
-    size_t n = strlen(s);
-    return utf8_check((const unsigned char *)s, n) == n;
+    return utf8_invalid_at(s, strlen(s)) < 0;
 }
 
 /* Element count and byte size; -1 on overflow. The product is checked left to
@@ -390,9 +353,9 @@ static int st_parse(struct st_file_priv *p, const unsigned char *buf, uint64_t s
         return -1;
     }
     const unsigned char *h = buf + 8;
-    size_t bad = utf8_check(h, (size_t)n);
-    if (bad != n) {
-        err_set("%s: header is not valid UTF-8 (header byte %zu)", path, bad);
+    long bad = utf8_invalid_at((const char *)h, (size_t)n);
+    if (bad >= 0) {
+        err_set("%s: header is not valid UTF-8 (header byte %ld)", path, bad);
         return -1;
     }
     /* jansson's own words for this are confusing, and NUL padding is a
