@@ -58,6 +58,7 @@ enum rng_purpose {
     RNG_SHUFFLE = 6,
     RNG_SAMPLE_NOISE = 7,
     RNG_VALIDATION = 8,
+    RNG_CROP = 9, /* dit-bucket --random-crop */
 };
 
 /* ctr[0] is the block counter inside the stream, filled per call (0 here). */
