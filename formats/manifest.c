@@ -1,18 +1,12 @@
 #include "formats/manifest.h"
 #include "libcommon/atomic_file.h"
 #include "libcommon/error.h"
-#include "libcommon/hash.h"
+#include "libcommon/keyset.h"
 #include "libcommon/utf8.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Open-addressing set of key hashes, remembering where each key was first seen. */
-struct key_slot {
-    struct hash128 hash;
-    uint64_t line; /* 0 = empty slot */
-};
 
 struct manifest_reader {
     char *path;
@@ -26,8 +20,7 @@ struct manifest_reader {
     char **columns;
     char **fields;
     int key_col;
-    struct key_slot *keys;
-    size_t keys_cap, keys_used;
+    struct keyset *keys;
 };
 
 int manifest_column_name_valid(const char *name)
@@ -150,7 +143,7 @@ void manifest_close(struct manifest_reader *r)
     free(r->columns);
     free(r->fields);
     free(r->buf);
-    free(r->keys);
+    keyset_free(r->keys);
     free(r->path);
     free(r);
 }
@@ -266,47 +259,6 @@ uint64_t manifest_line(const struct manifest_reader *r)
     return r->line;
 }
 
-static int keys_grow(struct manifest_reader *r)
-{
-    size_t cap = r->keys_cap ? r->keys_cap * 2 : 1024;
-    struct key_slot *slots = calloc(cap, sizeof *slots);
-    if (!slots)
-        return -1;
-    for (size_t i = 0; i < r->keys_cap; i++) {
-        if (!r->keys[i].line)
-            continue;
-        size_t j = r->keys[i].hash.lo & (cap - 1);
-        while (slots[j].line)
-            j = (j + 1) & (cap - 1);
-        slots[j] = r->keys[i];
-    }
-    free(r->keys);
-    r->keys = slots;
-    r->keys_cap = cap;
-    return 0;
-}
-
-/* Returns 0 for a new key, else the line where it was first seen. */
-static uint64_t keys_insert(struct manifest_reader *r, const char *key, int *oom)
-{
-    *oom = 0;
-    if ((r->keys_used + 1) * 10 > r->keys_cap * 7 && keys_grow(r) != 0) {
-        *oom = 1;
-        return 0;
-    }
-    struct hash128 h = hash_buffer(key, strlen(key));
-    size_t j = h.lo & (r->keys_cap - 1);
-    while (r->keys[j].line) {
-        if (hash_equal(r->keys[j].hash, h))
-            return r->keys[j].line;
-        j = (j + 1) & (r->keys_cap - 1);
-    }
-    r->keys[j].hash = h;
-    r->keys[j].line = r->line;
-    r->keys_used++;
-    return 0;
-}
-
 int manifest_next(struct manifest_reader *r, struct manifest_record *rec)
 {
     long n = read_line(r);
@@ -357,9 +309,12 @@ int manifest_next(struct manifest_reader *r, struct manifest_record *rec)
         return -1;
     }
     if (r->flags & MANIFEST_CHECK_KEYS) {
-        int oom;
-        uint64_t first = keys_insert(r, key, &oom);
-        if (oom) {
+        if (!r->keys && !(r->keys = keyset_new())) {
+            err_set("%s:%llu: out of memory", r->path, line);
+            return -1;
+        }
+        uint64_t first = keyset_insert(r->keys, key, strlen(key), r->line);
+        if (first == UINT64_MAX) {
             err_set("%s:%llu: out of memory", r->path, line);
             return -1;
         }
