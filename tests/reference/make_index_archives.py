@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Makes the zip fixtures for dit-index's archive tests, deterministically.
+
+    python3 tests/reference/make_index_archives.py
+
+tests/fixtures/index/classes.zip: the tests/fixtures/images/classes tree in
+the webdataset layout (members in sorted order, fixed timestamps), so the
+archive form can be compared with the folder form of the same images.
+tests/fixtures/index/evil.zip: one good sample and one member whose name
+climbs out of the archive root ("../escape.png").
+Tar archives are made by the shell test itself with tar(1).
+"""
+import os
+import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGES = os.path.join(HERE, "..", "fixtures", "images")
+OUT = os.path.join(HERE, "..", "fixtures", "index")
+STAMP = (2020, 1, 1, 0, 0, 0)
+
+
+def add(z, name, data):
+    info = zipfile.ZipInfo(name, date_time=STAMP)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    z.writestr(info, data)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    root = os.path.join(IMAGES, "classes")
+    names = []
+    for d, _, files in os.walk(root):
+        for f in files:
+            names.append(os.path.relpath(os.path.join(d, f), root))
+    with zipfile.ZipFile(os.path.join(OUT, "classes.zip"), "w") as z:
+        for n in sorted(names):
+            with open(os.path.join(root, n), "rb") as f:
+                add(z, n, f.read())
+    with open(os.path.join(IMAGES, "good", "png_rgb8_33x17.png"), "rb") as f:
+        png = f.read()
+    with zipfile.ZipFile(os.path.join(OUT, "evil.zip"), "w") as z:
+        add(z, "ok/sample.png", png)
+        add(z, "ok/sample.txt", b"a good sample\n")
+        add(z, "../escape.png", png)
+    print("wrote", OUT)
+
+
+if __name__ == "__main__":
+    main()
