@@ -1,0 +1,209 @@
+/* The op interface every model is written against.
+ *
+ * One call per op, forward and backward as explicit pairs in the style of
+ * llm.c, with the shapes in the comments. Every tensor argument carries its
+ * dtype and device; the dispatcher (kernels/ops.c) sends the call to the CPU
+ * backend (kernels/cpu/, the reference: fp32, OpenMP, OpenBLAS) or the CUDA
+ * backend (kernels/cuda/), and refuses mixed devices or a dtype a backend
+ * lacks with a message naming the op. Ops never allocate: every buffer,
+ * scratch included, comes from arenas the model plans before the first step.
+ *
+ * Conventions:
+ *  - Row-major, contiguous. B batch, T tokens, C channels, NH heads,
+ *    HS = C / NH head size, OC output channels.
+ *  - Linear weights are [OC, C] as torch.nn.Linear stores them: y = x W^T + b.
+ *  - Backward ops ACCUMULATE (+=) into parameter gradients (dweight, dbias,
+ *    dtable...), so gradient accumulation needs no extra pass; they OVERWRITE
+ *    activation gradients (dinp...) unless the comment says otherwise.
+ *  - A NULL tensor (data == NULL) means "absent" where the comment allows it
+ *    (no bias; no gradient wanted).
+ */
+#ifndef DIT_KERNELS_H
+#define DIT_KERNELS_H
+
+#include "kernels/device.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum kdtype {
+    KDT_F32 = 0,
+    KDT_BF16 = 1,
+    KDT_F16 = 2,
+};
+
+struct tensor {
+    void *data;
+    enum kdtype dtype;
+    enum device_kind device;
+    int64_t n; /* elements; the op checks it against the shape it is given */
+};
+
+/* The context of a run: device, threads, the CUDA stream and library
+ * handles once that backend exists. */
+struct kctx {
+    enum device_kind device;
+    int threads; /* CPU threads for OpenMP and OpenBLAS; 0 = all */
+    void *backend; /* backend-private state */
+};
+
+/* Sets up the backend for device; -1 with err_set(). */
+int kctx_init(struct kctx *ctx, enum device_kind device, int threads);
+void kctx_free(struct kctx *ctx);
+
+/* An fp32 host tensor over data[0..n). */
+static inline struct tensor tensor_f32(float *data, int64_t n)
+{
+    struct tensor t = {data, KDT_F32, DEVICE_CPU, n};
+    return t;
+}
+
+static inline struct tensor tensor_none(void)
+{
+    struct tensor t = {NULL, KDT_F32, DEVICE_CPU, 0};
+    return t;
+}
+
+/* ---- matrix multiply ---------------------------------------------------- */
+
+/* C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T as given.
+ * A is [M,K] (or [K,M] when trans_a), B is [K,N] (or [N,K] when trans_b). */
+void k_gemm(struct kctx *ctx, struct tensor c, struct tensor a, struct tensor b, int M, int N,
+            int K, int trans_a, int trans_b, float alpha, float beta);
+
+/* out[M,OC] = inp[M,C] weight[OC,C]^T + bias[OC] (bias may be absent). */
+void k_linear_forward(struct kctx *ctx, struct tensor out, struct tensor inp, struct tensor weight,
+                      struct tensor bias, int M, int C, int OC);
+/* dinp[M,C] = dout[M,OC] weight[OC,C] (overwrites; may be absent)
+ * dweight[OC,C] += dout^T inp; dbias[OC] += sum over M of dout (may be absent). */
+void k_linear_backward(struct kctx *ctx, struct tensor dinp, struct tensor dweight,
+                       struct tensor dbias, struct tensor dout, struct tensor inp,
+                       struct tensor weight, int M, int C, int OC);
+
+/* ---- normalisation and adaLN ------------------------------------------ */
+
+/* LayerNorm without affine over the last dim: out[M,C], mean[M], rstd[M]
+ * (saved for backward), rstd = 1/sqrt(var + eps), biased variance. */
+void k_layernorm_forward(struct kctx *ctx, struct tensor out, struct tensor mean,
+                         struct tensor rstd, struct tensor inp, int M, int C, float eps);
+/* dinp[M,C] += d/dinp (accumulates: the input is usually a residual stream). */
+void k_layernorm_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout,
+                          struct tensor inp, struct tensor mean, struct tensor rstd, int M, int C);
+
+/* out[B,T,C] = x[B,T,C] * (1 + scale[B,C]) + shift[B,C]; shift and scale
+ * are rows of a larger [B, k*C] buffer, so each has a row stride (in elements). */
+void k_modulate_forward(struct kctx *ctx, struct tensor out, struct tensor x, struct tensor shift,
+                        struct tensor scale, int B, int T, int C, int mod_stride);
+/* dx[B,T,C] = dout * (1 + scale) (overwrites);
+ * dshift[B,C] += sum_t dout; dscale[B,C] += sum_t dout * x (rows at mod_stride). */
+void k_modulate_backward(struct kctx *ctx, struct tensor dx, struct tensor dshift,
+                         struct tensor dscale, struct tensor dout, struct tensor x,
+                         struct tensor scale, int B, int T, int C, int mod_stride);
+
+/* The gated residual of adaLN-Zero: res[B,T,C] += gate[B,C] * y[B,T,C]
+ * (in place on the residual stream; gate rows at mod_stride). */
+void k_gated_residual_forward(struct kctx *ctx, struct tensor res, struct tensor y,
+                              struct tensor gate, int B, int T, int C, int mod_stride);
+/* dy[B,T,C] = dres * gate (overwrites); dgate[B,C] += sum_t dres * y.
+ * dres flows to the residual unchanged, so it is not written. */
+void k_gated_residual_backward(struct kctx *ctx, struct tensor dy, struct tensor dgate,
+                               struct tensor dres, struct tensor y, struct tensor gate, int B,
+                               int T, int C, int mod_stride);
+
+/* ---- activations -------------------------------------------------------- */
+
+/* GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+void k_gelu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int64_t n);
+/* dinp = dout * gelu'(inp) (overwrites). */
+void k_gelu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, struct tensor inp,
+                     int64_t n);
+/* SiLU: x * sigmoid(x). */
+void k_silu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int64_t n);
+/* dinp = dout * silu'(inp) (overwrites). */
+void k_silu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, struct tensor inp,
+                     int64_t n);
+
+/* ---- attention ---------------------------------------------------------- */
+
+/* Multi-head self-attention, no mask, softmax scale 1/sqrt(HS):
+ * qkv[B,T,3C] holds q | k | v, each [NH, HS] per token (the layout of a fused
+ * qkv Linear, and of to_q/to_k/to_v concatenated). out[B,T,C] with heads
+ * concatenated; lse[B,NH,T] is the log-sum-exp of each softmax row, saved so
+ * that backward recomputes the probabilities without storing a T x T matrix.
+ * scratch: at least k_attention_scratch(T, NH) floats. */
+void k_attention_forward(struct kctx *ctx, struct tensor out, struct tensor lse, struct tensor qkv,
+                         struct tensor scratch, int B, int T, int C, int NH);
+/* dqkv[B,T,3C] (overwrites) from dout[B,T,C]. */
+void k_attention_backward(struct kctx *ctx, struct tensor dqkv, struct tensor dout,
+                          struct tensor out, struct tensor lse, struct tensor qkv,
+                          struct tensor scratch, int B, int T, int C, int NH);
+int64_t k_attention_scratch(int T, int NH, int threads);
+
+/* ---- patches ------------------------------------------------------------ */
+
+/* The im2col of a stride-p, kernel-p convolution: img[B,CH,H,W] ->
+ * out[B, (H/p)(W/p), CH*p*p], tokens row by row, features in the order
+ * (channel, ky, kx) of a Conv2d weight [OC, CH, p, p] flattened, so the patch
+ * embedding is k_linear_forward with that weight viewed as [OC, CH*p*p]. */
+void k_patchify_forward(struct kctx *ctx, struct tensor out, struct tensor img, int B, int CH,
+                        int H, int W, int p);
+/* The DiT final layer's unpatchify: tok[B, (H/p)(W/p), p*p*CH], features in
+ * the order (ky, kx, channel) -> img[B,CH,H,W]. */
+void k_unpatchify_forward(struct kctx *ctx, struct tensor img, struct tensor tok, int B, int CH,
+                          int H, int W, int p);
+/* dtok[B,T,p*p*CH] (overwrites) from dimg[B,CH,H,W]: the inverse permutation. */
+void k_unpatchify_backward(struct kctx *ctx, struct tensor dtok, struct tensor dimg, int B,
+                           int CH, int H, int W, int p);
+
+/* ---- embeddings --------------------------------------------------------- */
+
+/* out[B,C] = table[ids[b], :]; ids are int32 in host or device memory as the
+ * tensors are (ids.dtype is ignored: int32). */
+void k_embedding_forward(struct kctx *ctx, struct tensor out, struct tensor table,
+                         const int32_t *ids, int B, int C);
+/* dtable[ids[b], :] += dout[b, :]. */
+void k_embedding_backward(struct kctx *ctx, struct tensor dtable, struct tensor dout,
+                          const int32_t *ids, int B, int C);
+
+/* Sinusoidal timestep embedding, dim D even, half = D/2:
+ * freq[i] = exp(-ln(max_period) * i / (half - freq_shift)), arg = t[b] * freq[i],
+ * out[b] = [cos(arg) | sin(arg)] (cos first, as DiT and diffusers'
+ * flip_sin_to_cos=True give). DiT uses freq_shift 0, diffusers' DiT 1. */
+void k_timestep_embedding(struct kctx *ctx, struct tensor out, const float *t, int B, int D,
+                          float max_period, float freq_shift);
+
+/* ---- elementwise and reductions ---------------------------------------- */
+
+/* out[B,T,C] = a[B,T,C] + b[T,C] (a broadcast add, e.g. positional embedding). */
+void k_add_broadcast_forward(struct kctx *ctx, struct tensor out, struct tensor a,
+                             struct tensor b, int B, int T, int C);
+/* out[n] = a[n] + b[n]. */
+void k_add(struct kctx *ctx, struct tensor out, struct tensor a, struct tensor b, int64_t n);
+/* y[n] += alpha * x[n]. */
+void k_axpy(struct kctx *ctx, struct tensor y, float alpha, struct tensor x, int64_t n);
+void k_fill(struct kctx *ctx, struct tensor x, float value, int64_t n);
+
+/* Mean squared error over n elements: returns mean((pred - target)^2); with
+ * dpred present, dpred = scale * 2 (pred - target) / n (overwrites). */
+float k_mse_forward_backward(struct kctx *ctx, struct tensor dpred, struct tensor pred,
+                             struct tensor target, int64_t n, float scale);
+
+/* Sum of squares (fp32 accumulation in double on the CPU), for grad norms. */
+double k_sum_squares(struct kctx *ctx, struct tensor x, int64_t n);
+/* x[n] *= s. */
+void k_scale(struct kctx *ctx, struct tensor x, float s, int64_t n);
+
+/* ---- optimiser ---------------------------------------------------------- */
+
+struct adamw_params {
+    float lr, beta1, beta2, eps, weight_decay;
+    int64_t step; /* 1 at the first update: bias corrections use it */
+};
+
+/* Decoupled weight decay as torch.optim.AdamW:
+ * p -= lr * wd * p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
+void k_adamw_update(struct kctx *ctx, struct tensor param, struct tensor grad, struct tensor m,
+                    struct tensor v, int64_t n, const struct adamw_params *hp);
+
+#endif
