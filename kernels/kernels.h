@@ -15,8 +15,8 @@
  *  - Backward ops ACCUMULATE (+=) into parameter gradients (dweight, dbias,
  *    dtable...), so gradient accumulation needs no extra pass; they OVERWRITE
  *    activation gradients (dinp...) unless the comment says otherwise.
- *  - A NULL tensor (data == NULL) means "absent" where the comment allows it
- *    (no bias; no gradient wanted).
+ *  - A NULL tensor (data == NULL) means "absent": allowed for a bias and for
+ *    every gradient output (no gradient wanted: frozen weights, LoRA).
  */
 #ifndef DIT_KERNELS_H
 #define DIT_KERNELS_H
@@ -91,7 +91,9 @@ void k_layernorm_backward(struct kctx *ctx, struct tensor dinp, struct tensor do
                           struct tensor inp, struct tensor mean, struct tensor rstd, int M, int C);
 
 /* out[B,T,C] = x[B,T,C] * (1 + scale[B,C]) + shift[B,C]; shift and scale
- * are rows of a larger [B, k*C] buffer, so each has a row stride (in elements). */
+ * are rows of a larger [B, k*C] buffer, so each has a row stride (in
+ * elements), and a view's n counts from its first row's start: at least
+ * (B - 1) * mod_stride + C. */
 void k_modulate_forward(struct kctx *ctx, struct tensor out, struct tensor x, struct tensor shift,
                         struct tensor scale, int B, int T, int C, int mod_stride);
 /* dx[B,T,C] = dout * (1 + scale) (overwrites);
@@ -130,7 +132,7 @@ void k_silu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, s
  * qkv Linear, and of to_q/to_k/to_v concatenated). out[B,T,C] with heads
  * concatenated; lse[B,NH,T] is the log-sum-exp of each softmax row, saved so
  * that backward recomputes the probabilities without storing a T x T matrix.
- * scratch: at least k_attention_scratch(T, NH) floats. */
+ * scratch: at least k_attention_scratch(T, NH, ctx->threads) floats. */
 void k_attention_forward(struct kctx *ctx, struct tensor out, struct tensor lse, struct tensor qkv,
                          struct tensor scratch, int B, int T, int C, int NH);
 /* dqkv[B,T,3C] (overwrites) from dout[B,T,C]. */
@@ -195,8 +197,10 @@ void k_scale(struct kctx *ctx, struct tensor x, float s, int64_t n);
 
 /* ---- optimiser ---------------------------------------------------------- */
 
+/* Doubles, as torch keeps them in Python floats: 1 - beta2 for beta2 = 0.999
+ * is then rounded once, as in torch, not computed from a float 0.999f. */
 struct adamw_params {
-    float lr, beta1, beta2, eps, weight_decay;
+    double lr, beta1, beta2, eps, weight_decay;
     int64_t step; /* 1 at the first update: bias corrections use it */
 };
 

@@ -1,0 +1,183 @@
+#include "models/diffusion.h"
+#include "libcommon/error.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ddpm_schedule_linear(struct ddpm_schedule *s, int steps)
+{
+    memset(s, 0, sizeof *s);
+    if (steps < 2 || steps > 100000) {
+        err_set("diffusion steps %d outside 2..100000", steps);
+        return -1;
+    }
+    double **arrays[] = {&s->betas, &s->log_betas, &s->alphas_cumprod, &s->alphas_cumprod_prev,
+                         &s->sqrt_alphas_cumprod, &s->sqrt_one_minus_alphas_cumprod,
+                         &s->sqrt_recip_alphas_cumprod, &s->sqrt_recipm1_alphas_cumprod,
+                         &s->posterior_variance, &s->posterior_log_variance_clipped,
+                         &s->posterior_mean_coef1, &s->posterior_mean_coef2};
+    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
+        if (!(*arrays[i] = calloc((size_t)steps, sizeof(double)))) {
+            ddpm_schedule_free(s);
+            err_set("out of memory");
+            return -1;
+        }
+    s->steps = steps;
+    /* np.linspace: start + i * step, with the last value exactly the end. */
+    double scale = 1000.0 / steps, start = scale * 0.0001, end = scale * 0.02;
+    double step = (end - start) / (steps - 1);
+    double acp = 1.0;
+    for (int i = 0; i < steps; i++) {
+        double beta = i == steps - 1 ? end : start + i * step;
+        s->betas[i] = beta;
+        s->log_betas[i] = log(beta);
+        s->alphas_cumprod_prev[i] = acp;
+        acp *= 1.0 - beta;
+        s->alphas_cumprod[i] = acp;
+    }
+    for (int i = 0; i < steps; i++) {
+        double a = s->alphas_cumprod[i], ap = s->alphas_cumprod_prev[i], b = s->betas[i];
+        s->sqrt_alphas_cumprod[i] = sqrt(a);
+        s->sqrt_one_minus_alphas_cumprod[i] = sqrt(1.0 - a);
+        s->sqrt_recip_alphas_cumprod[i] = sqrt(1.0 / a);
+        s->sqrt_recipm1_alphas_cumprod[i] = sqrt(1.0 / a - 1.0);
+        s->posterior_variance[i] = b * (1.0 - ap) / (1.0 - a);
+        s->posterior_mean_coef1[i] = b * sqrt(ap) / (1.0 - a);
+        s->posterior_mean_coef2[i] = (1.0 - ap) * sqrt(1.0 - b) / (1.0 - a);
+    }
+    /* The variance at t = 0 is 0; IDDPM clips its log to the one at t = 1. */
+    for (int i = 0; i < steps; i++)
+        s->posterior_log_variance_clipped[i] = log(s->posterior_variance[i ? i : 1]);
+    return 0;
+}
+
+void ddpm_schedule_free(struct ddpm_schedule *s)
+{
+    free(s->betas);
+    free(s->log_betas);
+    free(s->alphas_cumprod);
+    free(s->alphas_cumprod_prev);
+    free(s->sqrt_alphas_cumprod);
+    free(s->sqrt_one_minus_alphas_cumprod);
+    free(s->sqrt_recip_alphas_cumprod);
+    free(s->sqrt_recipm1_alphas_cumprod);
+    free(s->posterior_variance);
+    free(s->posterior_log_variance_clipped);
+    free(s->posterior_mean_coef1);
+    free(s->posterior_mean_coef2);
+    memset(s, 0, sizeof *s);
+}
+
+void ddpm_q_sample(const struct ddpm_schedule *s, float *x_t, const float *x0, const float *noise,
+                   const int32_t *t, int B, int64_t n)
+{
+    for (int b = 0; b < B; b++) {
+        /* The reference casts the coefficients to fp32 before using them. */
+        float ca = (float)s->sqrt_alphas_cumprod[t[b]];
+        float cn = (float)s->sqrt_one_minus_alphas_cumprod[t[b]];
+        for (int64_t i = 0; i < n; i++)
+            x_t[b * n + i] = ca * x0[b * n + i] + cn * noise[b * n + i];
+    }
+}
+
+/* IDDPM's approximate standard normal CDF and its derivative. */
+static double approx_cdf(double x)
+{
+    return 0.5 * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+static double approx_pdf(double x)
+{
+    double th = tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 - th * th) * sqrt(2.0 / M_PI) * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+/* log p(x) of the discretised Gaussian (8-bit bins on [-1, 1]) and its
+ * derivative with respect to log_scale (the mean is stopped). */
+static double discretized_log_likelihood(double x, double mean, double log_scale, double *dlog_scale)
+{
+    double c = x - mean, inv = exp(-log_scale);
+    double plus_in = inv * (c + 1.0 / 255.0), min_in = inv * (c - 1.0 / 255.0);
+    double cdf_plus = approx_cdf(plus_in), cdf_min = approx_cdf(min_in);
+    /* d(in)/d(log_scale) = -in */
+    if (x < -0.999) {
+        *dlog_scale = cdf_plus > 1e-12 ? approx_pdf(plus_in) * -plus_in / cdf_plus : 0.0;
+        return log(fmax(cdf_plus, 1e-12));
+    }
+    if (x > 0.999) {
+        double one_minus = 1.0 - cdf_min;
+        *dlog_scale = one_minus > 1e-12 ? -approx_pdf(min_in) * -min_in / one_minus : 0.0;
+        return log(fmax(one_minus, 1e-12));
+    }
+    double delta = cdf_plus - cdf_min;
+    *dlog_scale = delta > 1e-12 ? (approx_pdf(plus_in) * -plus_in - approx_pdf(min_in) * -min_in) / delta : 0.0;
+    return log(fmax(delta, 1e-12));
+}
+
+double ddpm_training_loss(const struct ddpm_schedule *s, const float *model_out, const float *x0,
+                          const float *x_t, const float *noise, const int32_t *t, int B, int C,
+                          int64_t hw, struct ddpm_terms *terms, float *dout)
+{
+    const int64_t n = (int64_t)C * hw;
+    double total = 0;
+    for (int b = 0; b < B; b++) {
+        const int ti = t[b];
+        const float *eps = model_out + (int64_t)b * 2 * n, *var = eps + n;
+        const float *x0b = x0 + b * n, *xtb = x_t + b * n, *nb = noise + b * n;
+        float *deps = dout ? dout + (int64_t)b * 2 * n : NULL, *dvar = deps ? deps + n : NULL;
+        const double min_log = s->posterior_log_variance_clipped[ti], max_log = s->log_betas[ti];
+        const double c1 = s->posterior_mean_coef1[ti], c2 = s->posterior_mean_coef2[ti];
+        const double rx = s->sqrt_recip_alphas_cumprod[ti], re = s->sqrt_recipm1_alphas_cumprod[ti];
+        double mse = 0, vb = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double e = eps[i], d = nb[i] - e;
+            mse += d * d;
+            if (deps)
+                deps[i] = (float)(-2.0 * d / n / B);
+            /* The predicted mean from the (stopped) eps. */
+            double pred_x0 = rx * xtb[i] - re * e;
+            double mean = c1 * pred_x0 + c2 * xtb[i];
+            double frac = (var[i] + 1.0) / 2.0;
+            double log_var = frac * max_log + (1.0 - frac) * min_log;
+            double dlogvar_dv = 0.5 * (max_log - min_log);
+            double term, dterm_dlogvar;
+            if (ti == 0) {
+                double dls;
+                term = -discretized_log_likelihood(x0b[i], mean, 0.5 * log_var, &dls);
+                dterm_dlogvar = -0.5 * dls;
+            } else {
+                double true_mean = c1 * x0b[i] + c2 * xtb[i], true_log_var = min_log;
+                double dm = true_mean - mean;
+                term = 0.5 * (-1.0 + log_var - true_log_var + exp(true_log_var - log_var) + dm * dm * exp(-log_var));
+                dterm_dlogvar = 0.5 * (1.0 - exp(true_log_var - log_var) - dm * dm * exp(-log_var));
+            }
+            vb += term;
+            if (dvar)
+                dvar[i] = (float)(dterm_dlogvar * dlogvar_dv / (n * M_LN2) / B);
+        }
+        mse /= n;
+        vb /= n * M_LN2; /* in bits per dimension */
+        if (terms)
+            terms[b] = (struct ddpm_terms){mse, vb, mse + vb};
+        total += mse + vb;
+    }
+    return total / B;
+}
+
+void flow_interpolate(float *z_t, float *target, const float *x0, const float *noise,
+                      const float *t, int B, int64_t n)
+{
+    for (int b = 0; b < B; b++)
+        for (int64_t i = 0; i < n; i++) {
+            float a = x0[b * n + i], e = noise[b * n + i];
+            z_t[b * n + i] = (1.0f - t[b]) * a + t[b] * e;
+            target[b * n + i] = a - e;
+        }
+}
+
+float flow_timestep(float z, float mean, float std, float shift)
+{
+    float t = 1.0f / (1.0f + expf(-(mean + std * z)));
+    return shift * t / (1.0f + (shift - 1.0f) * t);
+}

@@ -1,0 +1,138 @@
+/* The class-conditional DiT of Peebles & Xie (facebookresearch/DiT), with an
+ * explicit forward and backward per layer on the ops of kernels/kernels.h.
+ *
+ * Parameters live in one fp32 buffer in a fixed order (dit_param_table), so
+ * one AdamW call updates them all and checkpoints are plain copies; names are
+ * the original DiT's state-dict names. Activations live in one arena planned
+ * from the configuration and the batch size before the first step. */
+#ifndef DIT_MODEL_DIT_H
+#define DIT_MODEL_DIT_H
+
+#include "kernels/kernels.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DIT_FREQ_DIM 256      /* sinusoidal timestep features */
+#define DIT_MAX_PERIOD 10000.0f
+#define DIT_MAX_DEPTH 64
+
+struct dit_config {
+    int input_size;   /* latent height = width */
+    int patch_size;
+    int in_channels;
+    int hidden_size;
+    int depth;
+    int num_heads;
+    float mlp_ratio;
+    int num_classes;
+    float class_dropout_prob; /* > 0 adds the null-class row used by guidance */
+    int learn_sigma;          /* output channels = 2 * in_channels */
+    /* Where implementations differ numerically; set from the weights' origin. */
+    float norm_eps;     /* the attention and final LayerNorms: 1e-6 in both */
+    float mlp_norm_eps; /* the pre-MLP LayerNorm: 1e-6 in DiT, the config's
+                           norm_eps (default 1e-5) in diffusers */
+    float freq_shift;   /* timestep frequencies: 0 in DiT, 1 in diffusers */
+};
+
+/* Fills cfg for "DiT-XL/2" and the other names of the paper (S, B, L, XL
+ * with patch 2, 4, 8), at latent size input_size; -1 with err_set() for an
+ * unknown name. The rest takes DiT's defaults: 4 channels, mlp ratio 4,
+ * 1000 classes, dropout 0.1, learned sigma, eps 1e-6 everywhere, shift 0. */
+int dit_config_by_name(struct dit_config *cfg, const char *name, int input_size);
+/* Checks a configuration; -1 with err_set() naming the problem. */
+int dit_config_check(const struct dit_config *cfg);
+
+static inline int dit_out_channels(const struct dit_config *c)
+{
+    return c->learn_sigma ? 2 * c->in_channels : c->in_channels;
+}
+static inline int dit_tokens(const struct dit_config *c)
+{
+    int g = c->input_size / c->patch_size;
+    return g * g;
+}
+static inline int dit_mlp_hidden(const struct dit_config *c)
+{
+    return (int)(c->hidden_size * c->mlp_ratio);
+}
+static inline int dit_table_rows(const struct dit_config *c)
+{
+    return c->num_classes + (c->class_dropout_prob > 0);
+}
+
+/* One named parameter tensor inside the flat buffer. */
+struct dit_param {
+    char name[96];
+    int ndim;
+    int64_t shape[4];
+    int64_t offset, n;
+};
+
+/* The parameters in buffer order; *count is set. Freed with free(). */
+struct dit_param *dit_param_table(const struct dit_config *cfg, size_t *count);
+int64_t dit_param_count(const struct dit_config *cfg);
+
+/* Views into the flat parameter (or gradient) buffer. */
+struct dit_block_params {
+    float *qkv_w, *qkv_b, *proj_w, *proj_b;
+    float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    float *ada_w, *ada_b; /* adaLN_modulation.1: [6C, C], [6C] */
+};
+
+struct dit_params {
+    float *x_w, *x_b;             /* x_embedder.proj: [C, CI, P, P], [C] */
+    float *t1_w, *t1_b, *t2_w, *t2_b; /* t_embedder.mlp.0 / .2 */
+    float *y_table;               /* y_embedder.embedding_table: [NC(+1), C] */
+    struct dit_block_params blocks[DIT_MAX_DEPTH];
+    float *f_ada_w, *f_ada_b;     /* final_layer.adaLN_modulation.1: [2C, C] */
+    float *f_w, *f_b;             /* final_layer.linear: [P*P*CO, C] */
+};
+
+void dit_params_view(const struct dit_config *cfg, float *buffer, struct dit_params *out);
+
+/* DiT's initialisation: Xavier-uniform Linear weights (the patch embedding
+ * as a Linear over its flattened kernel), zero biases, normal(0.02) label
+ * table and timestep MLP weights, zero adaLN and final layers. Random numbers
+ * from the Philox stream (seed, RNG_PARAM_INIT). */
+void dit_init(const struct dit_config *cfg, float *params, uint64_t seed);
+
+/* The fixed 2D sin-cos positional embedding [grid*grid, C], computed in
+ * double as DiT's get_2d_sincos_pos_embed does. */
+void dit_pos_embed(float *out, int C, int grid);
+
+/* The model with its planned memory for a batch size. */
+struct dit_model {
+    struct dit_config cfg;
+    struct kctx *ctx;
+    int B;                 /* batch size the arena was planned for */
+    int checkpointing;     /* recompute each block during backward */
+    int64_t n_params;
+    float *params, *grads; /* n_params each; grads accumulate */
+    struct dit_params p, g;
+    float *pos_embed;      /* [T, C] */
+    int32_t *labels;       /* [B]: the last forward's y, for the embedding gradient */
+    float *arena;          /* activations */
+    int64_t arena_floats;
+    void *acts;            /* the views into the arena (dit.c) */
+};
+
+/* Allocates parameters, gradients and the activation arena for batch size
+ * B; the parameters are not initialised. -1 with err_set(). */
+int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
+                     int checkpointing);
+void dit_model_free(struct dit_model *m);
+/* Bytes of parameters, gradients and activations, for the start-up report. */
+void dit_model_sizes(const struct dit_model *m, int64_t *param_bytes, int64_t *activation_bytes);
+
+/* out[B, CO, H, W] = DiT(x[B, CI, H, W], t[B], y[B]) for the first b <= B
+ * samples. t are timesteps as floats (DiT passes integers); y are class ids,
+ * num_classes meaning the null class. Keeps what backward needs. */
+void dit_forward(struct dit_model *m, float *out, const float *x, const float *t,
+                 const int32_t *y, int b);
+/* Accumulates into m->grads the gradient of a loss whose gradient with
+ * respect to the last forward's output is dout[b, CO, H, W]. */
+void dit_backward(struct dit_model *m, const float *dout, int b);
+void dit_zero_grads(struct dit_model *m);
+
+#endif

@@ -1,0 +1,39 @@
+/* DiT weights on disk: the original facebookresearch/DiT state-dict names,
+ * and diffusers' DiTTransformer2DModel layout (config.json plus
+ * diffusion_pytorch_model.safetensors, sharded or not). */
+#ifndef DIT_MODEL_DIT_WEIGHTS_H
+#define DIT_MODEL_DIT_WEIGHTS_H
+
+#include "libcommon/safetensors.h"
+#include "models/dit.h"
+
+enum dit_layout {
+    DIT_LAYOUT_ORIGINAL, /* x_embedder, blocks.N.attn.qkv, final_layer ... */
+    DIT_LAYOUT_DIFFUSERS, /* pos_embed.proj, transformer_blocks.N.attn1.to_q ... */
+};
+
+/* Which layout a set of tensors uses (by its names); -1 when neither. */
+int dit_weights_layout(const struct st_set *set);
+
+/* Copies every parameter of the configuration from set into params
+ * (dit_param_count floats), converting BF16/F16 to fp32. Every missing or
+ * mis-shaped tensor is named in the error; tensors the model does not use are
+ * an error too, so a wrong configuration cannot load silently. In the
+ * diffusers layout the per-block copies of the timestep and class embedders
+ * must agree (the model has one of each). -1 with err_set(). */
+int dit_weights_load(const struct dit_config *cfg, float *params, const struct st_set *set,
+                     enum dit_layout layout);
+
+/* Writes params in the given layout to path (one safetensors file, atomic).
+ * The original layout includes the fixed pos_embed buffer as DiT's state
+ * dict does; the diffusers layout writes the per-block embedder copies. */
+int dit_weights_save(const struct dit_config *cfg, const float *params, const char *path,
+                     enum dit_layout layout);
+
+/* diffusers' config.json for cfg (a new object), and the configuration read
+ * back from one: the file's norm_eps is the pre-MLP norm's, the other norms
+ * use 1e-6, and the timestep frequencies diffusers' shift of 1. */
+struct json_t *dit_diffusers_config(const struct dit_config *cfg);
+int dit_config_from_diffusers(struct dit_config *cfg, const char *config_path);
+
+#endif
