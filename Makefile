@@ -49,7 +49,7 @@ TEST_BIN  = $(OBJDIR)/tests/run_tests
 MANPAGES  = $(wildcard man/man1/*.1 man/man5/*.5 man/man7/*.7)
 LIBDIT    = $(OBJDIR)/libdit.a
 
-.PHONY: all test test-unit cuda-check install deps demo clean lint-man
+.PHONY: all test test-unit cuda-check install deps demo clean lint-man bench
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -75,6 +75,12 @@ $(TEST_BIN): $(TEST_OBJS) $(LIBDIT)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $(TEST_OBJS) $(LIBDIT) $(LDLIBS)
 
+BENCH_BINS = $(patsubst bench/%.c,$(OBJDIR)/bench/%,$(wildcard bench/*.c))
+$(OBJDIR)/bench/%: $(OBJDIR)/bench/%.o $(LIBDIT)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBDIT) $(LDLIBS)
+# Benchmark programs (bench/*.c); the scripts beside them run them.
+bench: $(BENCH_BINS)
+
 # Every CUDA source must compile, GPU or not.
 cuda-check: $(CUDA_OBJS)
 ifeq ($(HAVE_CUDA),1)
@@ -91,7 +97,7 @@ lint-man:
 	  echo "man pages lint clean"; \
 	else echo "mandoc not found: man pages not linted"; fi
 
-test: $(TOOL_BINS) $(TEST_BIN) cuda-check lint-man
+test: $(TOOL_BINS) $(TEST_BIN) $(BENCH_BINS) cuda-check lint-man
 	DIT_BIN=$(abspath $(BINDIR)) DIT_TESTS=$(abspath tests) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(TEST_BIN) $(if $(K),-k $(K))
