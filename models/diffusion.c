@@ -81,38 +81,43 @@ void ddpm_q_sample(const struct ddpm_schedule *s, float *x_t, const float *x0, c
     }
 }
 
-/* IDDPM's approximate standard normal CDF and its derivative. */
-static double approx_cdf(double x)
+/* IDDPM's approximate standard normal CDF, in fp32 as the reference
+ * evaluates it: its saturation to exactly 0 or 1 far from the mean decides
+ * which bins hit the 1e-12 floor, so double precision would not match. */
+static float approx_cdf(float x)
 {
-    return 0.5 * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    return 0.5f * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
 }
 
-static double approx_pdf(double x)
+/* Its derivative as autograd forms it in fp32: where tanh has saturated to
+ * 1 the reference's gradient is exactly 0, and so is this one. */
+static float approx_pdf(float x)
 {
-    double th = tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x));
-    return 0.5 * (1.0 - th * th) * sqrt(2.0 / M_PI) * (1.0 + 3.0 * 0.044715 * x * x);
+    float th = tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x));
+    return 0.5f * (1.0f - th * th) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
 /* log p(x) of the discretised Gaussian (8-bit bins on [-1, 1]) and its
- * derivative with respect to log_scale (the mean is stopped). */
-static double discretized_log_likelihood(double x, double mean, double log_scale, double *dlog_scale)
+ * derivative with respect to log_scale (the mean is stopped); zero where the
+ * reference clamps. */
+static float discretized_log_likelihood(float x, float mean, float log_scale, double *dlog_scale)
 {
-    double c = x - mean, inv = exp(-log_scale);
-    double plus_in = inv * (c + 1.0 / 255.0), min_in = inv * (c - 1.0 / 255.0);
-    double cdf_plus = approx_cdf(plus_in), cdf_min = approx_cdf(min_in);
+    float c = x - mean, inv = expf(-log_scale);
+    float plus_in = inv * (c + 1.0f / 255.0f), min_in = inv * (c - 1.0f / 255.0f);
+    float cdf_plus = approx_cdf(plus_in), cdf_min = approx_cdf(min_in);
     /* d(in)/d(log_scale) = -in */
-    if (x < -0.999) {
-        *dlog_scale = cdf_plus > 1e-12 ? approx_pdf(plus_in) * -plus_in / cdf_plus : 0.0;
-        return log(fmax(cdf_plus, 1e-12));
+    if (x < -0.999f) {
+        *dlog_scale = cdf_plus > 1e-12f ? approx_pdf(plus_in) * -plus_in / cdf_plus : 0.0;
+        return logf(fmaxf(cdf_plus, 1e-12f));
     }
-    if (x > 0.999) {
-        double one_minus = 1.0 - cdf_min;
-        *dlog_scale = one_minus > 1e-12 ? -approx_pdf(min_in) * -min_in / one_minus : 0.0;
-        return log(fmax(one_minus, 1e-12));
+    if (x > 0.999f) {
+        float one_minus = 1.0f - cdf_min;
+        *dlog_scale = one_minus > 1e-12f ? -approx_pdf(min_in) * -min_in / one_minus : 0.0;
+        return logf(fmaxf(one_minus, 1e-12f));
     }
-    double delta = cdf_plus - cdf_min;
-    *dlog_scale = delta > 1e-12 ? (approx_pdf(plus_in) * -plus_in - approx_pdf(min_in) * -min_in) / delta : 0.0;
-    return log(fmax(delta, 1e-12));
+    float delta = cdf_plus - cdf_min;
+    *dlog_scale = delta > 1e-12f ? (approx_pdf(plus_in) * -plus_in - approx_pdf(min_in) * -min_in) / delta : 0.0;
+    return logf(fmaxf(delta, 1e-12f));
 }
 
 double ddpm_training_loss(const struct ddpm_schedule *s, const float *model_out, const float *x0,
@@ -126,31 +131,38 @@ double ddpm_training_loss(const struct ddpm_schedule *s, const float *model_out,
         const float *eps = model_out + (int64_t)b * 2 * n, *var = eps + n;
         const float *x0b = x0 + b * n, *xtb = x_t + b * n, *nb = noise + b * n;
         float *deps = dout ? dout + (int64_t)b * 2 * n : NULL, *dvar = deps ? deps + n : NULL;
-        const double min_log = s->posterior_log_variance_clipped[ti], max_log = s->log_betas[ti];
-        const double c1 = s->posterior_mean_coef1[ti], c2 = s->posterior_mean_coef2[ti];
-        const double rx = s->sqrt_recip_alphas_cumprod[ti], re = s->sqrt_recipm1_alphas_cumprod[ti];
+        /* As the reference: coefficients gathered in double and cast to fp32,
+         * then fp32 arithmetic per element. Near t = T the two log-variance
+         * bounds differ by ~1e-7, and their fp32 values decide the variance
+         * gradient there. Sums are kept in double. */
+        const float min_log = (float)s->posterior_log_variance_clipped[ti];
+        const float max_log = (float)s->log_betas[ti];
+        const float c1 = (float)s->posterior_mean_coef1[ti], c2 = (float)s->posterior_mean_coef2[ti];
+        const float rx = (float)s->sqrt_recip_alphas_cumprod[ti];
+        const float re = (float)s->sqrt_recipm1_alphas_cumprod[ti];
+        const float dlogvar_dv = 0.5f * (max_log - min_log);
         double mse = 0, vb = 0;
         for (int64_t i = 0; i < n; i++) {
-            double e = eps[i], d = nb[i] - e;
-            mse += d * d;
+            float e = eps[i], d = nb[i] - e;
+            mse += (double)d * d;
             if (deps)
                 deps[i] = (float)(-2.0 * d / n / B);
             /* The predicted mean from the (stopped) eps. */
-            double pred_x0 = rx * xtb[i] - re * e;
-            double mean = c1 * pred_x0 + c2 * xtb[i];
-            double frac = (var[i] + 1.0) / 2.0;
-            double log_var = frac * max_log + (1.0 - frac) * min_log;
-            double dlogvar_dv = 0.5 * (max_log - min_log);
+            float pred_x0 = rx * xtb[i] - re * e;
+            float mean = c1 * pred_x0 + c2 * xtb[i];
+            float frac = (var[i] + 1.0f) / 2.0f;
+            float log_var = frac * max_log + (1.0f - frac) * min_log;
             double term, dterm_dlogvar;
             if (ti == 0) {
                 double dls;
-                term = -discretized_log_likelihood(x0b[i], mean, 0.5 * log_var, &dls);
+                term = -discretized_log_likelihood(x0b[i], mean, 0.5f * log_var, &dls);
                 dterm_dlogvar = -0.5 * dls;
             } else {
-                double true_mean = c1 * x0b[i] + c2 * xtb[i], true_log_var = min_log;
-                double dm = true_mean - mean;
-                term = 0.5 * (-1.0 + log_var - true_log_var + exp(true_log_var - log_var) + dm * dm * exp(-log_var));
-                dterm_dlogvar = 0.5 * (1.0 - exp(true_log_var - log_var) - dm * dm * exp(-log_var));
+                float true_mean = c1 * x0b[i] + c2 * xtb[i], true_log_var = min_log;
+                float dm = true_mean - mean;
+                term = 0.5f * (-1.0f + log_var - true_log_var + expf(true_log_var - log_var) +
+                               dm * dm * expf(-log_var));
+                dterm_dlogvar = 0.5f - 0.5f * expf(true_log_var - log_var) - 0.5f * (dm * dm * expf(-log_var));
             }
             vb += term;
             if (dvar)
