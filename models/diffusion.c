@@ -193,3 +193,24 @@ float flow_timestep(float z, float mean, float std, float shift)
     float t = 1.0f / (1.0f + expf(-(mean + std * z)));
     return shift * t / (1.0f + (shift - 1.0f) * t);
 }
+
+float flow_resolution_shift(int h, int w)
+{
+    return 2.0f * sqrtf((float)h * (float)w / (64.0f * 64.0f));
+}
+
+double flow_loss(const float *pred, const float *target, int B, int64_t n, float *dpred)
+{
+    double total = 0;
+    for (int b = 0; b < B; b++) {
+        double sum = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double d = (double)pred[b * n + i] - target[b * n + i];
+            sum += d * d;
+            if (dpred)
+                dpred[b * n + i] = (float)(2.0 * d / n / B);
+        }
+        total += sum / n;
+    }
+    return total / B;
+}

@@ -52,5 +52,11 @@ void flow_interpolate(float *z_t, float *target, const float *x0, const float *n
 /* t = sigmoid(mean + std * z) for a standard normal z, then the shift of
  * SD3 and Flux: t' = shift t / (1 + (shift - 1) t) (shift 1: none). */
 float flow_timestep(float z, float mean, float std, float shift);
+/* F-Lite's resolution-dependent shift for latents of h x w:
+ * 2 sqrt(h w / 64^2), so a 64 x 64 latent (512 px) gets 2. */
+float flow_resolution_shift(int h, int w);
+/* The flow loss: mean over the batch of the per-sample mean of
+ * (pred - target)^2; dpred (overwrites, when non-NULL) is its gradient. */
+double flow_loss(const float *pred, const float *target, int B, int64_t n, float *dpred);
 
 #endif

@@ -142,4 +142,13 @@ TEST(flow_objective_formulas)
     CHECK_NEAR(flow_timestep(0, 0, 1, 1), 0.5, 1e-7);
     CHECK_NEAR(flow_timestep(0, 0, 1, 3), 0.75, 1e-7);
     CHECK(flow_timestep(-20, 0, 1, 1) > 0 && flow_timestep(20, 0, 1, 1) <= 1);
+    /* F-Lite: alpha = 2 sqrt(h w / 64^2) on the latent grid. */
+    CHECK_NEAR(flow_resolution_shift(64, 64), 2.0, 1e-7);
+    CHECK_NEAR(flow_resolution_shift(32, 32), 1.0, 1e-7);
+    CHECK_NEAR(flow_resolution_shift(128, 64), 2.0 * sqrt(2.0), 1e-6);
+    float pred[4] = {1, 2, 3, 4}, target[4] = {1, 0, 3, 0}, d[4];
+    /* sample means 2 and 8, batch mean 5; d = 2 (p - t) / n / B */
+    CHECK_NEAR(flow_loss(pred, target, 2, 2, d), 5.0, 1e-12);
+    CHECK_NEAR(d[1], 2.0 * 2 / 2 / 2, 1e-7);
+    CHECK_NEAR(d[3], 2.0 * 4 / 2 / 2, 1e-7);
 }
