@@ -95,6 +95,11 @@ struct shardset_writer *shardset_writer_open(const char *dir, size_t ncols,
 int shardset_writer_add(struct shardset_writer *w, const char *const *in_fields,
                         const char *bucket, struct hash128 cache_key, size_t ntensors,
                         const struct shard_tensor *tensors);
+/* Adds a record whose tensors already sit in an existing shard of the
+ * directory (a cache hit): only its manifest row is written. */
+int shardset_writer_add_existing(struct shardset_writer *w, const char *const *in_fields,
+                                 const char *bucket, const char *shard, const char *fields,
+                                 struct hash128 data_xxh3, struct hash128 cache_key);
 /* Flushes every pending shard, then writes manifest.tsv atomically. Frees w. */
 int shardset_writer_commit(struct shardset_writer *w);
 /* Frees w; shards already renamed into place stay (they are immutable and

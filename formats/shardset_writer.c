@@ -4,6 +4,7 @@
 #include "formats/manifest.h"
 #include "formats/shardset.h"
 #include "libcommon/error.h"
+#include "libcommon/json.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -193,6 +194,24 @@ static int bucket_flush(struct shardset_writer *w, struct pending_bucket *b)
                              {"preprocess", w->preprocess}, {"bucket", b->bucket}};
     for (size_t i = 0; rc == 0 && i < sizeof meta / sizeof meta[0]; i++)
         rc = st_writer_meta(sw, meta[i][0], meta[i][1]);
+    /* Each record's identity travels with its tensors, so a later run can
+     * reuse a shard that no manifest names yet (one left by a killed run). */
+    json_t *records = json_object();
+    for (size_t i = 0; records && i < b->n_rows; i++) {
+        char **row = w->rows[b->rows[i]];
+        json_object_set_new(records, row[w->col_key],
+                            json_pack("{s:s, s:s, s:s}", "cache_key", row[w->col_shard[4]], "data_xxh3",
+                                      row[w->col_shard[3]], "fields", row[w->col_shard[2]]));
+    }
+    char *records_text = records ? json_to_string(records) : NULL;
+    json_decref(records);
+    if (!records_text) {
+        st_writer_free(sw);
+        goto oom;
+    }
+    if (rc == 0)
+        rc = st_writer_meta(sw, "records", records_text);
+    free(records_text);
     size_t plen = strlen(w->dir) + strlen(name) + 2;
     char *path = malloc(plen);
     if (!path) {
@@ -331,6 +350,39 @@ oom_row:
     for (size_t c = 0; c < w->out_ncols; c++)
         free(row[c]);
     free(row);
+oom:
+    err_set("%s: out of memory", w->dir);
+    return -1;
+}
+
+int shardset_writer_add_existing(struct shardset_writer *w, const char *const *in_fields,
+                                 const char *bucket, const char *shard, const char *fields,
+                                 struct hash128 data_xxh3, struct hash128 cache_key)
+{
+    if (grow((void **)&w->rows, &w->cap_rows, w->n_rows + 1, sizeof *w->rows))
+        goto oom;
+    char **row = calloc(w->out_ncols, sizeof *row);
+    if (!row)
+        goto oom;
+    for (size_t c = 0; c < w->in_ncols; c++)
+        row[c] = strdup(in_fields[c] ? in_fields[c] : "");
+    char dx[33], ck[33];
+    hash_hex(data_xxh3, dx);
+    hash_hex(cache_key, ck);
+    const char *values[5] = {shard, bucket, fields, dx, ck};
+    for (int k = 0; k < 5; k++) {
+        free(row[w->col_shard[k]]);
+        row[w->col_shard[k]] = strdup(values[k]);
+    }
+    for (size_t c = 0; c < w->out_ncols; c++)
+        if (!row[c]) {
+            for (size_t k = 0; k < w->out_ncols; k++)
+                free(row[k]);
+            free(row);
+            goto oom;
+        }
+    w->rows[w->n_rows++] = row;
+    return 0;
 oom:
     err_set("%s: out of memory", w->dir);
     return -1;

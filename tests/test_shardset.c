@@ -208,3 +208,49 @@ TEST(dit_inspect_summarises_and_verifies_shard_sets)
     CHECK_CONTAINS(text, "FAILED");
     free(text);
 }
+
+#include "formats/shardset_cache.h"
+
+TEST(cache_finds_records_of_shards_no_manifest_names)
+{
+    const char *dir = test_tmp_path("set");
+    write_set(dir);
+    /* As a killed run leaves it: shards renamed into place, no manifest, and
+     * a temporary file of a shard being written. */
+    unlink(test_tmp_path("set/manifest.tsv"));
+    test_write_file(test_tmp_path("set/.shard-4x4-0123.safetensors.tmp.abcdef"), "partial", 7);
+    test_write_file(test_tmp_path("set/junk.safetensors"), "not a shard", 11);
+    struct shard_cache c;
+    CHECK_INT(shard_cache_scan(&c, dir), 0);
+    CHECK_INT(c.n, 10);
+    CHECK_INT(c.n_skipped, 1);
+    CHECK(access(test_tmp_path("set/.shard-4x4-0123.safetensors.tmp.abcdef"), F_OK) != 0);
+    struct hash128 ck = {3, 42};
+    const struct shard_cache_entry *e = shard_cache_find(&c, "img03", ck);
+    CHECK(e != NULL);
+    if (e) {
+        CHECK_STR(e->bucket, "8x4");
+        CHECK_STR(e->fields, "latent,latent_flip");
+    }
+    struct hash128 other = {3, 43};
+    CHECK(shard_cache_find(&c, "img03", other) == NULL);
+    CHECK(shard_cache_find(&c, "nope", ck) == NULL);
+
+    /* A manifest of cache hits only: rows point at the existing shards. */
+    const char *cols[] = {"key", "bucket"};
+    struct shardset_meta meta = {"test 1", "pixel", "{}"};
+    struct shardset_writer *w = shardset_writer_open(dir, 2, cols, &meta, 1 << 20);
+    const char *in[] = {"img03", "8x4"};
+    CHECK_INT(shardset_writer_add_existing(w, in, e->bucket, e->shard, e->fields, e->data_xxh3, e->cache_key), 0);
+    CHECK_INT(shardset_writer_commit(w), 0);
+    struct shardset *s = shardset_open(dir);
+    CHECK(s != NULL);
+    int problems = 0;
+    CHECK_INT(shardset_verify(s, count_problem, &problems), 0);
+    shardset_close(s);
+    shard_cache_free(&c);
+
+    struct shard_cache empty;
+    CHECK_INT(shard_cache_scan(&empty, test_tmp_path("no-such-dir")), 0);
+    CHECK_INT(empty.n, 0);
+}

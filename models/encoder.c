@@ -1,0 +1,54 @@
+#include "models/encoder.h"
+#include "libcommon/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Pixel values to [-1, 1] as DiT's transforms.Normalize([0.5]*3, [0.5]*3)
+ * after ToTensor gives: (v / 255 - 0.5) / 0.5, in fp32 as torch does. With a
+ * factor f, channel (c, dy, dx) = c * f * f + dy * f + dx, as
+ * torch.nn.functional.pixel_unshuffle lays them out. */
+static int pixel_encode(const struct encoder *e, const uint8_t *rgb, int w, int h, float *out)
+{
+    const int f = e->factor, ow = w / f, oh = h / f;
+    if (w % f || h % f) {
+        err_set("pixel encoder: %dx%d is not a multiple of the factor %d", w, h, f);
+        return -1;
+    }
+    for (int c = 0; c < 3; c++)
+        for (int dy = 0; dy < f; dy++)
+            for (int dx = 0; dx < f; dx++) {
+                float *plane = out + ((size_t)(c * f + dy) * f + dx) * oh * ow;
+                for (int y = 0; y < oh; y++)
+                    for (int x = 0; x < ow; x++) {
+                        uint8_t v = rgb[((size_t)(y * f + dy) * w + (x * f + dx)) * 3 + c];
+                        plane[(size_t)y * ow + x] = ((float)v / 255.0f - 0.5f) / 0.5f;
+                    }
+            }
+    return 0;
+}
+
+int encoder_open(struct encoder *e, const char *spec)
+{
+    memset(e, 0, sizeof *e);
+    int f = 1;
+    char tail;
+    if (strcmp(spec, "pixel") == 0 || (sscanf(spec, "pixel:%d%c", &f, &tail) == 1 && f >= 1 && f <= 64)) {
+        snprintf(e->name, sizeof e->name, "pixel");
+        snprintf(e->identity, sizeof e->identity, "pixel/1 s2d=%d", f);
+        e->factor = f;
+        e->channels = 3 * f * f;
+        e->encode = pixel_encode;
+        return 0;
+    }
+    err_set("--encoder '%s': expected pixel or pixel:F (space-to-depth factor 1..64); "
+            "the VAE and text encoders are not built yet", spec);
+    return -1;
+}
+
+void encoder_close(struct encoder *e)
+{
+    free(e->state);
+    memset(e, 0, sizeof *e);
+}
