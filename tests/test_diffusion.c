@@ -152,3 +152,61 @@ TEST(flow_objective_formulas)
     CHECK_NEAR(d[1], 2.0 * 2 / 2 / 2, 1e-7);
     CHECK_NEAR(d[3], 2.0 * 4 / 2 / 2, 1e-7);
 }
+
+#include "libcommon/half.h"
+
+static float bf16_round(float x)
+{
+    return bf16_to_f32(f32_to_bf16(x));
+}
+
+/* F-Lite trains in bf16: its timesteps, noisy latents and target are bf16
+ * values. The test rounds this library's fp32 results the same way, so what
+ * is compared is the formulas (timestep law, shift, interpolation, target,
+ * loss), not the precision. */
+TEST(flow_objective_matches_f_lite)
+{
+    struct st_file *g = st_open(test_source_path("fixtures/dit/flow.safetensors"));
+    CHECK(g != NULL);
+    if (!g)
+        return;
+    const int B = 16, H = 8, W = 8;
+    const int64_t n = 16 * H * W;
+    float alpha = flow_resolution_shift(H, W);
+    float *x0 = f32_copy(g, "x0_bf16", B * n), *noise = f32_copy(g, "noise_bf16", B * n);
+    float *pred = f32_copy(g, "pred", B * n), *want_zt = f32_copy(g, "z_t_bf16", B * n);
+    float *want_grad = f32_copy(g, "grad_pred", B * n);
+    float t[16];
+    for (int b = 0; b < B; b++) {
+        float tt = at(g, "do_uniform", b) != 0 ? (float)at(g, "uniform", b)
+                                              : flow_timestep((float)at(g, "z", b), 0.0f, 1.0f, alpha);
+        t[b] = bf16_round(tt);
+        /* one bf16 step of slack for exp/sigmoid rounding differences */
+        double want = at(g, "t_bf16", b);
+        CHECK(fabs(t[b] - want) <= fabs(want) / 128.0 + 1e-30);
+        t[b] = (float)want;
+    }
+    float *zt = malloc((size_t)(B * n) * sizeof *zt), *target = malloc((size_t)(B * n) * sizeof *target);
+    flow_interpolate(zt, target, x0, noise, t, B, n);
+    double zt_err = 0;
+    for (int64_t i = 0; i < B * n; i++) {
+        /* torch rounds each bf16 product and the sum: allow two bf16 steps
+         * of the terms' size (the sum itself may nearly cancel) */
+        int b = (int)(i / n);
+        double terms = fabs(x0[i] * (1.0 - t[b])) + fabs(noise[i] * t[b]) + 1e-6;
+        zt_err = fmax(zt_err, fabs(zt[i] - want_zt[i]) / terms);
+        target[i] = bf16_round(target[i]); /* x0 - noise in bf16, as F-Lite computes it */
+    }
+    CHECK(zt_err < 2.0 / 128);
+    float *d = malloc((size_t)(B * n) * sizeof *d);
+    double loss = flow_loss(pred, target, B, n, d);
+    CHECK_NEAR(loss, at(g, "loss", 0), 1e-5 * at(g, "loss", 0));
+    double gerr = 0, gscale = 0;
+    for (int64_t i = 0; i < B * n; i++) {
+        gerr = fmax(gerr, fabs((double)d[i] - want_grad[i]));
+        gscale = fmax(gscale, fabs(want_grad[i]));
+    }
+    CHECK(gerr <= 1e-4 * gscale);
+    free(x0), free(noise), free(pred), free(want_zt), free(want_grad), free(zt), free(target), free(d);
+    st_close(g);
+}
