@@ -13,7 +13,7 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parame
 CFLAGS  ?= -O2 -g
 CPPFLAGS += -I. -D_GNU_SOURCE -DDIT_VERSION='"$(VERSION)"' $(shell pkg-config --cflags openblas 2>/dev/null)
 ALL_CFLAGS = -std=c11 $(WARN) -fopenmp -pthread $(CFLAGS)
-LDLIBS  = -lcsv -larchive -ljpeg -lspng -lwebp -lexif -ljansson -lxxhash -lopenblas -lm -lpthread -fopenmp
+LDLIBS  = -lisal -lcsv -larchive -ljpeg -lspng -lwebp -lexif -ljansson -lxxhash -lopenblas -lm -lpthread -fopenmp
 
 ifeq ($(SANITIZE),1)
   VARIANT   = san
@@ -111,7 +111,7 @@ install: all
 
 # Debian packages the build and the tests need; apt runs only when one is missing.
 DEB_PACKAGES = build-essential pkg-config libjansson-dev libxxhash-dev libopenblas-dev \
-  libcsv-dev libarchive-dev libjpeg62-turbo-dev libspng-dev libpng-dev libwebp-dev libexif-dev mandoc
+  libcsv-dev libarchive-dev libjpeg62-turbo-dev libspng-dev libpng-dev libwebp-dev libexif-dev libisal-dev mandoc
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
