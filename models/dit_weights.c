@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct disk_tensor {
     char name[128];
@@ -366,5 +367,116 @@ int dit_config_from_diffusers(struct dit_config *cfg, const char *path)
         err_prefix("%s", path);
         rc = -1;
     }
+    return rc;
+}
+
+json_t *dit_config_json(const struct dit_config *c)
+{
+    return json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:i, s:f, s:b, s:f, s:f, s:f}",
+                     "_class_name", "DiT", "input_size", c->input_size, "patch_size", c->patch_size,
+                     "in_channels", c->in_channels, "hidden_size", c->hidden_size, "depth", c->depth,
+                     "num_heads", c->num_heads, "mlp_ratio", (double)c->mlp_ratio, "num_classes", c->num_classes,
+                     "class_dropout_prob", (double)c->class_dropout_prob, "learn_sigma", c->learn_sigma,
+                     "norm_eps", (double)c->norm_eps, "mlp_norm_eps", (double)c->mlp_norm_eps, "freq_shift",
+                     (double)c->freq_shift);
+}
+
+int dit_config_from_json(struct dit_config *c, const json_t *j, const char *name)
+{
+    memset(c, 0, sizeof *c);
+    double mlp_ratio = 0, dropout = 0, eps = 0, mlp_eps = 0, shift = 0;
+    int learn_sigma = 0;
+    json_error_t e;
+    if (json_unpack_ex((json_t *)j, &e, 0, "{s:i, s:i, s:i, s:i, s:i, s:i, s:F, s:i, s:F, s:b, s:F, s:F, s:F}",
+                       "input_size", &c->input_size, "patch_size", &c->patch_size, "in_channels", &c->in_channels,
+                       "hidden_size", &c->hidden_size, "depth", &c->depth, "num_heads", &c->num_heads,
+                       "mlp_ratio", &mlp_ratio, "num_classes", &c->num_classes, "class_dropout_prob", &dropout,
+                       "learn_sigma", &learn_sigma, "norm_eps", &eps, "mlp_norm_eps", &mlp_eps, "freq_shift",
+                       &shift) != 0) {
+        err_set("%s: %s", name, e.text);
+        return -1;
+    }
+    c->mlp_ratio = (float)mlp_ratio, c->class_dropout_prob = (float)dropout, c->learn_sigma = learn_sigma;
+    c->norm_eps = (float)eps, c->mlp_norm_eps = (float)mlp_eps, c->freq_shift = (float)shift;
+    if (dit_config_check(c) != 0) {
+        err_prefix("%s", name);
+        return -1;
+    }
+    return 0;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s", dir, name) < 0)
+        p = NULL;
+    return p;
+}
+
+int dit_save_dir(const struct dit_config *cfg, const float *params, const char *dir)
+{
+    char *cpath = join(dir, "config.json"), *dpath = join(dir, "dit.json");
+    char *wpath = join(dir, "diffusion_pytorch_model.safetensors");
+    json_t *dc = dit_diffusers_config(cfg), *oc = dit_config_json(cfg);
+    int rc = -1;
+    if (!cpath || !dpath || !wpath || !dc || !oc)
+        err_set("%s: out of memory", dir);
+    else if (json_write_file(cpath, dc) == 0 && json_write_file(dpath, oc) == 0 &&
+             dit_weights_save(cfg, params, wpath, DIT_LAYOUT_DIFFUSERS) == 0)
+        rc = 0;
+    json_decref(dc);
+    json_decref(oc);
+    free(cpath);
+    free(dpath);
+    free(wpath);
+    return rc;
+}
+
+int dit_load_dir(const char *dir, struct dit_config *cfg, float **params)
+{
+    *params = NULL;
+    char *dpath = join(dir, "dit.json"), *cpath = join(dir, "config.json");
+    char *wpath = join(dir, "diffusion_pytorch_model.safetensors");
+    char *ipath = join(dir, "diffusion_pytorch_model.safetensors.index.json");
+    int rc = -1;
+    struct st_set *set = NULL;
+    if (!dpath || !cpath || !wpath || !ipath) {
+        err_set("%s: out of memory", dir);
+        goto done;
+    }
+    if (access(dpath, F_OK) == 0) {
+        json_t *j = json_read_file(dpath);
+        rc = j ? dit_config_from_json(cfg, j, dpath) : -1;
+        json_decref(j);
+    } else {
+        rc = dit_config_from_diffusers(cfg, cpath);
+    }
+    if (rc != 0)
+        goto done;
+    rc = -1;
+    set = st_set_open(access(wpath, F_OK) == 0 ? wpath : ipath);
+    if (!set)
+        goto done;
+    int layout = dit_weights_layout(set);
+    if (layout < 0) {
+        err_set("%s: neither the diffusers nor the original DiT tensor names", set->path);
+        goto done;
+    }
+    *params = malloc((size_t)dit_param_count(cfg) * sizeof(float));
+    if (!*params) {
+        err_set("%s: out of memory", dir);
+        goto done;
+    }
+    rc = dit_weights_load(cfg, *params, set, (enum dit_layout)layout);
+done:
+    if (rc != 0) {
+        free(*params);
+        *params = NULL;
+    }
+    st_set_close(set);
+    free(dpath);
+    free(cpath);
+    free(wpath);
+    free(ipath);
     return rc;
 }

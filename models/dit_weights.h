@@ -5,6 +5,8 @@
 #define DIT_MODEL_DIT_WEIGHTS_H
 
 #include "libcommon/safetensors.h"
+
+#include <jansson.h>
 #include "models/dit.h"
 
 enum dit_layout {
@@ -33,7 +35,22 @@ int dit_weights_save(const struct dit_config *cfg, const float *params, const ch
 /* diffusers' config.json for cfg (a new object), and the configuration read
  * back from one: the file's norm_eps is the pre-MLP norm's, the other norms
  * use 1e-6, and the timestep frequencies diffusers' shift of 1. */
-struct json_t *dit_diffusers_config(const struct dit_config *cfg);
+json_t *dit_diffusers_config(const struct dit_config *cfg);
 int dit_config_from_diffusers(struct dit_config *cfg, const char *config_path);
 
 #endif
+
+/* A model directory as dit-train writes it and diffusers reads it:
+ * config.json (diffusers), dit.json (this model's exact configuration,
+ * numerics included, since diffusers' own differ slightly) and
+ * diffusion_pytorch_model.safetensors in the diffusers layout. The directory
+ * must exist. */
+int dit_save_dir(const struct dit_config *cfg, const float *params, const char *dir);
+/* Reads a model directory: the configuration from dit.json when present,
+ * else from diffusers' config.json (diffusers numerics); the weights from
+ * diffusion_pytorch_model.safetensors or its .index.json. *params is
+ * malloc'd. -1 with err_set(). */
+int dit_load_dir(const char *dir, struct dit_config *cfg, float **params);
+/* dit.json as an object, and back. */
+json_t *dit_config_json(const struct dit_config *cfg);
+int dit_config_from_json(struct dit_config *cfg, const json_t *j, const char *name);

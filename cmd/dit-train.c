@@ -1,0 +1,527 @@
+/* dit-train: train a class-conditional DiT from a shard set, with
+ * checkpoints that resume bit for bit, logs, validation and signals. */
+#include "formats/checkpoint.h"
+#include "formats/loader.h"
+#include "formats/shardset.h"
+#include "kernels/device.h"
+#include "kernels/kernels.h"
+#include "libcommon/error.h"
+#include "libcommon/json.h"
+#include "libcommon/log.h"
+#include "libcommon/options.h"
+#include "libcommon/safetensors.h"
+#include "libcommon/tfevents.h"
+#include "models/dit.h"
+#include "models/dit_weights.h"
+#include "models/trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct options {
+    const char *data, *val_data, *output, *model, *pretrained, *objective, *scheduler, *mixed, *resume;
+    const char *report_to;
+    int batch, accum, epochs, num_classes, image_size, threads, checkpointing, limit, local_rank;
+    int depth, hidden, heads;
+    int64_t max_steps, warmup, log_every, ckpt_every, eval_every, sample_every, seed;
+    double lr, beta1, beta2, eps, wd, clip, ema;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Which encoder factor a shard set was made with (pixel:F), for --image-size. */
+static int encoder_factor(struct shardset *s)
+{
+    const struct st_file *f = shardset_shard(s, 0);
+    const char *enc = f ? st_meta_get(f, "encoder") : NULL;
+    int factor = 0;
+    if (enc && sscanf(enc, "pixel/1 s2d=%d", &factor) == 1)
+        return factor;
+    return 0;
+}
+
+struct state {
+    int64_t step, epoch, index;
+    double loss_sum; /* the losses since the last log line, so that a */
+    int64_t loss_n;  /* resumed run logs the same averages */
+};
+
+static int save_checkpoint(const struct options *o, struct trainer *tr, const struct state *st)
+{
+    char *tmp;
+    if (checkpoint_begin(o->output, st->step, &tmp) != 0)
+        return -1;
+    char path[4096];
+    int rc = 0;
+    snprintf(path, sizeof path, "%s/transformer", tmp);
+    rc = mkdir(path, 0777) || dit_save_dir(&tr->m->cfg, tr->m->params, path);
+    if (rc == 0 && tr->ema) {
+        snprintf(path, sizeof path, "%s/ema", tmp);
+        rc = mkdir(path, 0777) || dit_save_dir(&tr->m->cfg, tr->ema, path);
+    }
+    if (rc == 0) {
+        struct st_writer *w = st_writer_new();
+        int64_t shape[1] = {tr->m->n_params};
+        json_t *state = json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:i, s:f, s:I}", "step", (json_int_t)st->step,
+                                  "epoch", (json_int_t)st->epoch, "batch_index", (json_int_t)st->index, "seed",
+                                  (json_int_t)o->seed, "objective", o->objective, "model", o->model,
+                                  "gradient_accumulation_steps", o->accum, "log_loss_sum", st->loss_sum,
+                                  "log_loss_n", (json_int_t)st->loss_n);
+        char *text = state ? json_to_string(state) : NULL;
+        snprintf(path, sizeof path, "%s/training_state.safetensors", tmp);
+        rc = !w || !text || st_writer_add(w, "adam_m", ST_F32, 1, shape, tr->adam_m) ||
+             st_writer_add(w, "adam_v", ST_F32, 1, shape, tr->adam_v) || st_writer_meta(w, "state", text) ||
+             st_writer_meta(w, "format", "dit-training-state/1") || st_writer_write(w, path);
+        st_writer_free(w);
+        free(text);
+        json_decref(state);
+    }
+    if (rc != 0) {
+        if (!*err_get())
+            err_set("%s: %s", path, strerror(errno));
+        checkpoint_abort(tmp);
+        return -1;
+    }
+    char *final = NULL;
+    if (checkpoint_commit(o->output, tmp, st->step, &final) != 0)
+        return -1;
+    log_info("checkpoint %s", final);
+    free(final);
+    if (o->limit > 0 && checkpoint_prune(o->output, o->limit) != 0)
+        log_warn("%s", err_get());
+    return 0;
+}
+
+/* Loads a checkpoint's weights, EMA and optimizer state; fills *st. */
+static int load_checkpoint(const char *dir, struct trainer *tr, struct state *st)
+{
+    char path[4096];
+    struct dit_config cfg;
+    float *p = NULL;
+    snprintf(path, sizeof path, "%s/transformer", dir);
+    if (dit_load_dir(path, &cfg, &p) != 0)
+        return -1;
+    if (memcmp(&cfg, &tr->m->cfg, sizeof cfg) != 0) {
+        free(p);
+        err_set("%s: the checkpoint's model configuration differs from this run's", path);
+        return -1;
+    }
+    memcpy(tr->m->params, p, (size_t)tr->m->n_params * sizeof(float));
+    free(p);
+    if (tr->ema) {
+        snprintf(path, sizeof path, "%s/ema", dir);
+        if (dit_load_dir(path, &cfg, &p) != 0)
+            return -1;
+        memcpy(tr->ema, p, (size_t)tr->m->n_params * sizeof(float));
+        free(p);
+    }
+    snprintf(path, sizeof path, "%s/training_state.safetensors", dir);
+    struct st_file *f = st_open(path);
+    if (!f)
+        return -1;
+    const struct st_tensor *m = st_find(f, "adam_m"), *v = st_find(f, "adam_v");
+    const char *state = st_meta_get(f, "state");
+    json_t *j = state ? json_read_buffer(path, state, strlen(state)) : NULL;
+    json_int_t step, epoch, index, loss_n;
+    double loss_sum;
+    int rc = -1;
+    if (!m || !v || m->nelem != (uint64_t)tr->m->n_params || v->nelem != (uint64_t)tr->m->n_params ||
+        m->dtype != ST_F32 || v->dtype != ST_F32 || !j ||
+        json_unpack(j, "{s:I, s:I, s:I, s:F, s:I}", "step", &step, "epoch", &epoch, "batch_index", &index,
+                    "log_loss_sum", &loss_sum, "log_loss_n", &loss_n) != 0) {
+        err_set("%s: not a training state of this model (adam_m, adam_v, state)", path);
+    } else {
+        memcpy(tr->adam_m, m->data, m->nbytes);
+        memcpy(tr->adam_v, v->data, v->nbytes);
+        st->step = step, st->epoch = epoch, st->index = index;
+        st->loss_sum = loss_sum, st->loss_n = loss_n;
+        tr->step = step;
+        rc = 0;
+    }
+    json_decref(j);
+    st_close(f);
+    return rc;
+}
+
+/* metrics.jsonl keeps the lines of steps up to `step` (a resumed run
+ * rewrites what came after its checkpoint). */
+static FILE *open_metrics(const char *out, int64_t step)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    snprintf(tmp, sizeof tmp, "%s.rewrite", path);
+    FILE *in = fopen(path, "r");
+    if (in) {
+        FILE *o = fopen(tmp, "w");
+        char *line = NULL;
+        size_t cap = 0;
+        while (o && getline(&line, &cap, in) > 0) {
+            json_t *j = json_loads(line, 0, NULL);
+            json_int_t s = j ? json_integer_value(json_object_get(j, "step")) : 0;
+            if (j && s <= step)
+                fputs(line, o);
+            json_decref(j);
+        }
+        free(line);
+        fclose(in);
+        if (o) {
+            fclose(o);
+            rename(tmp, path);
+        }
+    }
+    return fopen(path, "a");
+}
+
+static double validate(struct trainer *tr, struct loader *val, int64_t n_batches)
+{
+    double sum = 0;
+    int64_t n = 0;
+    if (loader_seek(val, 0, 0) != 0)
+        return NAN;
+    for (int64_t i = 0; i < n_batches; i++) {
+        const struct loader_batch *b;
+        if (loader_next(val, &b) != 0)
+            return NAN;
+        sum += trainer_validation_loss(tr, b->x, b->labels, b->records, b->n) * b->n;
+        n += b->n;
+    }
+    return n ? sum / n : NAN;
+}
+
+static void log_step(FILE *metrics, struct tfevents *tb, const struct state *st, double loss, double lr,
+                     double gnorm, double steps_per_s, double images_per_s, int64_t mem)
+{
+    log_info("step %lld epoch %lld loss %.5f lr %.3g grad-norm %.4f %.2f steps/s %.1f img/s mem %.1f MB",
+             (long long)st->step, (long long)st->epoch, loss, lr, gnorm, steps_per_s, images_per_s, mem / 1e6);
+    json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "step", (json_int_t)st->step, "epoch",
+                          (json_int_t)st->epoch, "loss", loss, "lr", lr, "grad_norm", gnorm, "steps_per_s",
+                          steps_per_s, "images_per_s", images_per_s, "time", now());
+    char *text = j ? json_to_string(j) : NULL;
+    if (metrics && text) {
+        fprintf(metrics, "%s\n", text);
+        fflush(metrics);
+    }
+    free(text);
+    json_decref(j);
+    if (tb) {
+        double t = now();
+        tfevents_scalar(tb, "train/loss", st->step, t, (float)loss);
+        tfevents_scalar(tb, "train/lr", st->step, t, (float)lr);
+        tfevents_scalar(tb, "train/grad_norm", st->step, t, (float)gnorm);
+        tfevents_scalar(tb, "train/images_per_s", st->step, t, (float)images_per_s);
+        tfevents_flush(tb);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {.model = "DiT-XL/2", .objective = "ddpm", .scheduler = "constant", .mixed = "no",
+                        .report_to = "none", .batch = 8, .accum = 1, .epochs = 1, .log_every = 100,
+                        .ckpt_every = 1000, .seed = 0, .lr = 1e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                        .wd = 0.0, .clip = 0.0, .ema = 0.9999, .local_rank = -1};
+    const struct opt opts[] = {
+        {"data-path", 0, OPT_STRING, &o.data, "DIR", "the shard set to train on (dit-precompute's output)"},
+        {"train-data-path", 0, OPT_STRING, &o.data, "DIR", "the same as --data-path"},
+        {"val-data-path", 0, OPT_STRING, &o.val_data, "DIR", "a shard set for the validation loss"},
+        {"output-dir", 'o', OPT_STRING, &o.output, "DIR", "checkpoints, metrics and logs go here"},
+        {"results-dir", 0, OPT_STRING, &o.output, "DIR", "the same as --output-dir"},
+        {"model", 0, OPT_STRING, &o.model, "NAME", "DiT-S/2 ... DiT-XL/8 (DiT-XL/2)"},
+        {"pretrained-model-path", 0, OPT_STRING, &o.pretrained, "PATH", "start from a model directory (diffusers or a checkpoint's transformer/)"},
+        {"num-classes", 0, OPT_INT, &o.num_classes, "N", "class count (default: from the labels)"},
+        {"depth", 0, OPT_INT, &o.depth, "N", "override the model's depth (small experiments)"},
+        {"hidden-size", 0, OPT_INT, &o.hidden, "N", "override the model's hidden size"},
+        {"num-heads", 0, OPT_INT, &o.heads, "N", "override the model's attention heads"},
+        {"image-size", 0, OPT_INT, &o.image_size, "PX", "checked against the data's latents and encoder"},
+        {"objective", 0, OPT_STRING, &o.objective, "NAME", "ddpm (DiT's) or flow"},
+        {"learning-rate", 0, OPT_DOUBLE, &o.lr, "LR", "1e-4"},
+        {"adam-beta1", 0, OPT_DOUBLE, &o.beta1, "B1", "0.9"},
+        {"adam-beta2", 0, OPT_DOUBLE, &o.beta2, "B2", "0.999"},
+        {"adam-epsilon", 0, OPT_DOUBLE, &o.eps, "EPS", "1e-8"},
+        {"weight-decay", 0, OPT_DOUBLE, &o.wd, "WD", "AdamW's decoupled weight decay (0, as DiT)"},
+        {"lr-scheduler", 0, OPT_STRING, &o.scheduler, "NAME", "constant (default), linear or cosine"},
+        {"num-warmup-steps", 0, OPT_INT64, &o.warmup, "N", "linear warmup steps (0)"},
+        {"num-epochs", 0, OPT_INT, &o.epochs, "N", "epochs (1), unless --max-steps"},
+        {"epochs", 0, OPT_INT, &o.epochs, "N", "the same as --num-epochs"},
+        {"max-steps", 0, OPT_INT64, &o.max_steps, "N", "optimizer steps; wins over --num-epochs"},
+        {"train-batch-size", 0, OPT_INT, &o.batch, "N", "samples per micro-batch (8)"},
+        {"gradient-accumulation-steps", 0, OPT_INT, &o.accum, "N", "micro-batches per optimizer step (1)"},
+        {"max-grad-norm", 0, OPT_DOUBLE, &o.clip, "X", "clip the gradient norm to X (0: off, as DiT)"},
+        {"ema-decay", 0, OPT_DOUBLE, &o.ema, "D", "EMA decay (0.9999; 0: no EMA)"},
+        {"mixed-precision", 0, OPT_STRING, &o.mixed, "MODE", "no, fp16 or bf16 (the CPU computes in fp32)"},
+        {"seed", 0, OPT_INT64, &o.seed, "N", "the seed of every random stream (0)"},
+        {"global-seed", 0, OPT_INT64, &o.seed, "N", "the same as --seed"},
+        {"gradient-checkpointing", 0, OPT_FLAG, &o.checkpointing, NULL, "recompute blocks in backward to save memory"},
+        {"log-every", 0, OPT_INT64, &o.log_every, "N", "log every N steps (100)"},
+        {"ckpt-every", 0, OPT_INT64, &o.ckpt_every, "N", "checkpoint every N steps (1000)"},
+        {"checkpointing-steps", 0, OPT_INT64, &o.ckpt_every, "N", "the same as --ckpt-every"},
+        {"checkpoints-total-limit", 0, OPT_INT, &o.limit, "N", "keep the newest N checkpoints"},
+        {"resume", 0, OPT_STRING, &o.resume, "PATH|latest", "continue from a checkpoint"},
+        {"resume-from-checkpoint", 0, OPT_STRING, &o.resume, "PATH|latest", "the same as --resume"},
+        {"report-to", 0, OPT_STRING, &o.report_to, "WHERE", "none (default), tensorboard; wandb is refused"},
+        {"eval-every", 0, OPT_INT64, &o.eval_every, "N", "validation loss every N steps (needs --val-data-path)"},
+        {"sample-every", 0, OPT_INT64, &o.sample_every, "N", "samples every N steps (not built yet: refused)"},
+        {"threads", 0, OPT_INT, &o.threads, "N", "compute threads (default: all cores)"},
+        {"num-workers", 0, OPT_INT, &o.threads, "N", "the same as --threads (data is decoded before training)"},
+        {"local-rank", 0, OPT_INT, &o.local_rank, "N", "accepted for launchers; one process trains"},
+        {NULL, 0, 0, NULL, NULL, NULL},
+    };
+    const struct opt_tool tool = {"dit-train", "[options] --data-path SHARDS --output-dir DIR",
+                                  "Train a class-conditional DiT on a shard set."};
+    int first = opt_parse(&tool, opts, argc, argv);
+    if (first < argc)
+        opt_usage_error("unexpected operand '%s'", argv[first]);
+    if (!o.data || !o.output)
+        opt_usage_error("--data-path and --output-dir are required");
+    if (o.batch <= 0 || o.accum <= 0 || o.epochs <= 0 || o.max_steps < 0 || o.log_every <= 0 ||
+        o.ckpt_every <= 0 || o.threads < 0 || o.limit < 0 || o.eval_every < 0 || o.warmup < 0)
+        opt_usage_error("batch size, accumulation, epochs, log/checkpoint intervals must be positive");
+    if (o.local_rank > 0)
+        opt_usage_error("--local-rank %d: this build trains in one process (multi-GPU is being built)", o.local_rank);
+    if (o.sample_every > 0)
+        opt_usage_error("--sample-every: sampling during training needs dit-sample, which is being built");
+    if (strcmp(o.report_to, "wandb") == 0 || strcmp(o.report_to, "all") == 0)
+        opt_usage_error("--report-to %s: wandb has no offline writer here; use tensorboard", o.report_to);
+    if (strcmp(o.report_to, "none") && strcmp(o.report_to, "tensorboard"))
+        opt_usage_error("--report-to: '%s' is not none or tensorboard", o.report_to);
+    if (o.eval_every > 0 && !o.val_data)
+        opt_usage_error("--eval-every needs --val-data-path");
+    struct trainer_config tc = {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps, .weight_decay = o.wd,
+                                .warmup_steps = o.warmup, .grad_accum = o.accum, .max_grad_norm = o.clip,
+                                .ema_decay = o.ema, .seed = (uint64_t)o.seed};
+    if (strcmp(o.objective, "ddpm") == 0)
+        tc.objective = OBJECTIVE_DDPM;
+    else if (strcmp(o.objective, "flow") == 0)
+        tc.objective = OBJECTIVE_FLOW;
+    else
+        opt_usage_error("--objective: '%s' is not ddpm or flow", o.objective);
+    if (lr_schedule_parse(o.scheduler, &tc.schedule) != 0)
+        opt_usage_error("--lr-scheduler: '%s' is not constant, linear or cosine", o.scheduler);
+    if (strcmp(o.mixed, "no") && strcmp(o.mixed, "fp16") && strcmp(o.mixed, "bf16"))
+        opt_usage_error("--mixed-precision: '%s' is not no, fp16 or bf16", o.mixed);
+
+    enum device_kind dev = device_select(opt_device());
+    if (dev != DEVICE_CPU)
+        die(DIT_EXIT_FAILURE, "--device cuda: the CUDA backend is being built; use --device cpu");
+    if (strcmp(o.mixed, "no") != 0)
+        log_info("--mixed-precision %s: the CPU backend computes in fp32", o.mixed);
+
+    /* Data. */
+    struct shardset *data = shardset_open(o.data);
+    if (!data)
+        die(DIT_EXIT_FAILURE, "%s", err_get());
+    struct loader_config lc = {o.batch, (uint64_t)o.seed, "label"};
+    struct loader *loader = loader_open(data, &lc);
+    if (!loader)
+        die(DIT_EXIT_FAILURE, "%s", err_get());
+    int C, H, W;
+    loader_shape(loader, &C, &H, &W);
+    char why[256];
+    if (loader_count_mismatched(loader, C, H, W, why, sizeof why) > 0 || H != W)
+        die(DIT_EXIT_FAILURE, "%s: a class-conditional DiT trains on one square latent size; %s",
+            o.data, H != W ? "the latents are not square" : why);
+    int factor = encoder_factor(data);
+    if (o.image_size && factor && o.image_size != H * factor)
+        die(DIT_EXIT_FAILURE, "--image-size %d, but %s holds %dx%d latents of a factor-%d encoder (%d px)",
+            o.image_size, o.data, H, W, factor, H * factor);
+
+    /* Model. */
+    struct dit_config cfg;
+    float *pretrained = NULL;
+    if (o.pretrained) {
+        if (dit_load_dir(o.pretrained, &cfg, &pretrained) != 0)
+            die(DIT_EXIT_FAILURE, "%s", err_get());
+    } else {
+        if (dit_config_by_name(&cfg, o.model, H) != 0)
+            opt_usage_error("%s", err_get());
+        /* The paper's sizes take 4-channel VAE latents; the channels follow
+         * the data (3 for the pixel encoder). */
+        cfg.in_channels = C;
+        if (o.depth)
+            cfg.depth = o.depth;
+        if (o.hidden)
+            cfg.hidden_size = o.hidden;
+        if (o.heads)
+            cfg.num_heads = o.heads;
+    }
+    int max_label = -1;
+    {
+        int lc_col = -1;
+        for (size_t c = 0; c < data->ncols; c++)
+            if (strcmp(data->columns[c], "label") == 0)
+                lc_col = (int)c;
+        for (size_t r = 0; lc_col >= 0 && r < data->n_records; r++) {
+            int lab = atoi(data->records[r].values[lc_col]);
+            max_label = lab > max_label ? lab : max_label;
+        }
+    }
+    if (!o.pretrained)
+        cfg.num_classes = o.num_classes ? o.num_classes : max_label + 1;
+    else if (o.num_classes && o.num_classes != cfg.num_classes)
+        die(DIT_EXIT_FAILURE, "--num-classes %d, but %s has %d", o.num_classes, o.pretrained, cfg.num_classes);
+    if (max_label >= cfg.num_classes)
+        die(DIT_EXIT_FAILURE, "%s: label %d is outside the model's %d classes", o.data, max_label, cfg.num_classes);
+    if (cfg.in_channels != C || cfg.input_size != H)
+        die(DIT_EXIT_FAILURE, "%s holds %dx%dx%d latents, the model takes %dx%dx%d", o.data, C, H, W,
+            cfg.in_channels, cfg.input_size, cfg.input_size);
+    if (dit_config_check(&cfg) != 0)
+        die(DIT_EXIT_FAILURE, "%s", err_get());
+
+    struct kctx ctx;
+    if (kctx_init(&ctx, DEVICE_CPU, o.threads) != 0)
+        die(DIT_EXIT_FAILURE, "%s", err_get());
+    struct dit_model model;
+    if (dit_model_create(&model, &cfg, &ctx, o.batch, o.checkpointing) != 0)
+        die(DIT_EXIT_FAILURE, "%s", err_get());
+    if (pretrained)
+        memcpy(model.params, pretrained, (size_t)model.n_params * sizeof(float));
+    else
+        dit_init(&cfg, model.params, (uint64_t)o.seed);
+    free(pretrained);
+
+    int64_t per_epoch = loader_batches_per_epoch(loader);
+    int64_t steps_per_epoch = (per_epoch + o.accum - 1) / o.accum;
+    tc.total_steps = o.max_steps ? o.max_steps : steps_per_epoch * o.epochs;
+    struct trainer tr;
+    if (trainer_init(&tr, &model, &tc) != 0)
+        die(DIT_EXIT_FAILURE, "%s", err_get());
+
+    struct state st = {0, 0, 0, 0.0, 0};
+    if (o.resume) {
+        char *dir = NULL;
+        int64_t s;
+        if (strcmp(o.resume, "latest") == 0) {
+            int rc = checkpoint_latest(o.output, &dir, &s);
+            if (rc < 0)
+                die(DIT_EXIT_FAILURE, "%s", err_get());
+            if (rc == 1)
+                log_info("--resume latest: no checkpoint in %s yet, starting from step 0", o.output);
+        } else {
+            dir = strdup(o.resume);
+        }
+        if (dir) {
+            if (load_checkpoint(dir, &tr, &st) != 0 || loader_seek(loader, st.epoch, st.index) != 0)
+                die(DIT_EXIT_FAILURE, "%s", err_get());
+            log_info("resumed from %s: step %lld, epoch %lld, batch %lld", dir, (long long)st.step,
+                     (long long)st.epoch, (long long)st.index);
+            free(dir);
+        }
+    }
+
+    int64_t pbytes, abytes;
+    dit_model_sizes(&model, &pbytes, &abytes);
+    int64_t mem = pbytes * (tr.ema ? 5 : 4) + abytes;
+    log_info("%s: %lld parameters (%.1f MB; with gradients, AdamW moments%s: %.1f MB), activations %.1f MB%s",
+             o.model, (long long)model.n_params, pbytes / 1e6, tr.ema ? " and EMA" : "",
+             (pbytes * (tr.ema ? 5 : 4)) / 1e6, abytes / 1e6, o.checkpointing ? " (gradient checkpointing)" : "");
+    log_info("%zu records, %lld batches of up to %d per epoch, %lld optimizer steps", loader_records(loader),
+             (long long)per_epoch, o.batch, (long long)tc.total_steps);
+
+    struct shardset *val_set = NULL;
+    struct loader *val = NULL;
+    if (o.val_data) {
+        struct loader_config vc = {o.batch, 0, "label"};
+        if (!(val_set = shardset_open(o.val_data)) || !(val = loader_open(val_set, &vc)))
+            die(DIT_EXIT_FAILURE, "%s", err_get());
+    }
+    if (mkdir(o.output, 0777) != 0 && errno != EEXIST)
+        die(DIT_EXIT_FAILURE, "%s: %s", o.output, strerror(errno));
+    FILE *metrics = open_metrics(o.output, st.step);
+    if (!metrics)
+        die(DIT_EXIT_FAILURE, "%s/metrics.jsonl: %s", o.output, strerror(errno));
+    struct tfevents *tb = NULL;
+    if (strcmp(o.report_to, "tensorboard") == 0) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/logs", o.output);
+        mkdir(dir, 0777);
+        if (!(tb = tfevents_open(dir)))
+            die(DIT_EXIT_FAILURE, "%s", err_get());
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    double t_log = now();
+    int64_t images = 0, steps_since = 0;
+    int status = DIT_EXIT_OK;
+    while (st.step < tc.total_steps) {
+        double step_loss = 0;
+        int step_n = 0;
+        for (int a = 0; a < o.accum; a++) {
+            const struct loader_batch *b;
+            if (loader_next(loader, &b) != 0)
+                die(DIT_EXIT_FAILURE, "%s", err_get());
+            double loss = trainer_micro_step(&tr, b->x, b->labels, b->records, b->n, b->epoch);
+            if (!isfinite(loss)) {
+                log_error("loss is %s at step %lld (epoch %lld, batch %lld): stopping; the last checkpoint in %s "
+                          "is intact", isnan(loss) ? "NaN" : "infinite", (long long)st.step + 1,
+                          (long long)b->epoch, (long long)b->index, o.output);
+                status = DIT_EXIT_FAILURE;
+                goto finish;
+            }
+            step_loss += loss * b->n;
+            step_n += b->n;
+            st.epoch = b->index + 1 == per_epoch ? b->epoch + 1 : b->epoch;
+            st.index = b->index + 1 == per_epoch ? 0 : b->index + 1;
+        }
+        double gnorm = trainer_optimizer_step(&tr);
+        st.step = tr.step;
+        st.loss_sum += step_loss / step_n;
+        st.loss_n++;
+        images += step_n;
+        steps_since++;
+        if (st.step % o.log_every == 0 || st.step == tc.total_steps) {
+            double t = now(), dt = t - t_log;
+            log_step(metrics, tb, &st, st.loss_sum / st.loss_n, tr.last_lr, gnorm, steps_since / dt, images / dt, mem);
+            t_log = t, st.loss_sum = 0, st.loss_n = 0, images = 0, steps_since = 0;
+        }
+        if (val && o.eval_every && st.step % o.eval_every == 0) {
+            double vl = validate(&tr, val, loader_batches_per_epoch(val));
+            log_info("step %lld validation loss %.5f", (long long)st.step, vl);
+            fprintf(metrics, "{\"step\":%lld,\"val_loss\":%.9g}\n", (long long)st.step, vl);
+            fflush(metrics);
+            if (tb)
+                tfevents_scalar(tb, "val/loss", st.step, now(), (float)vl);
+        }
+        if (st.step % o.ckpt_every == 0 && st.step < tc.total_steps && save_checkpoint(&o, &tr, &st) != 0)
+            die(DIT_EXIT_FAILURE, "checkpoint at step %lld failed, the previous ones are intact: %s",
+                (long long)st.step, err_get());
+        if (stop_requested) {
+            log_info("signal received: checkpointing at step %lld and stopping", (long long)st.step);
+            break;
+        }
+    }
+    if (save_checkpoint(&o, &tr, &st) != 0)
+        die(DIT_EXIT_FAILURE, "final checkpoint at step %lld failed, the previous ones are intact: %s",
+            (long long)st.step, err_get());
+finish:
+    if (tb)
+        tfevents_close(tb);
+    fclose(metrics);
+    loader_close(val);
+    shardset_close(val_set);
+    trainer_free(&tr);
+    dit_model_free(&model);
+    kctx_free(&ctx);
+    loader_close(loader);
+    shardset_close(data);
+    return status;
+}

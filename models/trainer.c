@@ -1,0 +1,212 @@
+#include "models/trainer.h"
+#include "libcommon/error.h"
+#include "libcommon/philox.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int lr_schedule_parse(const char *name, enum lr_schedule *out)
+{
+    if (strcmp(name, "constant") == 0)
+        *out = LR_CONSTANT;
+    else if (strcmp(name, "linear") == 0)
+        *out = LR_LINEAR;
+    else if (strcmp(name, "cosine") == 0)
+        *out = LR_COSINE;
+    else
+        return -1;
+    return 0;
+}
+
+double lr_at(const struct trainer_config *c, int64_t step)
+{
+    double w = (double)c->warmup_steps;
+    if (step < c->warmup_steps)
+        return c->lr * (double)step / fmax(1.0, w);
+    double progress = (double)(step - c->warmup_steps) / fmax(1.0, (double)(c->total_steps - c->warmup_steps));
+    switch (c->schedule) {
+    case LR_LINEAR:
+        return c->lr * fmax(0.0, 1.0 - progress);
+    case LR_COSINE:
+        return c->lr * fmax(0.0, 0.5 * (1.0 + cos(M_PI * progress)));
+    default:
+        return c->lr;
+    }
+}
+
+int trainer_init(struct trainer *tr, struct dit_model *m, const struct trainer_config *cfg)
+{
+    memset(tr, 0, sizeof *tr);
+    tr->cfg = *cfg;
+    tr->m = m;
+    if (cfg->grad_accum < 1) {
+        err_set("gradient accumulation steps %d is below 1", cfg->grad_accum);
+        return -1;
+    }
+    if (ddpm_schedule_linear(&tr->ddpm, 1000) != 0)
+        return -1;
+    const size_t np = (size_t)m->n_params;
+    const int B = m->B, C = m->cfg.in_channels, CO = dit_out_channels(&m->cfg), H = m->cfg.input_size;
+    const size_t n = (size_t)B * C * H * H, no = (size_t)B * CO * H * H;
+    tr->adam_m = calloc(np, sizeof(float));
+    tr->adam_v = calloc(np, sizeof(float));
+    tr->ema = cfg->ema_decay > 0 ? malloc(np * sizeof(float)) : NULL;
+    tr->x_t = malloc(n * sizeof(float));
+    tr->noise = malloc(n * sizeof(float));
+    tr->target = malloc(n * sizeof(float));
+    tr->t = malloc((size_t)B * sizeof(float));
+    tr->out = malloc(no * sizeof(float));
+    tr->dout = malloc(no * sizeof(float));
+    tr->tsteps = malloc((size_t)B * sizeof(int32_t));
+    tr->labels = malloc((size_t)B * sizeof(int32_t));
+    if (!tr->adam_m || !tr->adam_v || (cfg->ema_decay > 0 && !tr->ema) || !tr->x_t || !tr->noise ||
+        !tr->target || !tr->t || !tr->out || !tr->dout || !tr->tsteps || !tr->labels) {
+        trainer_free(tr);
+        err_set("out of memory for the optimizer state");
+        return -1;
+    }
+    if (tr->ema)
+        memcpy(tr->ema, m->params, np * sizeof(float));
+    return 0;
+}
+
+void trainer_free(struct trainer *tr)
+{
+    ddpm_schedule_free(&tr->ddpm);
+    free(tr->adam_m);
+    free(tr->adam_v);
+    free(tr->ema);
+    free(tr->x_t);
+    free(tr->noise);
+    free(tr->target);
+    free(tr->t);
+    free(tr->out);
+    free(tr->dout);
+    free(tr->tsteps);
+    free(tr->labels);
+    memset(tr, 0, sizeof *tr);
+}
+
+/* The draws of sample `rec` in `epoch` (or, for validation, fixed ones). */
+static void draw(struct trainer *tr, int i, uint64_t rec, uint64_t epoch, int validation, int32_t label)
+{
+    const struct dit_config *c = &tr->m->cfg;
+    const size_t n = (size_t)c->in_channels * c->input_size * c->input_size;
+    const uint64_t seed = tr->cfg.seed;
+    struct rng_stream noise = validation ? rng_stream(seed, RNG_VALIDATION, 1, rec)
+                                         : rng_stream(seed, RNG_NOISE, epoch, rec);
+    rng_normal_f32(&noise, 0, n, tr->noise + i * n);
+    struct rng_stream ts = validation ? rng_stream(seed, RNG_VALIDATION, 0, rec)
+                                      : rng_stream(seed, RNG_TIMESTEP, epoch, rec);
+    if (tr->cfg.objective == OBJECTIVE_DDPM) {
+        tr->tsteps[i] = (int32_t)rng_below(&ts, 0, (uint64_t)tr->ddpm.steps);
+        tr->t[i] = (float)tr->tsteps[i];
+    } else {
+        float z;
+        rng_normal_f32(&ts, 0, 1, &z);
+        float shift = tr->cfg.flow_shift > 0 ? tr->cfg.flow_shift
+                                             : flow_resolution_shift(c->input_size, c->input_size);
+        tr->t[i] = flow_timestep(z, 0.0f, 1.0f, shift);
+    }
+    tr->labels[i] = label;
+    if (!validation && c->class_dropout_prob > 0) {
+        /* Classifier-free guidance: drop the label to the null class. */
+        struct rng_stream ds = rng_stream(seed, RNG_LABEL_DROP, epoch, rec);
+        float u;
+        rng_uniform_f32(&ds, 0, 1, &u);
+        if (u < c->class_dropout_prob)
+            tr->labels[i] = c->num_classes;
+    }
+}
+
+/* Forward and loss; dout (when wanted) is d(mean loss)/d(out) times scale. */
+static double forward_loss(struct trainer *tr, const float *x, int n, float scale, int want_grad)
+{
+    struct dit_model *m = tr->m;
+    const struct dit_config *c = &m->cfg;
+    const int C = c->in_channels, CO = dit_out_channels(c), H = c->input_size;
+    const int64_t hw = (int64_t)H * H, per = (int64_t)C * hw;
+    double loss;
+    if (tr->cfg.objective == OBJECTIVE_DDPM) {
+        ddpm_q_sample(&tr->ddpm, tr->x_t, x, tr->noise, tr->tsteps, n, per);
+        dit_forward(m, tr->out, tr->x_t, tr->t, tr->labels, n);
+        loss = ddpm_training_loss(&tr->ddpm, tr->out, x, tr->x_t, tr->noise, tr->tsteps, n, C, hw, NULL,
+                                  want_grad ? tr->dout : NULL);
+    } else {
+        /* The model sees t on DiT's 0..1000 scale; with a learned sigma the
+         * extra channels are not trained by this objective. */
+        float *tm = malloc((size_t)n * sizeof *tm);
+        if (!tm)
+            return NAN;
+        flow_interpolate(tr->x_t, tr->target, x, tr->noise, tr->t, n, per);
+        for (int i = 0; i < n; i++)
+            tm[i] = tr->t[i] * 1000.0f;
+        dit_forward(m, tr->out, tr->x_t, tm, tr->labels, n);
+        free(tm);
+        /* The prediction: the first C output channels of each sample. */
+        for (int i = 0; i < n; i++)
+            memmove(tr->x_t + i * per, tr->out + (int64_t)i * CO * hw, (size_t)per * sizeof(float));
+        loss = flow_loss(tr->x_t, tr->target, n, per, want_grad ? tr->noise : NULL);
+        if (want_grad) {
+            memset(tr->dout, 0, (size_t)n * CO * hw * sizeof(float));
+            for (int i = 0; i < n; i++)
+                memcpy(tr->dout + (int64_t)i * CO * hw, tr->noise + i * per, (size_t)per * sizeof(float));
+        }
+    }
+    if (want_grad && scale != 1.0f)
+        for (int64_t i = 0; i < (int64_t)n * CO * hw; i++)
+            tr->dout[i] *= scale;
+    return loss;
+}
+
+double trainer_micro_step(struct trainer *tr, const float *x, const int32_t *labels,
+                          const uint64_t *records, int n, int64_t epoch)
+{
+    for (int i = 0; i < n; i++)
+        draw(tr, i, records[i], (uint64_t)epoch, 0, labels ? labels[i] : tr->m->cfg.num_classes);
+    double loss = forward_loss(tr, x, n, 1.0f / (float)tr->cfg.grad_accum, 1);
+    if (isfinite(loss))
+        dit_backward(tr->m, tr->dout, n);
+    tr->micro++;
+    return loss;
+}
+
+double trainer_optimizer_step(struct trainer *tr)
+{
+    struct dit_model *m = tr->m;
+    struct kctx *k = m->ctx;
+    const int64_t np = m->n_params;
+    struct tensor g = tensor_f32(m->grads, np);
+    double norm = sqrt(k_sum_squares(k, g, np));
+    /* As torch.nn.utils.clip_grad_norm_. */
+    if (tr->cfg.max_grad_norm > 0) {
+        double coef = tr->cfg.max_grad_norm / (norm + 1e-6);
+        if (coef < 1.0)
+            k_scale(k, g, (float)coef, np);
+    }
+    double lr = lr_at(&tr->cfg, tr->step);
+    struct adamw_params hp = {lr, tr->cfg.beta1, tr->cfg.beta2, tr->cfg.eps, tr->cfg.weight_decay, tr->step + 1};
+    k_adamw_update(k, tensor_f32(m->params, np), g, tensor_f32(tr->adam_m, np), tensor_f32(tr->adam_v, np), np,
+                   &hp);
+    if (tr->ema) {
+        /* DiT's update_ema: ema = decay * ema + (1 - decay) * param. */
+        const float d = (float)tr->cfg.ema_decay;
+        k_scale(k, tensor_f32(tr->ema, np), d, np);
+        k_axpy(k, tensor_f32(tr->ema, np), 1.0f - d, tensor_f32(m->params, np), np);
+    }
+    dit_zero_grads(m);
+    tr->step++;
+    tr->micro = 0;
+    tr->last_lr = lr;
+    tr->last_grad_norm = norm;
+    return norm;
+}
+
+double trainer_validation_loss(struct trainer *tr, const float *x, const int32_t *labels,
+                               const uint64_t *records, int n)
+{
+    for (int i = 0; i < n; i++)
+        draw(tr, i, records[i], 0, 1, labels ? labels[i] : tr->m->cfg.num_classes);
+    return forward_loss(tr, x, n, 1.0f, 0);
+}

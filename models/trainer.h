@@ -1,0 +1,67 @@
+/* One DiT training step: the per-sample draws, the objective, the gradient
+ * (accumulated over micro-batches), clipping, the learning-rate schedule,
+ * AdamW and the EMA. Every random draw of a sample comes from the Philox
+ * stream (seed, purpose, epoch, record): it does not depend on the batch
+ * size, the number of ranks, the device or where a run was resumed. */
+#ifndef DIT_MODEL_TRAINER_H
+#define DIT_MODEL_TRAINER_H
+
+#include "models/diffusion.h"
+#include "models/dit.h"
+
+#include <stdint.h>
+
+enum objective { OBJECTIVE_DDPM, OBJECTIVE_FLOW };
+enum lr_schedule { LR_CONSTANT, LR_LINEAR, LR_COSINE };
+
+struct trainer_config {
+    enum objective objective;
+    double lr, beta1, beta2, eps, weight_decay;
+    enum lr_schedule schedule;
+    int64_t warmup_steps, total_steps;
+    int grad_accum;        /* micro-batches per optimizer step */
+    double max_grad_norm;  /* 0: no clipping */
+    double ema_decay;      /* 0: no EMA */
+    uint64_t seed;
+    float flow_shift;      /* 0: F-Lite's resolution shift for the latent size */
+};
+
+struct trainer {
+    struct trainer_config cfg;
+    struct dit_model *m;
+    float *adam_m, *adam_v, *ema; /* n_params each (ema NULL without EMA) */
+    struct ddpm_schedule ddpm;
+    int64_t step;  /* optimizer steps done */
+    int micro;     /* micro-batches accumulated since the last step */
+    double last_lr, last_grad_norm;
+    /* [B * ...] scratch for one micro-batch */
+    float *x_t, *noise, *target, *t, *out, *dout;
+    int32_t *tsteps, *labels;
+};
+
+int trainer_init(struct trainer *tr, struct dit_model *m, const struct trainer_config *cfg);
+void trainer_free(struct trainer *tr);
+/* Parses "linear", "cosine", "constant"; -1 otherwise. */
+int lr_schedule_parse(const char *name, enum lr_schedule *out);
+/* The learning rate at optimizer step `step` (0-based), as diffusers'
+ * get_scheduler gives it: linear warmup from 0, then constant, linear decay
+ * to 0 at total_steps, or half a cosine to 0. */
+double lr_at(const struct trainer_config *cfg, int64_t step);
+
+/* Forward and backward of one micro-batch x[n, C, H, W] with class labels
+ * (records identify the samples for their draws; epoch too). Gradients
+ * accumulate, scaled by 1 / grad_accum. Returns the mean loss of the batch
+ * (NaN or Inf are returned as they are: the caller stops). */
+double trainer_micro_step(struct trainer *tr, const float *x, const int32_t *labels,
+                          const uint64_t *records, int n, int64_t epoch);
+/* After grad_accum micro-batches: clip, AdamW at lr_at(step), EMA, zero the
+ * gradients, step++. Returns the gradient norm before clipping. */
+double trainer_optimizer_step(struct trainer *tr);
+
+/* The loss on a batch at fixed timesteps and fixed noise (drawn from the
+ * validation stream by record, whatever the step), without gradients, so
+ * that curves compare across runs. */
+double trainer_validation_loss(struct trainer *tr, const float *x, const int32_t *labels,
+                               const uint64_t *records, int n);
+
+#endif
