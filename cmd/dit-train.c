@@ -35,6 +35,8 @@ struct options {
 };
 
 static volatile sig_atomic_t stop_requested;
+/* The encoder that made the training latents, recorded in checkpoints. */
+static char encoder_identity[128] = "";
 
 static void on_signal(int sig)
 {
@@ -54,6 +56,8 @@ static int encoder_factor(struct shardset *s)
 {
     const struct st_file *f = shardset_shard(s, 0);
     const char *enc = f ? st_meta_get(f, "encoder") : NULL;
+    if (enc)
+        snprintf(encoder_identity, sizeof encoder_identity, "%s", enc);
     int factor = 0;
     if (enc && sscanf(enc, "pixel/1 s2d=%d", &factor) == 1)
         return factor;
@@ -78,6 +82,15 @@ static int save_checkpoint(const struct options *o, struct trainer *tr, const st
     if (rc == 0 && tr->ema) {
         snprintf(path, sizeof path, "%s/ema", tmp);
         rc = mkdir(path, 0777) || dit_save_dir(&tr->m->cfg, tr->ema, path);
+    }
+    if (rc == 0) {
+        /* How to use the model: which objective it learnt and which encoder
+         * made its latents (dit-sample decodes with that encoder). */
+        json_t *info = json_pack("{s:s, s:s, s:s, s:I}", "objective", o->objective, "encoder", encoder_identity,
+                                 "model", o->model, "step", (json_int_t)st->step);
+        snprintf(path, sizeof path, "%s/checkpoint.json", tmp);
+        rc = !info || json_write_file(path, info) != 0;
+        json_decref(info);
     }
     if (rc == 0) {
         struct st_writer *w = st_writer_new();
