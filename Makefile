@@ -48,12 +48,13 @@ TEST_OBJS = $(TEST_SRCS:%.c=$(OBJDIR)/%.o)
 TEST_BIN  = $(OBJDIR)/tests/run_tests
 MANPAGES  = $(wildcard man/man1/*.1 man/man5/*.5 man/man7/*.7)
 LIBDIT    = $(OBJDIR)/libdit.a
+EXAMPLE_BINS = $(patsubst examples/%.c,$(OBJDIR)/examples/%,$(wildcard examples/*.c))
 
 .PHONY: all test test-unit cuda-check install deps demo clean lint-man bench
 .DELETE_ON_ERROR:
 .SECONDARY:
 
-all: $(TOOL_BINS)
+all: $(TOOL_BINS) $(EXAMPLE_BINS)
 
 $(OBJDIR)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -81,6 +82,11 @@ $(OBJDIR)/bench/%: $(OBJDIR)/bench/%.o $(LIBDIT)
 # Benchmark programs (bench/*.c); the scripts beside them run them.
 bench: $(BENCH_BINS)
 
+# Example programs (examples/*.c, such as the demo's data generator); the
+# tool tests find them through DIT_EXAMPLES.
+$(OBJDIR)/examples/%: $(OBJDIR)/examples/%.o $(LIBDIT)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBDIT) $(LDLIBS)
+
 # Every CUDA source must compile, GPU or not.
 cuda-check: $(CUDA_OBJS)
 ifeq ($(HAVE_CUDA),1)
@@ -97,8 +103,8 @@ lint-man:
 	  echo "man pages lint clean"; \
 	else echo "mandoc not found: man pages not linted"; fi
 
-test: $(TOOL_BINS) $(TEST_BIN) $(BENCH_BINS) cuda-check lint-man
-	DIT_BIN=$(abspath $(BINDIR)) DIT_TESTS=$(abspath tests) \
+test: $(TOOL_BINS) $(TEST_BIN) $(BENCH_BINS) $(EXAMPLE_BINS) cuda-check lint-man
+	DIT_BIN=$(abspath $(BINDIR)) DIT_TESTS=$(abspath tests) DIT_EXAMPLES=$(abspath $(OBJDIR)/examples) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(TEST_BIN) $(if $(K),-k $(K))
 
