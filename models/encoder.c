@@ -29,17 +29,42 @@ static int pixel_encode(const struct encoder *e, const uint8_t *rgb, int w, int 
     return 0;
 }
 
+/* The inverse of pixel_encode: v = round(255 (x / 2 + 1/2)), clamped, as
+ * DiT's samples are saved (torchvision's save_image on [-1, 1]). */
+static int pixel_decode(const struct encoder *e, const float *in, int w, int h, uint8_t *rgb)
+{
+    const int f = e->factor, ow = w / f, oh = h / f;
+    if (w % f || h % f) {
+        err_set("pixel decoder: %dx%d is not a multiple of the factor %d", w, h, f);
+        return -1;
+    }
+    for (int c = 0; c < 3; c++)
+        for (int dy = 0; dy < f; dy++)
+            for (int dx = 0; dx < f; dx++) {
+                const float *plane = in + ((size_t)(c * f + dy) * f + dx) * oh * ow;
+                for (int y = 0; y < oh; y++)
+                    for (int x = 0; x < ow; x++) {
+                        float v = (plane[(size_t)y * ow + x] * 0.5f + 0.5f) * 255.0f + 0.5f;
+                        v = v < 0 ? 0 : v > 255 ? 255 : v;
+                        rgb[((size_t)(y * f + dy) * w + (x * f + dx)) * 3 + c] = (uint8_t)v;
+                    }
+            }
+    return 0;
+}
+
 int encoder_open(struct encoder *e, const char *spec)
 {
     memset(e, 0, sizeof *e);
     int f = 1;
     char tail;
-    if (strcmp(spec, "pixel") == 0 || (sscanf(spec, "pixel:%d%c", &f, &tail) == 1 && f >= 1 && f <= 64)) {
+    if (strcmp(spec, "pixel") == 0 || (sscanf(spec, "pixel:%d%c", &f, &tail) == 1 && f >= 1 && f <= 64) ||
+        (sscanf(spec, "pixel/1 s2d=%d%c", &f, &tail) == 1 && f >= 1 && f <= 64)) {
         snprintf(e->name, sizeof e->name, "pixel");
         snprintf(e->identity, sizeof e->identity, "pixel/1 s2d=%d", f);
         e->factor = f;
         e->channels = 3 * f * f;
         e->encode = pixel_encode;
+        e->decode = pixel_decode;
         return 0;
     }
     err_set("--encoder '%s': expected pixel or pixel:F (space-to-depth factor 1..64); "

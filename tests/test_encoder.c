@@ -54,3 +54,26 @@ TEST(unknown_encoders_are_refused)
     CHECK(encoder_open(&e, "pixel:0") != 0);
     CHECK(encoder_open(&e, "pixel:2x") != 0);
 }
+
+TEST(pixel_decoder_inverts_the_encoder)
+{
+    struct encoder e;
+    CHECK_INT(encoder_open(&e, "pixel/1 s2d=2"), 0); /* the identity shards record */
+    CHECK_INT(e.factor, 2);
+    uint8_t rgb[6 * 4 * 3], back[6 * 4 * 3];
+    for (int i = 0; i < 6 * 4 * 3; i++)
+        rgb[i] = (uint8_t)(i * 37 % 256);
+    float lat[12 * 2 * 3];
+    CHECK_INT(e.encode(&e, rgb, 6, 4, lat), 0);
+    CHECK_INT(e.decode(&e, lat, 6, 4, back), 0);
+    CHECK(memcmp(rgb, back, sizeof rgb) == 0);
+    /* out of range values clamp */
+    float wild[3] = {-3.0f, 3.0f, 0.0f};
+    uint8_t px[3];
+    struct encoder p1;
+    encoder_open(&p1, "pixel");
+    CHECK_INT(p1.decode(&p1, wild, 1, 1, px), 0);
+    CHECK_INT(px[0], 0);
+    CHECK_INT(px[1], 255);
+    CHECK_INT(px[2], 128);
+}
