@@ -41,6 +41,9 @@ static int is_dir(const char *p)
 /* Reads the model: a checkpoint (its ema/ unless --no-ema, and what
  * checkpoint.json says), a model directory, or a safetensors file with
  * --model and --latent-size. */
+/* The checkpoint's objective, when --objective does not say. */
+static char checkpoint_objective[16];
+
 static void load_model(struct options *o, struct dit_config *cfg, float **params, char *encoder_id,
                        size_t encoder_size)
 {
@@ -56,8 +59,10 @@ static void load_model(struct options *o, struct dit_config *cfg, float **params
         const char *obj = json_string_value(json_object_get(j, "objective"));
         if (enc && *enc)
             snprintf(encoder_id, encoder_size, "%s", enc);
-        if (obj && !o->objective)
-            o->objective = strdup(obj);
+        if (obj && !o->objective) {
+            snprintf(checkpoint_objective, sizeof checkpoint_objective, "%s", obj);
+            o->objective = checkpoint_objective;
+        }
         json_decref(j);
         snprintf(path, sizeof path, "%s/ema", o->model_path);
         if (o->no_ema || !is_dir(path))
