@@ -127,6 +127,12 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	else echo "all build dependencies are installed"; fi
 
+# The main job on an embedded default: shapes -> index -> bucket ->
+# precompute -> train -> sample, on the CPU, ending with a grid PNG.
+demo: all
+	$(MAKE) -C examples demo BIN=$(abspath $(BINDIR)) SHAPES=$(abspath $(OBJDIR)/examples/make_shapes) \
+	  OUT=$(abspath build/demo)
+
 clean:
 	rm -rf build bin
 
