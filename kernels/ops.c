@@ -57,10 +57,12 @@ int kctx_init(struct kctx *ctx, enum device_kind device, int threads)
         err_set("kernel context: unknown device %d", (int)device);
         return -1;
     }
-    if (threads > 0) {
+    if (threads > 0)
         omp_set_num_threads(threads);
-        openblas_set_num_threads(threads);
-    }
+    /* One pool of threads, OpenMP's: the CPU backend splits every product
+     * into per-thread sgemm calls itself (kernels/cpu/gemm.c), and OpenBLAS
+     * threads of its own would only spin against those. */
+    openblas_set_num_threads(1);
     return 0;
 }
 
@@ -333,7 +335,8 @@ void k_silu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, s
 
 int64_t k_attention_scratch(int T, int NH, int threads)
 {
-    (void)NH; /* the CPU works one (batch, head) at a time per thread */
+    (void)NH; /* the CPU works one (batch, head) at a time per thread, on at
+               * most two blocks of scores of 256 query rows by T keys */
     return cpu_attention_scratch(T, threads);
 }
 

@@ -4,11 +4,13 @@
  * written here; the accumulate and overwrite rules of kernels.h; bit-identical
  * results across thread counts; the dispatcher's refusal of CUDA. */
 #include "tests/harness.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/kernels.h"
 #include "libcommon/error.h"
 #include "libcommon/philox.h"
 #include "libcommon/safetensors.h"
 
+#include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -219,10 +221,11 @@ static float *golden(const struct st_file *f, const char *name, size_t n)
 
 /* ------------------------------------------------------------------ gemm */
 
-TEST(gemm_all_transposes_match_naive_loop)
+/* Every transpose and beta against a naive loop in double, for M x N x K on
+ * `threads` threads; atol grows with K, the length of each sum. */
+static void check_gemm(int M, int N, int K, int threads, double atol)
 {
-    struct kctx ctx = cpu_ctx(0);
-    const int M = 7, N = 5, K = 9;
+    struct kctx ctx = cpu_ctx(threads);
     float *a = randn((size_t)M * K, 1, 1.0f), *b = randn((size_t)K * N, 2, 1.0f);
     float *c0 = randn((size_t)M * N, 3, 1.0f);
     float *c = malloc((size_t)M * N * sizeof *c);
@@ -247,9 +250,10 @@ TEST(gemm_all_transposes_match_naive_loop)
                     c[i] = beta != 0.0f ? c0[i] : NAN;
                 k_gemm(&ctx, t32(c, (size_t)M * N), t32(a, (size_t)M * K), t32(b, (size_t)K * N),
                        M, N, K, ta, tb, alpha, beta);
-                char what[64];
-                snprintf(what, sizeof what, "gemm ta=%d tb=%d beta=%g", ta, tb, (double)beta);
-                check_close_d(what, c, want, (size_t)M * N, 1e-5, 1e-5);
+                char what[96];
+                snprintf(what, sizeof what, "gemm %dx%dx%d ta=%d tb=%d beta=%g", M, N, K, ta, tb,
+                         (double)beta);
+                check_close_d(what, c, want, (size_t)M * N, 1e-5, atol);
             }
     /* An empty inner dimension leaves beta * C. */
     memcpy(c, c0, (size_t)M * N * sizeof *c);
@@ -259,6 +263,20 @@ TEST(gemm_all_transposes_match_naive_loop)
     check_close_d("gemm K=0", c, want, (size_t)M * N, 1e-7, 0);
     free(a), free(b), free(c0), free(c), free(want);
     kctx_free(&ctx);
+}
+
+TEST(gemm_all_transposes_match_naive_loop)
+{
+    check_gemm(7, 5, 9, 0, 1e-5);
+}
+
+/* Products past the CPU backend's parallel threshold are split between
+ * threads, by rows when M is the longer side (301: a ragged last block) and
+ * by columns otherwise. */
+TEST(gemm_split_between_threads_matches_naive_loop)
+{
+    check_gemm(301, 70, 64, 2, 1e-4);
+    check_gemm(40, 403, 80, 2, 1e-4);
 }
 
 /* ---------------------------------------------------------------- linear */
@@ -569,6 +587,43 @@ static void check_activation(const char *name, unary_fwd_fn fwd, unary_bwd_fn bw
     kctx_free(&ctx);
 }
 
+/* cpu_expf, under GELU, SiLU and the softmax: within 1 ulp of e^x over the
+ * whole range (an exhaustive sweep of every float found 0.99 at worst; here
+ * a dense sample), subnormal results to within one subnormal step, and the
+ * edges: 0 -> 1 exactly, overflow -> inf, far below -> 0, NaN -> NaN. */
+TEST(fast_exp_is_within_one_ulp)
+{
+    double worst = 0.0;
+    float worst_x = 0.0f;
+    const int n = 2000003;
+    for (int i = 0; i <= n; i++) {
+        float x = -104.0f + 192.72f * (float)i / (float)n;
+        double want = exp((double)x), got = cpu_expf(x);
+        if (want > FLT_MAX) {
+            CHECK(isinf(got));
+            continue;
+        }
+        double ulp = want < FLT_MIN ? ldexp(1.0, -149) : ldexp(1.0, ilogb(want) - 23);
+        double err = fabs(got - want) / ulp;
+        if (err > worst) {
+            worst = err;
+            worst_x = x;
+        }
+    }
+    if (!(worst <= 1.0))
+        test_fail(__FILE__, __LINE__, "cpu_expf(%.9g) is %.3f ulp off", (double)worst_x, worst);
+    CHECK(cpu_expf(0.0f) == 1.0f);
+    CHECK(cpu_expf(1.0f) == expf(1.0f) || fabsf(cpu_expf(1.0f) - expf(1.0f)) <= 2.4e-7f);
+    CHECK(isinf(cpu_expf(88.8f)) && cpu_expf(88.8f) > 0);
+    CHECK(isinf(cpu_expf(INFINITY)));
+    CHECK(isfinite(cpu_expf(88.72f)));
+    CHECK(cpu_expf(-105.0f) == 0.0f);
+    CHECK(cpu_expf(-INFINITY) == 0.0f);
+    CHECK(cpu_expf(-1e30f) == 0.0f);
+    CHECK(isnan(cpu_expf(NAN)));
+    CHECK(isnan(cpu_expf(-NAN)));
+}
+
 TEST(gelu_tanh_matches_torch_and_finite_differences)
 {
     check_activation("gelu", k_gelu_forward, k_gelu_backward);
@@ -728,6 +783,14 @@ TEST(attention_backward_against_naive_and_finite_differences)
     check_attention_backward(2, 5, 12, 3, 0, 60);
     check_attention_backward(1, 7, 8, 2, 1, 62);
     check_attention_backward(3, 4, 6, 1, 2, 64);
+}
+
+/* The CPU backend takes queries 256 at a time: T = 300 leaves a short second
+ * block, T = 520 three blocks, and dk, dv add up across them. */
+TEST(attention_beyond_one_query_block_matches_naive)
+{
+    check_attention_backward(1, 300, 8, 2, 2, 66);
+    check_attention_backward(2, 520, 4, 1, 1, 68);
 }
 
 /* --------------------------------------------------------------- patches */
@@ -987,6 +1050,7 @@ struct det_out {
     float emb_d[4 * 1024];
     float attn_out[2 * 64 * 64], attn_d[2 * 64 * 192];
     float mse, mse_d[64 * 1024];
+    float bias_d[1024];
     double ss;
 };
 
@@ -1027,6 +1091,12 @@ static void det_run(int threads, struct det_out *o)
     k_attention_backward(&ctx, t32(o->attn_d, nqkv), t32(dy, no), t32(o->attn_out, no),
                          t32(lse, nl), t32(x, nqkv), t32(scratch, ns), B, T, AC, NH);
 
+    /* dbias alone: the only part of the Linear backward outside BLAS */
+    for (int i = 0; i < C; i++)
+        o->bias_d[i] = 0.25f;
+    k_linear_backward(&ctx, tensor_none(), tensor_none(), t32(o->bias_d, C), t32(dy, n),
+                      t32(x, (size_t)M * 64), t32(x, (size_t)C * 64), M, 64, C);
+
     o->mse = k_mse_forward_backward(&ctx, t32(o->mse_d, n), t32(x, n), t32(dy, n), (int64_t)n,
                                     1.0f);
     o->ss = k_sum_squares(&ctx, t32(x, n), (int64_t)n);
@@ -1046,6 +1116,7 @@ TEST(results_do_not_depend_on_thread_count)
     check_same_bits("attention out", one->attn_out, two->attn_out, 2 * 64 * 64);
     check_same_bits("attention dqkv", one->attn_d, two->attn_d, 2 * 64 * 192);
     check_same_bits("mse dpred", one->mse_d, two->mse_d, 64 * 1024);
+    check_same_bits("dbias", one->bias_d, two->bias_d, 1024);
     CHECK(one->mse == two->mse);
     CHECK(one->ss == two->ss);
     free(one), free(two);

@@ -6,19 +6,93 @@
  * tensor where kernels/kernels.h allows one. Shapes and the accumulate or
  * overwrite semantics are those of the k_* op of the same name.
  *
- * Every op except the OpenBLAS calls gives bit-identical results whatever the
- * thread count: reductions run in a fixed order over a fixed partition, never
- * through float atomics or OpenMP reduction clauses. */
+ * Every op except gemm and the Linear's two products gives bit-identical
+ * results whatever the thread count: reductions run in a fixed order over a
+ * fixed partition, never through float atomics or OpenMP reduction clauses
+ * across threads (an `omp simd` reduction stays inside one thread's row).
+ * Attention is included: each (batch, head) makes the same sequential sgemm
+ * calls on any thread. The products that gemm.c splits between threads still
+ * never sum across them, but OpenBLAS may round an edge tile differently. */
 #ifndef DIT_KERNELS_CPU_H
 #define DIT_KERNELS_CPU_H
 
 #include "kernels/kernels.h"
 
+#include <omp.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Loops shorter than this run on one thread: below it the fork-join costs
  * more than the work. */
 #define CPU_PARALLEL_MIN 32768
+
+/* The hot elementwise and row loops are compiled for AVX-512 and AVX2 besides
+ * the baseline, and the loader picks one (GCC target_clones, an ifunc): the
+ * Makefile builds for plain x86-64, whose 4-wide SSE does a quarter of what
+ * these machines can. ISO C mode keeps -ffp-contract=off, so no clone fuses
+ * a multiply-add and all of them round elementwise results alike; only the
+ * lane count of an `omp simd` reduction differs. A clone must not contain an
+ * OpenMP parallel region (its outlined body would not be cloned): callers
+ * open the region and hand each thread its range. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CPU_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CPU_VECTOR_CLONES
+#endif
+
+/* This thread's share [*lo, *hi) of [0, n) inside a parallel region: equal
+ * contiguous pieces starting on 16-element (cache line) boundaries. */
+static inline void cpu_thread_range(int64_t n, int64_t *lo, int64_t *hi)
+{
+    int64_t parts = omp_get_num_threads(), k = omp_get_thread_num();
+    int64_t units = (n + 15) / 16;
+    *lo = units * k / parts * 16;
+    *hi = units * (k + 1) / parts * 16;
+    if (*lo > n)
+        *lo = n;
+    if (*hi > n)
+        *hi = n;
+}
+
+/* e^x to within 1 ulp of the exact value (checked over every float), in
+ * straight-line code that the compiler vectorises in `omp simd` loops, where
+ * libm's expf is a call per element. e^x = 2^j e^r with j = round(x / ln 2),
+ * r = x - j ln 2 in two parts (Cody-Waite: j * C1 is exact), e^r from the
+ * Cephes expf polynomial, and 2^j applied as two normal powers of two so
+ * that subnormal results come out right. The range checks are integer
+ * masks, not float selects: under -ftrapping-math GCC will not if-convert a
+ * float ?: and then leaves the loop scalar. x > ln(FLT_MAX) gives inf,
+ * x < -104 gives 0, NaN stays NaN (the garbage j then only scales a NaN). */
+static inline __attribute__((always_inline)) float cpu_expf(float x)
+{
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float t = x * 1.44269504088896341f + shifter;
+    float jf = t - shifter;
+    float r = x - jf * 0.693359375f;
+    r = r - jf * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    /* t's low bits hold j + 2^22 exactly: j lies in [-150, 128] when in range */
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof tb);
+    int32_t j = (int32_t)(tb - 0x4B400000u);
+    int32_t j1 = j / 2, j2 = j - j1;
+    uint32_t b1 = (uint32_t)(j1 + 127) << 23, b2 = (uint32_t)(j2 + 127) << 23;
+    float s1, s2, y;
+    memcpy(&s1, &b1, sizeof s1);
+    memcpy(&s2, &b2, sizeof s2);
+    y = p * s1 * s2;
+    uint32_t yb, over = -(uint32_t)(x > 88.72283935546875f), under = -(uint32_t)(x < -104.0f);
+    memcpy(&yb, &y, sizeof yb);
+    yb = (yb & ~(over | under)) | (0x7f800000u & over);
+    memcpy(&y, &yb, sizeof y);
+    return y;
+}
 
 /* gemm.c */
 void cpu_gemm(float *c, const float *a, const float *b, int M, int N, int K, int trans_a,
@@ -50,7 +124,7 @@ void cpu_silu_forward(float *out, const float *inp, int64_t n);
 void cpu_silu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 
 /* attention.c: scratch holds scratch_n floats, cpu_attention_scratch(T, 1)
- * per thread; fewer threads run when it holds fewer rows. */
+ * (2 min(T, 256) T) per thread; fewer threads run when it holds less. */
 int64_t cpu_attention_scratch(int T, int threads);
 void cpu_attention_forward(float *out, float *lse, const float *qkv, float *scratch,
                            int64_t scratch_n, int B, int T, int C, int NH);

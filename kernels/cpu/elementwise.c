@@ -4,37 +4,41 @@
 /* out[B,T,C] = a[B,T,C] + b[T,C] */
 void cpu_add_broadcast_forward(float *out, const float *a, const float *b, int B, int T, int C)
 {
-    int64_t tc = (int64_t)T * C;
-    int64_t n = (int64_t)B * tc;
-#pragma omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i % tc];
+    int64_t rows = (int64_t)B * T;
+#pragma omp parallel for schedule(static) if (rows * C >= CPU_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *ar = a + r * C, *br = b + (r % T) * C;
+        float *o = out + r * C;
+#pragma omp simd
+        for (int c = 0; c < C; c++)
+            o[c] = ar[c] + br[c];
+    }
 }
 
 void cpu_add(float *out, const float *a, const float *b, int64_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n >= CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
 }
 
 void cpu_axpy(float *y, float alpha, const float *x, int64_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n >= CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
         y[i] += alpha * x[i];
 }
 
 void cpu_fill(float *x, float value, int64_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n >= CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
         x[i] = value;
 }
 
 void cpu_scale(float *x, float s, int64_t n)
 {
-#pragma omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (n >= CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++)
         x[i] *= s;
 }

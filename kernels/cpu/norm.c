@@ -4,21 +4,23 @@
 
 #include <math.h>
 
-/* out[M,C], mean[M], rstd[M] from inp[M,C] */
-void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, int M, int C,
-                           float eps)
+/* Rows [m0, m1) of the forward. */
+CPU_VECTOR_CLONES static void layernorm_forward_rows(float *out, float *mean, float *rstd,
+                                                     const float *inp, int64_t m0, int64_t m1,
+                                                     int C, float eps)
 {
-#pragma omp parallel for schedule(static) if ((int64_t)M * C >= CPU_PARALLEL_MIN)
-    for (int m = 0; m < M; m++) {
-        const float *x = inp + (int64_t)m * C;
-        float *y = out + (int64_t)m * C;
+    for (int64_t m = m0; m < m1; m++) {
+        const float *x = inp + m * C;
+        float *y = out + m * C;
         /* Two passes in double: the one-pass E[x^2] - E[x]^2 cancels
          * catastrophically on activations with a large mean. */
         double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
         for (int c = 0; c < C; c++)
             sum += x[c];
         double mu = sum / C;
         double var = 0.0;
+#pragma omp simd reduction(+ : var)
         for (int c = 0; c < C; c++) {
             double d = x[c] - mu;
             var += d * d;
@@ -26,10 +28,52 @@ void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *in
         var /= C;
         float mu_f = (float)mu;
         float rs = (float)(1.0 / sqrt(var + (double)eps));
+#pragma omp simd
         for (int c = 0; c < C; c++)
             y[c] = (x[c] - mu_f) * rs;
         mean[m] = mu_f;
         rstd[m] = rs;
+    }
+}
+
+/* out[M,C], mean[M], rstd[M] from inp[M,C]. Each row is one thread's, and
+ * its sums run in the same order whatever the thread count. */
+void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, int M, int C,
+                           float eps)
+{
+#pragma omp parallel if ((int64_t)M * C >= CPU_PARALLEL_MIN)
+    {
+        int64_t lo, hi;
+        cpu_thread_range(M, &lo, &hi);
+        layernorm_forward_rows(out, mean, rstd, inp, lo, hi, C, eps);
+    }
+}
+
+/* Rows [m0, m1) of the backward. */
+CPU_VECTOR_CLONES static void layernorm_backward_rows(float *dinp, const float *dout,
+                                                      const float *inp, const float *mean,
+                                                      const float *rstd, int64_t m0, int64_t m1,
+                                                      int C)
+{
+    for (int64_t m = m0; m < m1; m++) {
+        const float *x = inp + m * C;
+        const float *dy = dout + m * C;
+        float *dx = dinp + m * C;
+        float mu = mean[m], rs = rstd[m];
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+#pragma omp simd reduction(+ : sum_dy, sum_dy_xhat)
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - mu) * rs;
+            sum_dy += dy[c];
+            sum_dy_xhat += (double)dy[c] * xhat;
+        }
+        float mean_dy = (float)(sum_dy / C);
+        float mean_dy_xhat = (float)(sum_dy_xhat / C);
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - mu) * rs;
+            dx[c] += rs * (dy[c] - mean_dy - xhat * mean_dy_xhat);
+        }
     }
 }
 
@@ -38,24 +82,11 @@ void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *in
 void cpu_layernorm_backward(float *dinp, const float *dout, const float *inp, const float *mean,
                             const float *rstd, int M, int C)
 {
-#pragma omp parallel for schedule(static) if ((int64_t)M * C >= CPU_PARALLEL_MIN)
-    for (int m = 0; m < M; m++) {
-        const float *x = inp + (int64_t)m * C;
-        const float *dy = dout + (int64_t)m * C;
-        float *dx = dinp + (int64_t)m * C;
-        float mu = mean[m], rs = rstd[m];
-        double sum_dy = 0.0, sum_dy_xhat = 0.0;
-        for (int c = 0; c < C; c++) {
-            float xhat = (x[c] - mu) * rs;
-            sum_dy += dy[c];
-            sum_dy_xhat += (double)dy[c] * xhat;
-        }
-        float mean_dy = (float)(sum_dy / C);
-        float mean_dy_xhat = (float)(sum_dy_xhat / C);
-        for (int c = 0; c < C; c++) {
-            float xhat = (x[c] - mu) * rs;
-            dx[c] += rs * (dy[c] - mean_dy - xhat * mean_dy_xhat);
-        }
+#pragma omp parallel if ((int64_t)M * C >= CPU_PARALLEL_MIN)
+    {
+        int64_t lo, hi;
+        cpu_thread_range(M, &lo, &hi);
+        layernorm_backward_rows(dinp, dout, inp, mean, rstd, lo, hi, C);
     }
 }
 
@@ -71,6 +102,7 @@ void cpu_modulate_forward(float *out, const float *x, const float *shift, const 
         const float *sc = scale + b * mod_stride;
         const float *xr = x + r * C;
         float *o = out + r * C;
+#pragma omp simd
         for (int c = 0; c < C; c++)
             o[c] = xr[c] * (1.0f + sc[c]) + sh[c];
     }
@@ -78,26 +110,53 @@ void cpu_modulate_forward(float *out, const float *x, const float *shift, const 
 
 /* The per-(b, c) reductions over t below go column block by column block, so
  * each thread owns whole columns and sums them in token order: the same bits
- * for any thread count, and no atomics. */
+ * for any thread count, and no atomics. The elementwise dx (dy) of the same
+ * rows is written in the same pass, while they are in cache. */
 #define MOD_BLOCK 64
+
+/* One batch row's T tokens (C apart), width columns: dx = dout * (1 + sc)
+ * when dx is wanted; sum_dy[j] = sum_t dout, sum_dyx[j] = sum_t dout * x. */
+CPU_VECTOR_CLONES static void modulate_backward_block(float *dx, double *sum_dy, double *sum_dyx,
+                                                      const float *dout, const float *x,
+                                                      const float *sc, int T, int C, int width)
+{
+    for (int j = 0; j < width; j++)
+        sum_dy[j] = sum_dyx[j] = 0.0;
+    for (int t = 0; t < T; t++) {
+        const float *dy = dout + (int64_t)t * C, *xr = x + (int64_t)t * C;
+        if (dx) {
+            float *d = dx + (int64_t)t * C;
+#pragma omp simd
+            for (int j = 0; j < width; j++)
+                d[j] = dy[j] * (1.0f + sc[j]);
+        }
+#pragma omp simd
+        for (int j = 0; j < width; j++) {
+            sum_dy[j] += dy[j];
+            sum_dyx[j] += (double)dy[j] * xr[j];
+        }
+    }
+}
 
 void cpu_modulate_backward(float *dx, float *dshift, float *dscale, const float *dout,
                            const float *x, const float *scale, int B, int T, int C,
                            int mod_stride)
 {
-    if (dx) {
+    if (!dshift && !dscale) {
+        if (!dx)
+            return;
         int64_t rows = (int64_t)B * T;
 #pragma omp parallel for schedule(static) if (rows * C >= CPU_PARALLEL_MIN)
         for (int64_t r = 0; r < rows; r++) {
             const float *sc = scale + (r / T) * mod_stride;
             const float *dy = dout + r * C;
             float *d = dx + r * C;
+#pragma omp simd
             for (int c = 0; c < C; c++)
                 d[c] = dy[c] * (1.0f + sc[c]);
         }
-    }
-    if (!dshift && !dscale)
         return;
+    }
     int nblk = (C + MOD_BLOCK - 1) / MOD_BLOCK;
     int64_t tasks = (int64_t)B * nblk;
 #pragma omp parallel for schedule(static) if ((int64_t)B * T * C >= CPU_PARALLEL_MIN)
@@ -105,15 +164,10 @@ void cpu_modulate_backward(float *dx, float *dshift, float *dscale, const float 
         int64_t b = task / nblk;
         int c0 = (int)(task % nblk) * MOD_BLOCK;
         int width = C - c0 < MOD_BLOCK ? C - c0 : MOD_BLOCK;
-        double acc_shift[MOD_BLOCK] = {0}, acc_scale[MOD_BLOCK] = {0};
-        for (int t = 0; t < T; t++) {
-            const float *dy = dout + (b * T + t) * C + c0;
-            const float *xr = x + (b * T + t) * C + c0;
-            for (int j = 0; j < width; j++) {
-                acc_shift[j] += dy[j];
-                acc_scale[j] += (double)dy[j] * xr[j];
-            }
-        }
+        int64_t at = b * T * C + c0;
+        double acc_shift[MOD_BLOCK], acc_scale[MOD_BLOCK];
+        modulate_backward_block(dx ? dx + at : NULL, acc_shift, acc_scale, dout + at, x + at,
+                                scale + b * mod_stride + c0, T, C, width);
         for (int j = 0; j < width; j++) {
             if (dshift)
                 dshift[b * mod_stride + c0 + j] += (float)acc_shift[j];
@@ -133,27 +187,53 @@ void cpu_gated_residual_forward(float *res, const float *y, const float *gate, i
         const float *g = gate + (r / T) * mod_stride;
         const float *yr = y + r * C;
         float *o = res + r * C;
+#pragma omp simd
         for (int c = 0; c < C; c++)
             o[c] += g[c] * yr[c];
+    }
+}
+
+/* One batch row's T tokens (C apart), width columns: dy = dres * g when dy
+ * is wanted; sum[j] = sum_t dres * y. */
+CPU_VECTOR_CLONES static void gated_residual_backward_block(float *dy, double *sum,
+                                                            const float *dres, const float *y,
+                                                            const float *g, int T, int C,
+                                                            int width)
+{
+    for (int j = 0; j < width; j++)
+        sum[j] = 0.0;
+    for (int t = 0; t < T; t++) {
+        const float *d = dres + (int64_t)t * C, *yr = y + (int64_t)t * C;
+        if (dy) {
+            float *o = dy + (int64_t)t * C;
+#pragma omp simd
+            for (int j = 0; j < width; j++)
+                o[j] = d[j] * g[j];
+        }
+#pragma omp simd
+        for (int j = 0; j < width; j++)
+            sum[j] += (double)d[j] * yr[j];
     }
 }
 
 void cpu_gated_residual_backward(float *dy, float *dgate, const float *dres, const float *y,
                                  const float *gate, int B, int T, int C, int mod_stride)
 {
-    if (dy) {
+    if (!dgate) {
+        if (!dy)
+            return;
         int64_t rows = (int64_t)B * T;
 #pragma omp parallel for schedule(static) if (rows * C >= CPU_PARALLEL_MIN)
         for (int64_t r = 0; r < rows; r++) {
             const float *g = gate + (r / T) * mod_stride;
             const float *d = dres + r * C;
             float *o = dy + r * C;
+#pragma omp simd
             for (int c = 0; c < C; c++)
                 o[c] = d[c] * g[c];
         }
-    }
-    if (!dgate)
         return;
+    }
     int nblk = (C + MOD_BLOCK - 1) / MOD_BLOCK;
     int64_t tasks = (int64_t)B * nblk;
 #pragma omp parallel for schedule(static) if ((int64_t)B * T * C >= CPU_PARALLEL_MIN)
@@ -161,13 +241,10 @@ void cpu_gated_residual_backward(float *dy, float *dgate, const float *dres, con
         int64_t b = task / nblk;
         int c0 = (int)(task % nblk) * MOD_BLOCK;
         int width = C - c0 < MOD_BLOCK ? C - c0 : MOD_BLOCK;
-        double acc[MOD_BLOCK] = {0};
-        for (int t = 0; t < T; t++) {
-            const float *d = dres + (b * T + t) * C + c0;
-            const float *yr = y + (b * T + t) * C + c0;
-            for (int j = 0; j < width; j++)
-                acc[j] += (double)d[j] * yr[j];
-        }
+        int64_t at = b * T * C + c0;
+        double acc[MOD_BLOCK];
+        gated_residual_backward_block(dy ? dy + at : NULL, acc, dres + at, y + at,
+                                      gate + b * mod_stride + c0, T, C, width);
         for (int j = 0; j < width; j++)
             dgate[b * mod_stride + c0 + j] += (float)acc[j];
     }
