@@ -15,6 +15,7 @@
 #include "models/dit.h"
 #include "models/dit_weights.h"
 #include "models/encoder.h"
+#include "models/generate.h"
 #include "models/sampler.h"
 
 #include <errno.h>
@@ -97,6 +98,11 @@ static void load_model(struct options *o, struct dit_config *cfg, float **params
     if (!*params || dit_weights_load(cfg, *params, set, (enum dit_layout)layout) != 0)
         die(DIT_EXIT_FAILURE, "%s", *params ? err_get() : "out of memory");
     st_set_close(set);
+}
+
+static void progress_step(void *bar)
+{
+    progress_add(bar, 1);
 }
 
 /* Class names by line (dit-index --classes-out), for --classes-file names. */
@@ -220,7 +226,7 @@ int main(int argc, char **argv)
         die(DIT_EXIT_FAILURE, "%s", err_get());
     if (!enc.decode)
         die(DIT_EXIT_FAILURE, "encoder '%s' has no decoder", enc.identity);
-    const int C = cfg.in_channels, CO = dit_out_channels(&cfg), L = cfg.input_size;
+    const int C = cfg.in_channels, L = cfg.input_size;
     const int W = L * enc.factor;
     if (enc.channels != C)
         die(DIT_EXIT_FAILURE, "the decoder %s gives %d channels, the model %d", enc.identity, enc.channels, C);
@@ -274,55 +280,27 @@ int main(int argc, char **argv)
         die(DIT_EXIT_FAILURE, "%s: %s", o.output, strerror(errno));
 
     const int64_t hw = (int64_t)L * L, n = C * hw;
-    float *x = malloc((size_t)(2 * B * n) * sizeof *x), *out = malloc((size_t)(2 * B) * CO * hw * sizeof *out);
-    float *noise = malloc((size_t)(B * n) * sizeof *noise), *t = malloc((size_t)(2 * B) * sizeof *t);
-    float *all_latents = o.latents_out ? malloc((size_t)n_images * n * sizeof(float)) : NULL;
-    int32_t *y = malloc((size_t)(2 * B) * sizeof *y);
+    float *latents = malloc((size_t)n_images * n * sizeof(float));
     uint8_t **images = calloc((size_t)n_images, sizeof *images);
-    if (!x || !out || !noise || !t || !y || !images || (o.latents_out && !all_latents))
+    if (!latents || !images)
         die(DIT_EXIT_FAILURE, "out of memory");
     struct progress *bar = progress_start("sample", "steps", (uint64_t)((n_images + B - 1) / B) * steps);
-    for (int k0 = 0; k0 < n_images; k0 += B) {
-        const int b = n_images - k0 < B ? n_images - k0 : B;
-        for (int i = 0; i < b; i++) {
-            sampler_noise(x + i * n, (uint64_t)o.seed, (uint64_t)(k0 + i), 0, n);
-            y[i] = labels[k0 + i];
-            y[b + i] = cfg.num_classes; /* the null class */
-        }
-        for (int st = 0; st < steps; st++) {
-            float ts = sampler_model_timestep(&s, st);
-            for (int i = 0; i < (use_cfg ? 2 * b : b); i++)
-                t[i] = ts;
-            if (use_cfg) {
-                memcpy(x + b * n, x, (size_t)(b * n) * sizeof *x);
-                dit_forward(&m, out, x, t, y, 2 * b);
-                sampler_cfg_combine(out, out, out + (int64_t)b * CO * hw, (float)o.cfg, b, guided, CO, hw);
-            } else {
-                dit_forward(&m, out, x, t, y, b);
-            }
-            if (sampler_step_noise(&s, st))
-                for (int i = 0; i < b; i++)
-                    sampler_noise(noise + i * n, (uint64_t)o.seed, (uint64_t)(k0 + i), st + 1, n);
-            sampler_step(&s, st, x, out, cfg.learn_sigma, noise, b, C, hw);
-            progress_add(bar, 1);
-        }
-        for (int i = 0; i < b; i++) {
-            const int k = k0 + i;
-            images[k] = malloc((size_t)W * W * 3);
-            if (!images[k] || enc.decode(&enc, x + i * n, W, W, images[k]) != 0)
-                die(DIT_EXIT_FAILURE, "%s", *err_get() ? err_get() : "out of memory");
-            if (all_latents)
-                memcpy(all_latents + (int64_t)k * n, x + i * n, (size_t)n * sizeof(float));
-            char path[4096], params_text[1024];
-            snprintf(path, sizeof path, "%s/%06d-class%d.png", o.output, k, labels[k]);
-            snprintf(params_text, sizeof params_text,
-                     "model %s, class %d, seed %lld, image %d, sampler %s (%s), steps %d, cfg %g, eta %g, %s",
-                     o.model_path, labels[k], (long long)o.seed, k, sname, o.reference, steps, o.cfg, o.eta,
-                     enc.identity);
-            struct png_text text = {"parameters", params_text};
-            if (png_write_rgb8(path, images[k], W, W, &text, 1) != 0)
-                die(DIT_EXIT_FAILURE, "%s", err_get());
-        }
+    struct generate_options go = {(float)o.cfg, guided, (uint64_t)o.seed, progress_step, bar};
+    if (dit_generate(&m, &s, labels, n_images, &go, latents) != 0)
+        die(DIT_EXIT_FAILURE, "%s", err_get());
+    for (int k = 0; k < n_images; k++) {
+        images[k] = malloc((size_t)W * W * 3);
+        if (!images[k] || enc.decode(&enc, latents + (int64_t)k * n, W, W, images[k]) != 0)
+            die(DIT_EXIT_FAILURE, "%s", *err_get() ? err_get() : "out of memory");
+        char path[4096], params_text[1024];
+        snprintf(path, sizeof path, "%s/%06d-class%d.png", o.output, k, labels[k]);
+        snprintf(params_text, sizeof params_text,
+                 "model %s, class %d, seed %lld, image %d, sampler %s (%s), steps %d, cfg %g, eta %g, %s",
+                 o.model_path, labels[k], (long long)o.seed, k, sname, o.reference, steps, o.cfg, o.eta,
+                 enc.identity);
+        struct png_text text = {"parameters", params_text};
+        if (png_write_rgb8(path, images[k], W, W, &text, 1) != 0)
+            die(DIT_EXIT_FAILURE, "%s", err_get());
     }
     progress_finish(bar);
     if (o.grid) {
@@ -340,13 +318,13 @@ int main(int argc, char **argv)
         free(grid);
         log_info("grid: %s", o.grid);
     }
-    if (all_latents) {
+    if (o.latents_out) {
         struct st_writer *w = st_writer_new();
         int64_t shape[4] = {n_images, C, L, L}, lshape[1] = {n_images};
         int32_t *lab32 = malloc((size_t)n_images * sizeof *lab32);
         for (int k = 0; k < n_images; k++)
             lab32[k] = labels[k];
-        if (!w || !lab32 || st_writer_add(w, "latents", ST_F32, 4, shape, all_latents) ||
+        if (!w || !lab32 || st_writer_add(w, "latents", ST_F32, 4, shape, latents) ||
             st_writer_add(w, "labels", ST_I32, 1, lshape, lab32) || st_writer_meta(w, "encoder", enc.identity) ||
             st_writer_write(w, o.latents_out))
             die(DIT_EXIT_FAILURE, "%s", err_get());
@@ -356,7 +334,7 @@ int main(int argc, char **argv)
     log_info("%d images in %s", n_images, o.output);
     for (int k = 0; k < n_images; k++)
         free(images[k]);
-    free(images), free(x), free(out), free(noise), free(t), free(y), free(all_latents), free(labels);
+    free(images), free(latents), free(labels);
     sampler_free(&s);
     dit_model_free(&m);
     kctx_free(&ctx);
