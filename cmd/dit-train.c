@@ -12,7 +12,11 @@
 #include "libcommon/safetensors.h"
 #include "libcommon/tfevents.h"
 #include "models/dit.h"
+#include "formats/png_write.h"
 #include "models/dit_weights.h"
+#include "models/encoder.h"
+#include "models/generate.h"
+#include "models/sampler.h"
 #include "models/trainer.h"
 
 #include <errno.h>
@@ -27,9 +31,10 @@
 
 struct options {
     const char *data, *val_data, *output, *model, *pretrained, *objective, *scheduler, *mixed, *resume;
-    const char *report_to;
+    const char *report_to, *sample_labels;
     int batch, accum, epochs, num_classes, image_size, threads, checkpointing, limit, local_rank;
-    int depth, hidden, heads;
+    int depth, hidden, heads, sample_steps;
+    double sample_cfg;
     int64_t max_steps, warmup, log_every, ckpt_every, eval_every, sample_every, seed;
     double lr, beta1, beta2, eps, wd, clip, ema;
 };
@@ -246,11 +251,112 @@ static void log_step(FILE *metrics, struct tfevents *tb, const struct state *st,
     }
 }
 
+/* Samples during training: one image per label from the EMA weights (or the
+ * raw ones without EMA), at a fixed seed so grids compare across steps. */
+struct samples {
+    struct encoder enc;
+    struct sampler s;
+    struct dit_model m;
+    int *labels, n, guided, made;
+    float cfg;
+};
+
+static int samples_setup(struct samples *sp, const struct options *o, const struct dit_config *cfg,
+                         struct kctx *ctx, int flow)
+{
+    memset(sp, 0, sizeof *sp);
+    if (!encoder_identity[0] || encoder_open(&sp->enc, encoder_identity) != 0 || !sp->enc.decode) {
+        err_set("--sample-every: cannot decode samples of latents made by encoder '%s'", encoder_identity);
+        return -1;
+    }
+    sp->labels = malloc(64 * sizeof *sp->labels);
+    if (!sp->labels)
+        return -1;
+    if (o->sample_labels) {
+        char *copy = strdup(o->sample_labels);
+        for (char *tok = strtok(copy, ","); tok && sp->n < 64; tok = strtok(NULL, ",")) {
+            char *end;
+            long v = strtol(tok, &end, 10);
+            if (end == tok || *end || v < 0 || v >= cfg->num_classes) {
+                err_set("--sample-class-labels: '%s' is not a class of 0..%d", tok, cfg->num_classes - 1);
+                free(copy);
+                return -1;
+            }
+            sp->labels[sp->n++] = (int)v;
+        }
+        free(copy);
+    } else {
+        for (; sp->n < 8 && sp->n < cfg->num_classes; sp->n++)
+            sp->labels[sp->n] = sp->n;
+    }
+    struct sampler_options so = {0};
+    so.shift = flow ? flow_resolution_shift(cfg->input_size, cfg->input_size) : 0;
+    int steps = o->sample_steps ? o->sample_steps : flow ? 28 : 50;
+    if (sampler_init(&sp->s, flow ? SAMPLER_EULER : SAMPLER_DDIM, steps, &so) != 0)
+        return -1;
+    sp->cfg = cfg->class_dropout_prob > 0 ? (float)o->sample_cfg : 1.0f;
+    sp->guided = cfg->in_channels < 3 ? cfg->in_channels : 3; /* as DiT's sample.py */
+    int batch = sp->n < 16 ? sp->n : 16;
+    return dit_model_create(&sp->m, cfg, ctx, sp->cfg != 1.0f ? 2 * batch : batch, 0);
+}
+
+static int samples_make(struct samples *sp, const struct options *o, const struct trainer *tr,
+                        struct tfevents *tb, int64_t step)
+{
+    const struct dit_config *cfg = &sp->m.cfg;
+    memcpy(sp->m.params, tr->ema ? tr->ema : tr->m->params, (size_t)sp->m.n_params * sizeof(float));
+    const int L = cfg->input_size, W = L * sp->enc.factor;
+    const int64_t per = (int64_t)cfg->in_channels * L * L;
+    float *lat = malloc((size_t)(sp->n * per) * sizeof *lat);
+    uint8_t **img = calloc((size_t)sp->n, sizeof *img);
+    struct generate_options go = {sp->cfg, sp->guided, (uint64_t)o->seed, NULL, NULL};
+    int rc = lat && img ? dit_generate(&sp->m, &sp->s, sp->labels, sp->n, &go, lat) : -1;
+    for (int k = 0; rc == 0 && k < sp->n; k++)
+        rc = !(img[k] = malloc((size_t)W * W * 3)) || sp->enc.decode(&sp->enc, lat + k * per, W, W, img[k]);
+    uint8_t *grid = NULL;
+    int gw, gh;
+    const uint8_t bg[3] = {255, 255, 255};
+    if (rc == 0)
+        rc = image_grid_rgb8((const uint8_t *const *)img, sp->n, W, W, sp->n < 8 ? sp->n : 8, 2, bg, &grid, &gw, &gh);
+    char dir[4096], path[4200], text[256];
+    snprintf(dir, sizeof dir, "%s/samples", o->output);
+    snprintf(path, sizeof path, "%s/step-%07lld.png", dir, (long long)step);
+    snprintf(text, sizeof text, "dit-train step %lld, seed %lld, %s %d steps, cfg %g", (long long)step,
+             (long long)o->seed, sp->s.kind == SAMPLER_EULER ? "euler" : "ddim", sampler_num_steps(&sp->s),
+             sp->cfg);
+    struct png_text pt = {"parameters", text};
+    if (rc == 0 && (mkdir(dir, 0777) == 0 || errno == EEXIST))
+        rc = png_write_rgb8(path, grid, gw, gh, &pt, 1);
+    if (rc == 0 && tb) {
+        void *png;
+        size_t size;
+        rc = png_encode_rgb8(grid, gw, gh, &pt, 1, &png, &size);
+        if (rc == 0) {
+            rc = tfevents_image(tb, "samples", step, now(), gw, gh, 3, png, size);
+            free(png);
+        }
+    }
+    if (rc == 0)
+        log_info("samples: %s", path);
+    for (int k = 0; img && k < sp->n; k++)
+        free(img[k]);
+    free(img), free(lat), free(grid);
+    return rc;
+}
+
+static void samples_free(struct samples *sp)
+{
+    dit_model_free(&sp->m);
+    sampler_free(&sp->s);
+    encoder_close(&sp->enc);
+    free(sp->labels);
+}
+
 int main(int argc, char **argv)
 {
     struct options o = {.model = "DiT-XL/2", .objective = "ddpm", .scheduler = "constant", .mixed = "no",
                         .report_to = "none", .batch = 8, .accum = 1, .epochs = 1, .log_every = 100,
-                        .ckpt_every = 1000, .seed = 0, .lr = 1e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
+                        .ckpt_every = 1000, .seed = 0, .sample_cfg = 4.0, .lr = 1e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                         .wd = 0.0, .clip = 0.0, .ema = 0.9999, .local_rank = -1};
     const struct opt opts[] = {
         {"data-path", 0, OPT_STRING, &o.data, "DIR", "the shard set to train on (dit-precompute's output)"},
@@ -292,7 +398,10 @@ int main(int argc, char **argv)
         {"resume-from-checkpoint", 0, OPT_STRING, &o.resume, "PATH|latest", "the same as --resume"},
         {"report-to", 0, OPT_STRING, &o.report_to, "WHERE", "none (default), tensorboard; wandb is refused"},
         {"eval-every", 0, OPT_INT64, &o.eval_every, "N", "validation loss every N steps (needs --val-data-path)"},
-        {"sample-every", 0, OPT_INT64, &o.sample_every, "N", "samples every N steps (not built yet: refused)"},
+        {"sample-every", 0, OPT_INT64, &o.sample_every, "N", "a grid of samples every N steps (samples/, TensorBoard)"},
+        {"sample-class-labels", 0, OPT_STRING, &o.sample_labels, "LIST", "classes to sample (default: the first 8)"},
+        {"sample-steps", 0, OPT_INT, &o.sample_steps, "N", "sampler steps (50 DDIM for ddpm, 28 Euler for flow)"},
+        {"sample-cfg-scale", 0, OPT_DOUBLE, &o.sample_cfg, "S", "guidance of the samples (4.0)"},
         {"threads", 0, OPT_INT, &o.threads, "N", "compute threads (default: all cores)"},
         {"num-workers", 0, OPT_INT, &o.threads, "N", "the same as --threads (data is decoded before training)"},
         {"local-rank", 0, OPT_INT, &o.local_rank, "N", "accepted for launchers; one process trains"},
@@ -310,8 +419,6 @@ int main(int argc, char **argv)
         opt_usage_error("batch size, accumulation, epochs, log/checkpoint intervals must be positive");
     if (o.local_rank > 0)
         opt_usage_error("--local-rank %d: this build trains in one process (multi-GPU is being built)", o.local_rank);
-    if (o.sample_every > 0)
-        opt_usage_error("--sample-every: sampling during training needs dit-sample, which is being built");
     if (strcmp(o.report_to, "wandb") == 0 || strcmp(o.report_to, "all") == 0)
         opt_usage_error("--report-to %s: wandb has no offline writer here; use tensorboard", o.report_to);
     if (strcmp(o.report_to, "none") && strcmp(o.report_to, "tensorboard"))
@@ -469,6 +576,10 @@ int main(int argc, char **argv)
         if (!(tb = tfevents_open(dir)))
             die(DIT_EXIT_FAILURE, "%s", err_get());
     }
+    struct samples sp;
+    int sampling = o.sample_every > 0;
+    if (sampling && samples_setup(&sp, &o, &cfg, &ctx, tc.objective == OBJECTIVE_FLOW) != 0)
+        die(DIT_EXIT_FAILURE, "%s", err_get());
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
@@ -514,6 +625,8 @@ int main(int argc, char **argv)
             if (tb)
                 tfevents_scalar(tb, "val/loss", st.step, now(), (float)vl);
         }
+        if (sampling && st.step % o.sample_every == 0 && samples_make(&sp, &o, &tr, tb, st.step) != 0)
+            die(DIT_EXIT_FAILURE, "samples at step %lld: %s", (long long)st.step, err_get());
         if (st.step % o.ckpt_every == 0 && st.step < tc.total_steps && save_checkpoint(&o, &tr, &st) != 0)
             die(DIT_EXIT_FAILURE, "checkpoint at step %lld failed, the previous ones are intact: %s",
                 (long long)st.step, err_get());
@@ -526,6 +639,8 @@ int main(int argc, char **argv)
         die(DIT_EXIT_FAILURE, "final checkpoint at step %lld failed, the previous ones are intact: %s",
             (long long)st.step, err_get());
 finish:
+    if (sampling)
+        samples_free(&sp);
     if (tb)
         tfevents_close(tb);
     fclose(metrics);

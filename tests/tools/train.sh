@@ -59,6 +59,20 @@ grep -q 'resumed from .*checkpoint-00000[24]0' "$t/err" || fail "did not resume:
 same "$t/a/checkpoint-0000060" "$t/b/checkpoint-0000060"
 [ "$(grep -c '"loss"' "$t/b/metrics.jsonl")" = 6 ] || fail "metrics after resume: $(cat "$t/b/metrics.jsonl")"
 
+# Samples during training: grids under samples/ and in TensorBoard; the
+# training itself is unchanged by them.
+"$bin/dit-train" --data-path "$t/data" --output-dir "$t/s" $small --max-steps 20 --log-every 10 --ckpt-every 20 \
+    --sample-every 10 --sample-class-labels 0,2 --sample-steps 3 --report-to tensorboard 2>"$t/err" ||
+    fail "--sample-every: $(cat "$t/err")"
+ls "$t/s/samples/step-0000010.png" "$t/s/samples/step-0000020.png" >/dev/null || fail "sample grids: $(ls "$t/s")"
+grep -a -q 'dit-train step 10' "$t/s/samples/step-0000010.png" || fail "sample grid parameters"
+grep -a -q 'samples' "$t"/s/logs/events.out.tfevents.* || fail "no sample image in TensorBoard"
+cmp -s "$t/s/checkpoint-0000020/transformer/diffusion_pytorch_model.safetensors" \
+    "$t/a/checkpoint-0000020/transformer/diffusion_pytorch_model.safetensors" || fail "sampling changed the training"
+rc=0; "$bin/dit-train" --data-path "$t/data" --output-dir "$t/s2" $small --sample-every 5 --sample-class-labels 9 \
+    2>"$t/err" || rc=$?
+[ "$rc" = 1 ] && grep -q "'9' is not a class" "$t/err" || fail "bad sample label: $(cat "$t/err")"
+
 # Gradient checkpointing and accumulation run; the limit keeps the newest.
 "$bin/dit-train" --data-path "$t/data" --output-dir "$t/c" $small --max-steps 6 --ckpt-every 2 \
     --checkpoints-total-limit 2 --gradient-checkpointing --gradient-accumulation-steps 2 2>/dev/null || fail "options"
