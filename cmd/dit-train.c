@@ -582,6 +582,9 @@ int main(int argc, char **argv)
         die(DIT_EXIT_FAILURE, "%s", err_get());
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    /* Past a file-size limit, a write should fail (and name its file) rather
+     * than kill the run: the checkpoint then fails cleanly. */
+    signal(SIGXFSZ, SIG_IGN);
 
     double t_log = now();
     int64_t images = 0, steps_since = 0;

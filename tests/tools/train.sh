@@ -92,4 +92,21 @@ rc=0; "$bin/dit-train" --data-path "$t/data" --output-dir "$t/e" $small --learni
     --ckpt-every 1 2>"$t/err" || rc=$?
 [ "$rc" = 1 ] && grep -q 'loss is .* at step' "$t/err" || fail "NaN loss: $rc $(tail -n 3 "$t/err")"
 "$bin/dit-inspect" --verify "$(ls -d "$t"/e/checkpoint-* | tail -n 1)" >/dev/null || fail "last checkpoint after NaN"
+# A full disk while checkpointing (here a file-size limit): a clear error,
+# the earlier checkpoint intact, no partial one left.
+"$bin/dit-train" --data-path "$t/data" --output-dir "$t/f" $small --max-steps 10 --ckpt-every 10 2>/dev/null ||
+    fail "run before the full disk"
+rc=0
+(ulimit -f 200; exec "$bin/dit-train" --data-path "$t/data" --output-dir "$t/f" $small --max-steps 20 --ckpt-every 10 \
+    --resume latest) 2>"$t/err" || rc=$?
+[ "$rc" = 1 ] && grep -q 'checkpoint at step 20 failed, the previous ones are intact' "$t/err" ||
+    fail "full disk: $rc $(tail -n 2 "$t/err")"
+[ "$(ls -a "$t/f" | grep -c checkpoint)" = 1 ] || fail "a partial checkpoint is left: $(ls -a "$t/f")"
+"$bin/dit-inspect" --verify "$t/f/checkpoint-0000010" >/dev/null || fail "the earlier checkpoint is damaged"
+
+# An empty shard set.
+mkdir -p "$t/empty"
+head -n 1 "$t/data/manifest.tsv" >"$t/empty/manifest.tsv"
+rc=0; "$bin/dit-train" --data-path "$t/empty" --output-dir "$t/g" $small 2>"$t/err" || rc=$?
+[ "$rc" = 1 ] && grep -q 'no records' "$t/err" || fail "empty data: $(cat "$t/err")"
 echo "train: all checks passed"
