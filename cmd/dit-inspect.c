@@ -178,10 +178,25 @@ static void print_model_dir(const json_t *o)
     }
 }
 
+static void print_tfevents(const json_t *o)
+{
+    const json_t *tags = json_object_get(o, "scalars");
+    printf("%s: TensorBoard events, %zu scalar tags%s\n", str(o, "path"), json_object_size(tags),
+           json_is_true(json_object_get(o, "truncated_last_record")) ? " (last record truncated)" : "");
+    printf("  %-28s %8s %12s %12s %14s\n", "tag", "count", "first step", "last step", "last value");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)tags, k, v)
+        printf("  %-28s %8lld %12lld %12lld %14.6g\n", k, (long long)num(v, "count"), (long long)num(v, "first_step"),
+               (long long)num(v, "last_step"), json_real_value(json_object_get(v, "last_value")));
+}
+
 static void print_human(const json_t *o)
 {
     const char *kind = str(o, "kind");
-    if (strcmp(kind, "manifest") == 0)
+    if (strcmp(kind, "tfevents") == 0)
+        print_tfevents(o);
+    else if (strcmp(kind, "manifest") == 0)
         print_manifest(o);
     else if (strcmp(kind, "shard-set") == 0)
         print_shard_set(o);

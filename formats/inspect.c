@@ -5,6 +5,7 @@
 #include "libcommon/json.h"
 #include "libcommon/safetensors.h"
 #include "libcommon/tensor_stats.h"
+#include "libcommon/tfevents.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -16,12 +17,14 @@
 #include <unistd.h>
 
 static const char *kind_names[] = {"unknown", "safetensors", "safetensors-index",
-                                   "manifest", "shard-set", "model-dir"};
+                                   "manifest", "shard-set", "model-dir", "tfevents"};
 
 const char *inspect_kind_name(enum inspect_kind kind)
 {
     return kind_names[kind];
 }
+
+static const char *base_name(const char *path);
 
 static int ends_with(const char *s, const char *suffix)
 {
@@ -49,6 +52,8 @@ enum inspect_kind inspect_detect(const char *path)
         return path_exists(path, SHARDSET_MANIFEST) ? INSPECT_SHARD_SET : INSPECT_MODEL_DIR;
     if (ends_with(path, ".safetensors"))
         return INSPECT_SAFETENSORS;
+    if (strstr(base_name(path), "tfevents"))
+        return INSPECT_TFEVENTS;
     if (ends_with(path, ".json"))
         return INSPECT_SAFETENSORS_INDEX;
     /* Otherwise by content: a little-endian header length, then '{'. */
@@ -376,6 +381,32 @@ static void inspect_model_dir(json_t *out, const char *path, const struct inspec
     json_object_set_new(out, "json_files", json_files);
 }
 
+/* ---- TensorBoard event files -------------------------------------------- */
+
+/* Per tag: how many scalars, the first and last step, the last value. */
+static void add_scalar(void *ctx, const char *tag, int64_t step, float value)
+{
+    json_t *tags = ctx, *t = json_object_get(tags, tag);
+    if (!t) {
+        t = json_pack("{s:I, s:I}", "count", (json_int_t)0, "first_step", (json_int_t)step);
+        json_object_set_new(tags, tag, t);
+    }
+    json_object_set_new(t, "count", json_integer(json_integer_value(json_object_get(t, "count")) + 1));
+    json_object_set_new(t, "last_step", json_integer(step));
+    json_object_set_new(t, "last_value", json_real(value));
+}
+
+static void inspect_tfevents(json_t *out, const char *path, json_t *problems)
+{
+    json_t *tags = json_object();
+    int rc = tfevents_read_scalars(path, add_scalar, tags);
+    json_object_set_new(out, "scalars", tags);
+    if (rc < 0)
+        set_error(out, problems, err_get());
+    else if (rc == 1) /* still being written, or cut by a crash: TensorBoard reads it */
+        json_object_set_new(out, "truncated_last_record", json_true());
+}
+
 json_t *inspect_path(const char *path, const struct inspect_options *opt)
 {
     enum inspect_kind kind = inspect_detect(path);
@@ -393,6 +424,7 @@ json_t *inspect_path(const char *path, const struct inspect_options *opt)
     case INSPECT_MANIFEST: inspect_manifest(out, path, opt, problems); break;
     case INSPECT_SHARD_SET: inspect_shard_set(out, path, opt, problems); break;
     case INSPECT_MODEL_DIR: inspect_model_dir(out, path, opt, problems); break;
+    case INSPECT_TFEVENTS: inspect_tfevents(out, path, problems); break;
     }
     if (opt->verify) {
         json_object_set_new(out, "ok", json_boolean(json_array_size(problems) == 0));

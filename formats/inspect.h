@@ -13,6 +13,7 @@ enum inspect_kind {
     INSPECT_MANIFEST,
     INSPECT_SHARD_SET,
     INSPECT_MODEL_DIR,
+    INSPECT_TFEVENTS,
 };
 
 struct inspect_options {

@@ -18,7 +18,11 @@ last=$(tail -n 1 "$t/a/metrics.jsonl" | sed 's/.*"loss": *\([0-9.e-]*\).*/\1/')
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < 0.8 * a) }' || fail "loss did not fall: $first -> $last"
 [ "$(wc -l <"$t/a/metrics.jsonl")" = 6 ] || fail "metrics.jsonl lines: $(cat "$t/a/metrics.jsonl")"
 ls "$t"/a/logs/events.out.tfevents.* >/dev/null || fail "no TensorBoard file"
-grep -q 'train/loss' "$t"/a/logs/events.out.tfevents.* || fail "TensorBoard file lacks train/loss"
+"$bin/dit-inspect" "$t"/a/logs/events.out.tfevents.* >"$t/tb" || fail "TensorBoard file does not read back"
+tb_loss=$(awk '$1 == "train/loss" { print $2, $4, $5 }' "$t/tb")
+[ "${tb_loss% *}" = "6 60" ] || fail "TensorBoard train/loss: $(cat "$t/tb")"
+awk -v a="${tb_loss##* }" -v b="$last" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-5 * b) }' ||
+    fail "TensorBoard's last loss ${tb_loss##* } is not metrics.jsonl's $last"
 ls -d "$t"/a/checkpoint-0000020 "$t"/a/checkpoint-0000040 "$t"/a/checkpoint-0000060 >/dev/null || fail "checkpoints"
 "$bin/dit-inspect" --verify "$t/a/checkpoint-0000060" >/dev/null || fail "checkpoint does not verify"
 grep -q '"_class_name": "DiTTransformer2DModel"' "$t/a/checkpoint-0000060/transformer/config.json" || fail "diffusers config"
