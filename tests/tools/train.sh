@@ -108,6 +108,27 @@ rc=0
 [ "$(ls -a "$t/f" | grep -c checkpoint)" = 1 ] || fail "a partial checkpoint is left: $(ls -a "$t/f")"
 "$bin/dit-inspect" --verify "$t/f/checkpoint-0000010" >/dev/null || fail "the earlier checkpoint is damaged"
 
+# Validation: the loss at fixed timesteps and noise, logged and comparable.
+"$bin/dit-train" --data-path "$t/data" --val-data-path "$t/data" --eval-every 5 --output-dir "$t/v" $small \
+    --max-steps 10 --report-to tensorboard 2>"$t/err" || fail "validation: $(cat "$t/err")"
+[ "$(grep -c '"val_loss"' "$t/v/metrics.jsonl")" = 2 ] || fail "val_loss lines: $(cat "$t/v/metrics.jsonl")"
+"$bin/dit-inspect" "$t"/v/logs/events.out.tfevents.* | grep -q 'val/loss  *2 ' || fail "val/loss in TensorBoard"
+v1=$(grep '"val_loss"' "$t/v/metrics.jsonl" | head -n 1)
+"$bin/dit-train" --data-path "$t/data" --val-data-path "$t/data" --eval-every 5 --output-dir "$t/v2" $small \
+    --max-steps 5 2>/dev/null
+[ "$(grep '"val_loss"' "$t/v2/metrics.jsonl")" = "$v1" ] || fail "validation is not reproducible"
+
+# Weights that do not fit: a pretrained model with other shapes, named.
+rc=0; "$bin/dit-train" --data-path "$t/data" --output-dir "$t/p" --pretrained-model-path "$t/a/checkpoint-0000060/transformer" \
+    --num-classes 5 2>"$t/err" || rc=$?
+[ "$rc" = 1 ] && grep -q 'num-classes 5' "$t/err" || fail "pretrained class mismatch: $(cat "$t/err")"
+mkdir -p "$t/pw"
+cp "$t/a/checkpoint-0000060/transformer/"* "$t/pw/"
+sed 's/"depth": 2/"depth": 3/' "$t/a/checkpoint-0000060/transformer/dit.json" >"$t/pw/dit.json"
+rc=0; "$bin/dit-train" --data-path "$t/data" --output-dir "$t/p" --pretrained-model-path "$t/pw" 2>"$t/err" || rc=$?
+[ "$rc" = 1 ] && grep -q 'missing transformer_blocks.2' "$t/err" || fail "pretrained missing tensors: $(cat "$t/err")"
+[ ! -e "$t/p" ] || [ -z "$(ls "$t/p")" ] || fail "a failed start left files in the output directory: $(ls "$t/p")"
+
 # An empty shard set.
 mkdir -p "$t/empty"
 head -n 1 "$t/data/manifest.tsv" >"$t/empty/manifest.tsv"
