@@ -483,17 +483,7 @@ int main(int argc, char **argv)
         if (o.heads)
             cfg.num_heads = o.heads;
     }
-    int max_label = -1;
-    {
-        int lc_col = -1;
-        for (size_t c = 0; c < data->ncols; c++)
-            if (strcmp(data->columns[c], "label") == 0)
-                lc_col = (int)c;
-        for (size_t r = 0; lc_col >= 0 && r < data->n_records; r++) {
-            int lab = atoi(data->records[r].values[lc_col]);
-            max_label = lab > max_label ? lab : max_label;
-        }
-    }
+    int max_label = loader_max_label(loader);
     if (!o.pretrained)
         cfg.num_classes = o.num_classes ? o.num_classes : max_label + 1;
     else if (o.num_classes && o.num_classes != cfg.num_classes)

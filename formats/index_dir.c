@@ -5,6 +5,7 @@
  * ImageFolder gives them. */
 #include "formats/index.h"
 #include "libcommon/error.h"
+#include "libcommon/names.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -26,48 +27,6 @@ struct dir_reader {
     struct dir_frame *stack;
     size_t depth, cap;
 };
-
-static int cmp_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted visible entries of dir; NULL with err_set() on failure. */
-static char **list_sorted(const char *dir, size_t *n)
-{
-    DIR *d = opendir(dir);
-    *n = 0;
-    if (!d) {
-        err_set("%s: %s", dir, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 64;
-    char **names = malloc(cap * sizeof *names);
-    struct dirent *e;
-    while (names && (e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        if (*n == cap) {
-            char **g = realloc(names, (cap *= 2) * sizeof *names);
-            if (!g) {
-                for (size_t i = 0; i < *n; i++)
-                    free(names[i]);
-                free(names);
-                names = NULL;
-                break;
-            }
-            names = g;
-        }
-        names[(*n)++] = strdup(e->d_name);
-    }
-    closedir(d);
-    if (!names) {
-        err_set("%s: out of memory", dir);
-        return NULL;
-    }
-    qsort(names, *n, sizeof *names, cmp_name);
-    return names;
-}
 
 static void frame_free(struct dir_frame *f)
 {
@@ -91,7 +50,7 @@ static int push_frame(struct dir_reader *r, const char *rel)
     }
     char *full = index_strdup_printf("%s/%s", r->root, rel);
     struct dir_frame f = {strdup(rel), NULL, 0, 0};
-    f.names = full ? list_sorted(full, &f.n) : NULL;
+    f.names = full ? dir_list_sorted(full, &f.n) : NULL;
     free(full);
     if (!f.names) {
         free(f.rel);
@@ -195,7 +154,7 @@ static void dir_close(struct index_reader *base)
 static int load_classes(struct dir_reader *r)
 {
     size_t n;
-    char **names = list_sorted(r->root, &n);
+    char **names = dir_list_sorted(r->root, &n);
     if (!names)
         return -1;
     r->base.classes = calloc(n ? n : 1, sizeof *r->base.classes);

@@ -2,6 +2,7 @@
  * and the per-item work (read, hash, probe) that runs on worker threads. */
 #include "formats/index.h"
 #include "libcommon/error.h"
+#include "libcommon/names.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -274,12 +275,6 @@ void index_close(struct index_reader *r)
         r->close(r);
 }
 
-static int ends_with_ci(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcasecmp(s + n - m, suffix) == 0;
-}
-
 struct index_reader *index_open(const char *operand, const struct index_options *opt)
 {
     if (strcmp(operand, "-") == 0)
@@ -294,7 +289,7 @@ struct index_reader *index_open(const char *operand, const struct index_options 
     static const char *const archives[] = {".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst",
                                            ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".zip", NULL};
     for (const char *const *a = archives; *a; a++)
-        if (ends_with_ci(operand, *a))
+        if (str_ends_with_ci(operand, *a))
             return index_archive_open(operand, opt);
     return index_csv_open(operand, opt);
 }

@@ -3,6 +3,7 @@
 #include "formats/shardset.h"
 #include "libcommon/error.h"
 #include "libcommon/json.h"
+#include "libcommon/names.h"
 #include "libcommon/safetensors.h"
 #include "libcommon/tensor_stats.h"
 #include "libcommon/tfevents.h"
@@ -26,12 +27,6 @@ const char *inspect_kind_name(enum inspect_kind kind)
 
 static const char *base_name(const char *path);
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
 static int path_exists(const char *dir, const char *name)
 {
     char p[4096];
@@ -50,11 +45,11 @@ enum inspect_kind inspect_detect(const char *path)
     }
     if (S_ISDIR(st.st_mode))
         return path_exists(path, SHARDSET_MANIFEST) ? INSPECT_SHARD_SET : INSPECT_MODEL_DIR;
-    if (ends_with(path, ".safetensors"))
+    if (str_ends_with(path, ".safetensors"))
         return INSPECT_SAFETENSORS;
     if (strstr(base_name(path), "tfevents"))
         return INSPECT_TFEVENTS;
-    if (ends_with(path, ".json"))
+    if (str_ends_with(path, ".json"))
         return INSPECT_SAFETENSORS_INDEX;
     /* Otherwise by content: a little-endian header length, then '{'. */
     unsigned char head[9];
@@ -282,59 +277,27 @@ static void inspect_shard_set(json_t *out, const char *path, const struct inspec
 
 /* ---- model and checkpoint directories ----------------------------------- */
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Names in dir, sorted; caller frees each and the array. */
-static char **list_dir(const char *dir, size_t *n)
-{
-    *n = 0;
-    DIR *d = opendir(dir);
-    if (!d)
-        return NULL;
-    size_t cap = 16;
-    char **names = malloc(cap * sizeof *names);
-    struct dirent *e;
-    while (names && (e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue; /* also skips the temporary files of atomic writes */
-        if (*n == cap) {
-            char **grown = realloc(names, (cap *= 2) * sizeof *names);
-            if (!grown)
-                break;
-            names = grown;
-        }
-        names[(*n)++] = strdup(e->d_name);
-    }
-    closedir(d);
-    if (names)
-        qsort(names, *n, sizeof *names, cmp_str);
-    return names;
-}
-
 static void inspect_weights_in(json_t *weights, json_t *json_files, const char *dir,
                                const char *rel, const struct inspect_options *opt, json_t *problems)
 {
     size_t n;
-    char **names = list_dir(dir, &n);
+    char **names = dir_list_sorted(dir, &n);
     /* Shards named by an index are summarised through the index. */
     int has_index = 0;
     for (size_t i = 0; i < n; i++)
-        has_index |= ends_with(names[i], ".safetensors.index.json");
+        has_index |= str_ends_with(names[i], ".safetensors.index.json");
     for (size_t i = 0; i < n; i++) {
         char path[4096], relpath[4096];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         snprintf(relpath, sizeof relpath, "%s%s", rel, names[i]);
-        int index = ends_with(names[i], ".safetensors.index.json");
-        int single = ends_with(names[i], ".safetensors") && !(has_index && strstr(names[i], "-of-"));
+        int index = str_ends_with(names[i], ".safetensors.index.json");
+        int single = str_ends_with(names[i], ".safetensors") && !(has_index && strstr(names[i], "-of-"));
         if (index || single) {
             json_t *w = json_pack("{s:s, s:s}", "path", relpath, "kind",
                                   index ? "safetensors-index" : "safetensors");
             inspect_safetensors(w, path, opt, problems, index);
             json_array_append_new(weights, w);
-        } else if (ends_with(names[i], ".json")) {
+        } else if (str_ends_with(names[i], ".json")) {
             json_array_append_new(json_files, json_string(relpath));
             if (opt->verify) {
                 json_t *j = json_read_file(path);
@@ -364,7 +327,7 @@ static void inspect_model_dir(json_t *out, const char *path, const struct inspec
     json_t *weights = json_array(), *json_files = json_array();
     inspect_weights_in(weights, json_files, path, "", opt, problems);
     size_t n;
-    char **names = list_dir(path, &n);
+    char **names = dir_list_sorted(path, &n);
     for (size_t i = 0; i < n; i++) {
         char sub[4096], rel[4096];
         snprintf(sub, sizeof sub, "%s/%s", path, names[i]);

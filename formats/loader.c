@@ -365,6 +365,14 @@ int64_t loader_batches_per_epoch(const struct loader *l)
     return l->per_epoch;
 }
 
+int loader_max_label(const struct loader *l)
+{
+    int max = -1;
+    for (size_t r = 0; l->cfg.label_column && r < l->s->n_records; r++)
+        max = l->labels[r] > max ? l->labels[r] : max;
+    return max;
+}
+
 size_t loader_records(const struct loader *l)
 {
     return l->s->n_records;

@@ -38,6 +38,8 @@ struct loader *loader_open(struct shardset *s, const struct loader_config *cfg);
 void loader_close(struct loader *l);
 
 int64_t loader_batches_per_epoch(const struct loader *l);
+/* The largest class label of the records; -1 without a label column. */
+int loader_max_label(const struct loader *l);
 size_t loader_records(const struct loader *l);
 /* The latent shape of the largest bucket's records (channels, height, width). */
 void loader_shape(const struct loader *l, int *channels, int *height, int *width);

@@ -1,6 +1,7 @@
 #include "formats/shardset.h"
 #include "formats/manifest.h"
 #include "libcommon/error.h"
+#include "libcommon/names.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -116,11 +117,6 @@ static int record_parse(struct shardset_record *r, const int *col)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 static int index_shards(struct shardset *s)
 {
     char **names = malloc((s->n_records ? s->n_records : 1) * sizeof *names);
@@ -128,7 +124,7 @@ static int index_shards(struct shardset *s)
         return -1;
     for (size_t i = 0; i < s->n_records; i++)
         names[i] = s->records[i].shard;
-    qsort(names, s->n_records, sizeof *names, cmp_str);
+    qsort(names, s->n_records, sizeof *names, str_ptr_cmp);
     size_t n = 0;
     for (size_t i = 0; i < s->n_records; i++)
         if (n == 0 || strcmp(names[n - 1], names[i]) != 0)

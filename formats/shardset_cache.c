@@ -3,6 +3,7 @@
 #include "libcommon/error.h"
 #include "libcommon/json.h"
 #include "libcommon/log.h"
+#include "libcommon/names.h"
 #include "libcommon/safetensors.h"
 
 #include <dirent.h>
@@ -17,17 +18,6 @@ static int cmp_entry(const void *a, const void *b)
     const struct shard_cache_entry *x = a, *y = b;
     int c = strcmp(x->key, y->key);
     return c ? c : strcmp(x->shard, y->shard);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
 /* Adds the records of one shard; returns -1 when the shard is not a valid
@@ -128,7 +118,7 @@ int shard_cache_scan(struct shard_cache *c, const char *dir)
             }
             continue;
         }
-        if (!ends_with(name, ".safetensors"))
+        if (!str_ends_with(name, ".safetensors"))
             continue;
         int r = add_shard(c, &cap, dir, name);
         if (r == -2) {
@@ -154,7 +144,7 @@ int shard_cache_scan(struct shard_cache *c, const char *dir)
     closedir(d);
     if (rc == 0) {
         qsort(c->entries, c->n, sizeof *c->entries, cmp_entry);
-        qsort(c->shards, c->n_shards, sizeof *c->shards, cmp_str);
+        qsort(c->shards, c->n_shards, sizeof *c->shards, str_ptr_cmp);
     } else {
         shard_cache_free(c);
     }

@@ -3,6 +3,7 @@
  * large checkpoints). A set is opened whole and checked as one. */
 #include "libcommon/safetensors.h"
 #include "libcommon/error.h"
+#include "libcommon/names.h"
 #include "libcommon/json.h"
 
 #include <inttypes.h>
@@ -48,10 +49,6 @@ static int cmp_entry_name(const void *key, const void *elem)
     return strcmp(key, ((const struct st_set_entry *)elem)->t->name);
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
 
 /* Every tensor of every file, merged in name order. */
 static int set_build_entries(struct st_set_priv *p)
@@ -146,7 +143,7 @@ static int set_open_index(struct st_set_priv *p)
         }
         names[n_names++] = json_string_value(file);
     }
-    qsort(names, n_names, sizeof *names, cmp_str);
+    qsort(names, n_names, sizeof *names, str_ptr_cmp);
     size_t n_files = 0;
     for (size_t i = 0; i < n_names; i++)
         if (n_files == 0 || strcmp(names[n_files - 1], names[i]) != 0)
@@ -178,7 +175,7 @@ static int set_open_index(struct st_set_priv *p)
     json_object_foreach(wm, tensor, file)
     {
         const char *fname = json_string_value(file);
-        const char **hit = bsearch(&fname, names, n_files, sizeof *names, cmp_str);
+        const char **hit = bsearch(&fname, names, n_files, sizeof *names, str_ptr_cmp);
         if (!hit || !st_find(s->files[hit - names], tensor)) {
             err_set("%s: tensor '%s' is mapped to %s but that file does not contain it", path,
                     tensor, fname);
@@ -207,11 +204,6 @@ out:
     return rc;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
 
 struct st_set *st_set_open(const char *path)
 {
@@ -227,7 +219,7 @@ struct st_set *st_set_open(const char *path)
     }
     struct st_set *s = &p->pub;
     int rc;
-    if (ends_with(path, ".json")) {
+    if (str_ends_with(path, ".json")) {
         rc = set_open_index(p);
     } else {
         s->files = calloc(1, sizeof *s->files);

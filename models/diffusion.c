@@ -5,6 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+void ddpm_step_coef(double b, double a, double ap, struct ddpm_step_coef *out)
+{
+    out->sqrt_recip_alphas_cumprod = sqrt(1.0 / a);
+    out->sqrt_recipm1_alphas_cumprod = sqrt(1.0 / a - 1.0);
+    out->posterior_variance = b * (1.0 - ap) / (1.0 - a);
+    out->posterior_mean_coef1 = b * sqrt(ap) / (1.0 - a);
+    out->posterior_mean_coef2 = (1.0 - ap) * sqrt(1.0 - b) / (1.0 - a);
+}
+
 int ddpm_schedule_linear(struct ddpm_schedule *s, int steps)
 {
     memset(s, 0, sizeof *s);
@@ -37,14 +46,16 @@ int ddpm_schedule_linear(struct ddpm_schedule *s, int steps)
         s->alphas_cumprod[i] = acp;
     }
     for (int i = 0; i < steps; i++) {
-        double a = s->alphas_cumprod[i], ap = s->alphas_cumprod_prev[i], b = s->betas[i];
+        double a = s->alphas_cumprod[i];
+        struct ddpm_step_coef c;
+        ddpm_step_coef(s->betas[i], a, s->alphas_cumprod_prev[i], &c);
         s->sqrt_alphas_cumprod[i] = sqrt(a);
         s->sqrt_one_minus_alphas_cumprod[i] = sqrt(1.0 - a);
-        s->sqrt_recip_alphas_cumprod[i] = sqrt(1.0 / a);
-        s->sqrt_recipm1_alphas_cumprod[i] = sqrt(1.0 / a - 1.0);
-        s->posterior_variance[i] = b * (1.0 - ap) / (1.0 - a);
-        s->posterior_mean_coef1[i] = b * sqrt(ap) / (1.0 - a);
-        s->posterior_mean_coef2[i] = (1.0 - ap) * sqrt(1.0 - b) / (1.0 - a);
+        s->sqrt_recip_alphas_cumprod[i] = c.sqrt_recip_alphas_cumprod;
+        s->sqrt_recipm1_alphas_cumprod[i] = c.sqrt_recipm1_alphas_cumprod;
+        s->posterior_variance[i] = c.posterior_variance;
+        s->posterior_mean_coef1[i] = c.posterior_mean_coef1;
+        s->posterior_mean_coef2[i] = c.posterior_mean_coef2;
     }
     /* The variance at t = 0 is 0; IDDPM clips its log to the one at t = 1. */
     for (int i = 0; i < steps; i++)

@@ -23,6 +23,16 @@ struct ddpm_schedule {
     double *posterior_mean_coef1, *posterior_mean_coef2;
 };
 
+/* The coefficients of one step, from its beta and the cumulative products
+ * at it and at the step before, as IDDPM's GaussianDiffusion derives them
+ * (in double). The training schedule and every sampler's respaced schedule
+ * come from this one place. */
+struct ddpm_step_coef {
+    double sqrt_recip_alphas_cumprod, sqrt_recipm1_alphas_cumprod;
+    double posterior_variance, posterior_mean_coef1, posterior_mean_coef2;
+};
+void ddpm_step_coef(double beta, double alphas_cumprod, double alphas_cumprod_prev, struct ddpm_step_coef *out);
+
 /* DiT's "linear" schedule: betas = linspace(1e-4 * 1000 / steps,
  * 0.02 * 1000 / steps, steps). -1 with err_set() on a bad step count. */
 int ddpm_schedule_linear(struct ddpm_schedule *s, int steps);

@@ -87,19 +87,22 @@ static void coef_iddpm(struct sampler_coef *cf, int n, const double *base_acp)
     }
     for (int j = 0; j < n; j++) {
         struct sampler_coef *c = &cf[n - 1 - j];
-        double a = c->alphas_cumprod, ap = c->alphas_cumprod_prev, b = c->beta;
-        c->sqrt_recip_alphas_cumprod = sqrt(1.0 / a);
-        c->sqrt_recipm1_alphas_cumprod = sqrt(1.0 / a - 1.0);
-        c->posterior_mean_coef1 = b * sqrt(ap) / (1.0 - a);
-        c->posterior_mean_coef2 = (1.0 - ap) * sqrt(1.0 - b) / (1.0 - a);
+        struct ddpm_step_coef k;
+        ddpm_step_coef(c->beta, c->alphas_cumprod, c->alphas_cumprod_prev, &k);
+        c->sqrt_recip_alphas_cumprod = k.sqrt_recip_alphas_cumprod;
+        c->sqrt_recipm1_alphas_cumprod = k.sqrt_recipm1_alphas_cumprod;
+        c->posterior_mean_coef1 = k.posterior_mean_coef1;
+        c->posterior_mean_coef2 = k.posterior_mean_coef2;
     }
     /* The posterior variance is 0 at the first visited timestep; IDDPM
      * takes its log (and FIXED_LARGE's value there) from the next one. */
     for (int j = 0; j < n; j++) {
         const struct sampler_coef *c = &cf[n - 1 - (j == 0 && n > 1 ? 1 : j)];
-        double pv = c->beta * (1.0 - c->alphas_cumprod_prev) / (1.0 - c->alphas_cumprod);
-        cf[n - 1 - j].posterior_log_variance_clipped = log(pv);
-        cf[n - 1 - j].log_variance_large = j == 0 ? log(pv) : log(cf[n - 1 - j].beta);
+        struct ddpm_step_coef k;
+        ddpm_step_coef(c->beta, c->alphas_cumprod, c->alphas_cumprod_prev, &k);
+        double v = k.posterior_variance;
+        cf[n - 1 - j].posterior_log_variance_clipped = log(v);
+        cf[n - 1 - j].log_variance_large = j == 0 ? log(v) : log(cf[n - 1 - j].beta);
     }
 }
 
@@ -112,15 +115,16 @@ static void coef_diffusers(struct sampler_coef *cf, int n, const double *base_ac
         if (c->t_prev < 0)
             c->t_prev = -1;
         double a = base_acp[c->t], ap = c->t_prev >= 0 ? base_acp[c->t_prev] : 1.0, b = 1.0 - a / ap;
-        double pv = b * (1.0 - ap) / (1.0 - a);
+        struct ddpm_step_coef k;
+        ddpm_step_coef(b, a, ap, &k);
         c->alphas_cumprod = a;
         c->alphas_cumprod_prev = ap;
         c->beta = b;
-        c->sqrt_recip_alphas_cumprod = sqrt(1.0 / a);
-        c->sqrt_recipm1_alphas_cumprod = sqrt(1.0 / a - 1.0);
-        c->posterior_mean_coef1 = b * sqrt(ap) / (1.0 - a);
-        c->posterior_mean_coef2 = (1.0 - ap) * sqrt(1.0 - b) / (1.0 - a);
-        c->posterior_log_variance_clipped = log(fmax(pv, 1e-20));
+        c->sqrt_recip_alphas_cumprod = k.sqrt_recip_alphas_cumprod;
+        c->sqrt_recipm1_alphas_cumprod = k.sqrt_recipm1_alphas_cumprod;
+        c->posterior_mean_coef1 = k.posterior_mean_coef1;
+        c->posterior_mean_coef2 = k.posterior_mean_coef2;
+        c->posterior_log_variance_clipped = log(fmax(k.posterior_variance, 1e-20));
         c->log_variance_large = log(b);
     }
 }
