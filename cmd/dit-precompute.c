@@ -12,12 +12,12 @@
 #include "libcommon/half.h"
 #include "libcommon/json.h"
 #include "libcommon/log.h"
+#include "libcommon/names.h"
 #include "libcommon/options.h"
 #include "libcommon/progress.h"
 #include "libcommon/threadpool.h"
 #include "models/encoder.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
@@ -341,25 +341,19 @@ static int precompute_all(struct run *run, struct manifest_reader *mr, struct th
 static void prune(const char *dir, uint64_t *count)
 {
     struct shardset *s = shardset_open(dir);
-    DIR *d = opendir(dir);
-    struct dirent *e;
+    size_t n = 0;
+    char **names = s ? dir_list_sorted(dir, &n) : NULL;
     *count = 0;
-    while (s && d && (e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (e->d_name[0] == '.' || len < 12 || strcmp(e->d_name + len - 12, ".safetensors") != 0)
+    for (size_t i = 0; i < n; i++) {
+        if (!str_ends_with(names[i], ".safetensors") ||
+            bsearch(&names[i], s->shard_names, s->n_shards, sizeof *s->shard_names, str_ptr_cmp))
             continue;
-        int used = 0;
-        for (size_t i = 0; !used && i < s->n_shards; i++)
-            used = strcmp(s->shard_names[i], e->d_name) == 0;
-        if (!used) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            if (unlink(path) == 0)
-                (*count)++;
-        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (unlink(path) == 0)
+            (*count)++;
     }
-    if (d)
-        closedir(d);
+    names_free(names, n);
     shardset_close(s);
 }
 
