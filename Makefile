@@ -30,7 +30,7 @@ OBJDIR = build/$(VARIANT)
 ifneq ($(NVCC),)
   HAVE_CUDA = 1
   CPPFLAGS += -DDIT_HAVE_CUDA=1
-  NVCCFLAGS ?= -O2 -std=c++17 -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings \
+  NVCCFLAGS ?= -O2 -std=c++17 -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter -Werror all-warnings \
                -gencode arch=compute_90,code=sm_90 -I.
   # Static cudart: the binaries run on machines without the CUDA toolkit
   # and simply report that no GPU is visible.
@@ -50,7 +50,7 @@ MANPAGES  = $(wildcard man/man1/*.1 man/man5/*.5 man/man7/*.7)
 LIBDIT    = $(OBJDIR)/libdit.a
 EXAMPLE_BINS = $(patsubst examples/%.c,$(OBJDIR)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all test test-unit cuda-check install deps demo clean lint-man bench
+.PHONY: all test test-unit test-cuda test-cuda-emu cuda-check install deps demo clean lint-man bench
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -87,6 +87,51 @@ bench: $(BENCH_BINS)
 $(OBJDIR)/examples/%: $(OBJDIR)/examples/%.o $(LIBDIT)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBDIT) $(LDLIBS)
 
+# The CUDA backend under the CPU emulator (tests/cuda_emu): the same
+# kernels/cuda sources built by g++, every kernel run thread by thread, so
+# that CI checks the kernels against the CPU backend without a GPU. Only
+# lt.cu, the cuBLASLt calls, is swapped for the emulator's products.
+EMU_SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+EMU_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-unused-function \
+  -Wno-unknown-pragmas -pthread -fopenmp $(CFLAGS) $(if $(filter san,$(VARIANT)),$(EMU_SANFLAGS)) \
+  -DDIT_CUDA_EMU -include tests/cuda_emu/cuda_emu.h -I. -I$(CUDA_HOME)/include
+EMU_CU_SRCS   = $(filter-out kernels/cuda/lt.cu,$(CUDA_SRCS)) $(wildcard tests/cuda/*.cu)
+EMU_OBJS      = $(EMU_CU_SRCS:%.cu=$(OBJDIR)/emu/%.o) \
+                $(patsubst %.cc,$(OBJDIR)/emu/%.o,$(wildcard tests/cuda_emu/*.cc))
+CUDA_TEST_OBJS = $(patsubst %.c,$(OBJDIR)/%.o,$(wildcard tests/cuda/*.c)) $(OBJDIR)/tests/harness.o
+EMU_TEST_BIN  = $(OBJDIR)/tests/run_cuda_emu_tests
+CUDA_TEST_BIN = $(OBJDIR)/tests/run_cuda_tests
+
+$(OBJDIR)/emu/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(EMU_CXXFLAGS) -MMD -MP -x c++ -c -o $@ $<
+
+$(OBJDIR)/emu/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(EMU_CXXFLAGS) -MMD -MP -c -o $@ $<
+
+$(EMU_TEST_BIN): $(CUDA_TEST_OBJS) $(LIB_OBJS) $(EMU_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(EMU_LDFLAGS) $(filter-out -lcudart_static,$(LDLIBS))
+
+# The same tests against a real GPU: `make test-cuda` (and under
+# compute-sanitizer with CUDA_SANITIZER=1), on a machine that has one.
+$(CUDA_TEST_BIN): $(CUDA_TEST_OBJS) $(LIBDIT) $(if $(HAVE_CUDA),$(patsubst %.cu,$(OBJDIR)/%.cu.o,$(wildcard tests/cuda/*.cu)))
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter-out $(LIBDIT),$^) $(LIBDIT) $(LDLIBS)
+
+test-cuda-emu: $(EMU_TEST_BIN)
+	DIT_TESTS=$(abspath tests/cuda) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1 $(EMU_TEST_BIN) $(if $(K),-k $(K))
+
+test-cuda: $(CUDA_TEST_BIN)
+ifneq ($(HAVE_CUDA),1)
+	@echo "test-cuda: nvcc was not found, so this build has no CUDA backend"; exit 1
+endif
+	DIT_TESTS=$(abspath tests/cuda) DIT_REQUIRE_GPU=1 \
+	  $(if $(CUDA_SANITIZER),$(CUDA_HOME)/bin/compute-sanitizer --error-exitcode 1 --tool memcheck) \
+	  $(CUDA_TEST_BIN) $(if $(K),-k $(K))
+
 # Every CUDA source must compile, GPU or not.
 cuda-check: $(CUDA_OBJS)
 ifeq ($(HAVE_CUDA),1)
@@ -103,7 +148,7 @@ lint-man:
 	  echo "man pages lint clean"; \
 	else echo "mandoc not found: man pages not linted"; fi
 
-test: $(TOOL_BINS) $(TEST_BIN) $(BENCH_BINS) $(EXAMPLE_BINS) cuda-check lint-man
+test: $(TOOL_BINS) $(TEST_BIN) $(BENCH_BINS) $(EXAMPLE_BINS) cuda-check lint-man $(if $(HAVE_CUDA),test-cuda-emu)
 	DIT_BIN=$(abspath $(BINDIR)) DIT_TESTS=$(abspath tests) DIT_EXAMPLES=$(abspath $(OBJDIR)/examples) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(TEST_BIN) $(if $(K),-k $(K))

@@ -28,16 +28,17 @@ int main(int argc, char **argv)
     struct kctx ctx;
     struct dit_model m;
     if (dit_config_by_name(&cfg, argv[1], latent) != 0 || kctx_init(&ctx, DEVICE_CPU, 0) != 0 ||
-        dit_model_create(&m, &cfg, &ctx, B, 0) != 0) {
+        dit_model_create(&m, &cfg, &ctx, B, 0, KDT_F32) != 0) {
         fprintf(stderr, "dit_step: cannot set up %s\n", argv[1]);
         return 1;
     }
     /* Random weights everywhere (DiT's init zeroes adaLN, which would skip work in no kernel
      * but make the numbers meaningless). */
     struct rng_stream s = rng_stream(1, RNG_PARAM_INIT, 0, 0);
-    rng_normal_f32(&s, 0, (size_t)m.n_params, m.params);
+    float *mp = m.params.data; /* host memory: the CPU backend */
+    rng_normal_f32(&s, 0, (size_t)m.n_params, mp);
     for (int64_t i = 0; i < m.n_params; i++)
-        m.params[i] *= 0.02f;
+        mp[i] *= 0.02f;
     const int64_t nin = (int64_t)B * cfg.in_channels * latent * latent;
     const int64_t nout = (int64_t)B * dit_out_channels(&cfg) * latent * latent;
     float *x = malloc(nin * sizeof *x), *out = malloc(nout * sizeof *out), *dout = malloc(nout * sizeof *dout);

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 struct options {
-    const char *model_path, *model_name, *sampler, *reference, *labels, *classes_file, *class_names;
+    const char *model_path, *model_name, *sampler, *reference, *labels, *classes_file, *class_names, *precision;
     const char *output, *grid, *latents_out, *decoder, *objective;
     int steps, batch, per_class, width, height, latent_size, num_classes, no_ema, threads, cfg_channels;
     double cfg, eta;
@@ -202,6 +202,7 @@ int main(int argc, char **argv)
         {"grid", 0, OPT_STRING, &o.grid, "FILE", "also write all images as one grid PNG"},
         {"latents-out", 0, OPT_STRING, &o.latents_out, "FILE", "also write the final latents (safetensors)"},
         {"threads", 0, OPT_INT, &o.threads, "N", "compute threads (default: all cores)"},
+        {"precision", 0, OPT_STRING, &o.precision, "P", "fp32, bf16 or fp16 on a GPU (bf16); the CPU computes in fp32"},
         {NULL, 0, 0, NULL, NULL, NULL},
     };
     const struct opt_tool tool = {"dit-sample", "[options] --model-path PATH",
@@ -214,8 +215,17 @@ int main(int argc, char **argv)
     if (o.batch <= 0 || o.per_class <= 0 || o.steps < 0 || o.cfg <= 0 || o.threads < 0)
         opt_usage_error("batch size, images per class, steps and the guidance scale must be positive");
     enum device_kind dev = device_select(opt_device());
-    if (dev != DEVICE_CPU)
-        die(DIT_EXIT_FAILURE, "--device cuda: the CUDA backend is being built; use --device cpu");
+    /* The compute dtype: bf16 on a GPU unless asked otherwise; f32 on the CPU. */
+    enum kdtype cdt = KDT_F32;
+    if (o.precision && strcmp(o.precision, "fp32") && strcmp(o.precision, "bf16") &&
+        strcmp(o.precision, "fp16"))
+        opt_usage_error("--precision: '%s' is not fp32, bf16 or fp16", o.precision);
+    if (dev == DEVICE_CUDA)
+        cdt = !o.precision || strcmp(o.precision, "bf16") == 0 ? KDT_BF16
+              : strcmp(o.precision, "fp16") == 0              ? KDT_F16
+                                                               : KDT_F32;
+    else if (o.precision && strcmp(o.precision, "fp32") != 0)
+        log_info("--precision %s: the CPU backend computes in fp32", o.precision);
 
     struct dit_config cfg;
     float *params = NULL;
@@ -272,9 +282,10 @@ int main(int argc, char **argv)
     struct kctx ctx;
     struct dit_model m;
     const int B = o.batch < n_images ? o.batch : n_images;
-    if (kctx_init(&ctx, DEVICE_CPU, o.threads) != 0 || dit_model_create(&m, &cfg, &ctx, use_cfg ? 2 * B : B, 0) != 0)
+    if (kctx_init(&ctx, dev, o.threads) != 0 ||
+        dit_model_create(&m, &cfg, &ctx, use_cfg ? 2 * B : B, 0, cdt) != 0)
         die(DIT_EXIT_FAILURE, "%s", err_get());
-    memcpy(m.params, params, (size_t)m.n_params * sizeof(float));
+    dit_params_upload(&m, params);
     free(params);
     if (mkdir(o.output, 0777) != 0 && errno != EEXIST)
         die(DIT_EXIT_FAILURE, "%s: %s", o.output, strerror(errno));

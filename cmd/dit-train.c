@@ -81,12 +81,20 @@ static int save_checkpoint(const struct options *o, struct trainer *tr, const st
     if (checkpoint_begin(o->output, st->step, &tmp) != 0)
         return -1;
     char path[4096];
-    int rc = 0;
+    struct kctx *k = tr->m->ctx;
+    const int64_t np = tr->m->n_params;
+    /* The model's state comes off the device one tensor at a time. */
+    float *host = malloc((size_t)np * sizeof *host), *host2 = NULL;
+    int rc = !host;
     snprintf(path, sizeof path, "%s/transformer", tmp);
-    rc = mkdir(path, 0777) || dit_save_dir(&tr->m->cfg, tr->m->params, path);
-    if (rc == 0 && tr->ema) {
+    if (rc == 0) {
+        k_download(k, host, tr->m->params, np);
+        rc = mkdir(path, 0777) || dit_save_dir(&tr->m->cfg, host, path);
+    }
+    if (rc == 0 && tr->ema.data) {
         snprintf(path, sizeof path, "%s/ema", tmp);
-        rc = mkdir(path, 0777) || dit_save_dir(&tr->m->cfg, tr->ema, path);
+        k_download(k, host, tr->ema, np);
+        rc = mkdir(path, 0777) || dit_save_dir(&tr->m->cfg, host, path);
     }
     if (rc == 0) {
         /* How to use the model: which objective it learnt and which encoder
@@ -100,20 +108,29 @@ static int save_checkpoint(const struct options *o, struct trainer *tr, const st
     if (rc == 0) {
         struct st_writer *w = st_writer_new();
         int64_t shape[1] = {tr->m->n_params};
-        json_t *state = json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:i, s:f, s:I}", "step", (json_int_t)st->step,
+        json_t *state = json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:i, s:f, s:I, s:f, s:I, s:I}", "step", (json_int_t)st->step,
                                   "epoch", (json_int_t)st->epoch, "batch_index", (json_int_t)st->index, "seed",
                                   (json_int_t)o->seed, "objective", o->objective, "model", o->model,
                                   "gradient_accumulation_steps", o->accum, "log_loss_sum", st->loss_sum,
-                                  "log_loss_n", (json_int_t)st->loss_n);
+                                  "log_loss_n", (json_int_t)st->loss_n, "loss_scale", tr->loss_scale,
+                                  "loss_scale_good_steps", (json_int_t)tr->scale_good_steps, "skipped_steps",
+                                  (json_int_t)tr->skipped_steps);
         char *text = state ? json_to_string(state) : NULL;
         snprintf(path, sizeof path, "%s/training_state.safetensors", tmp);
-        rc = !w || !text || st_writer_add(w, "adam_m", ST_F32, 1, shape, tr->adam_m) ||
-             st_writer_add(w, "adam_v", ST_F32, 1, shape, tr->adam_v) || st_writer_meta(w, "state", text) ||
+        host2 = malloc((size_t)np * sizeof *host2);
+        if (host2) {
+            k_download(k, host, tr->adam_m, np);
+            k_download(k, host2, tr->adam_v, np);
+        }
+        rc = !w || !text || !host2 || st_writer_add(w, "adam_m", ST_F32, 1, shape, host) ||
+             st_writer_add(w, "adam_v", ST_F32, 1, shape, host2) || st_writer_meta(w, "state", text) ||
              st_writer_meta(w, "format", "dit-training-state/1") || st_writer_write(w, path);
         st_writer_free(w);
         free(text);
         json_decref(state);
     }
+    free(host);
+    free(host2);
     if (rc != 0) {
         if (!*err_get())
             err_set("%s: %s", path, strerror(errno));
@@ -144,13 +161,14 @@ static int load_checkpoint(const char *dir, struct trainer *tr, struct state *st
         err_set("%s: the checkpoint's model configuration differs from this run's", path);
         return -1;
     }
-    memcpy(tr->m->params, p, (size_t)tr->m->n_params * sizeof(float));
+    dit_params_upload(tr->m, p);
     free(p);
-    if (tr->ema) {
+    if (tr->ema.data) {
         snprintf(path, sizeof path, "%s/ema", dir);
         if (dit_load_dir(path, &cfg, &p) != 0)
             return -1;
-        memcpy(tr->ema, p, (size_t)tr->m->n_params * sizeof(float));
+        k_upload(tr->m->ctx, tr->ema, p, tr->m->n_params);
+        k_sync(tr->m->ctx);
         free(p);
     }
     snprintf(path, sizeof path, "%s/training_state.safetensors", dir);
@@ -169,11 +187,19 @@ static int load_checkpoint(const char *dir, struct trainer *tr, struct state *st
                     "log_loss_sum", &loss_sum, "log_loss_n", &loss_n) != 0) {
         err_set("%s: not a training state of this model (adam_m, adam_v, state)", path);
     } else {
-        memcpy(tr->adam_m, m->data, m->nbytes);
-        memcpy(tr->adam_v, v->data, v->nbytes);
+        k_upload(tr->m->ctx, tr->adam_m, m->data, tr->m->n_params);
+        k_upload(tr->m->ctx, tr->adam_v, v->data, tr->m->n_params);
+        k_sync(tr->m->ctx); /* the mapped file closes below */
         st->step = step, st->epoch = epoch, st->index = index;
         st->loss_sum = loss_sum, st->loss_n = loss_n;
         tr->step = step;
+        /* Loss scaling's state (absent from runs without it). */
+        json_t *ls = json_object_get(j, "loss_scale");
+        if (tr->cfg.loss_scaling && json_is_number(ls)) {
+            tr->loss_scale = json_number_value(ls);
+            tr->scale_good_steps = json_integer_value(json_object_get(j, "loss_scale_good_steps"));
+            tr->skipped_steps = json_integer_value(json_object_get(j, "skipped_steps"));
+        }
         rc = 0;
     }
     json_decref(j);
@@ -261,7 +287,7 @@ struct samples {
     float cfg;
 };
 
-static int samples_setup(struct samples *sp, const struct options *o, const struct dit_config *cfg,
+static int samples_setup(struct samples *sp, const struct options *o, const struct dit_config *cfg, enum kdtype dt,
                          struct kctx *ctx, int flow)
 {
     memset(sp, 0, sizeof *sp);
@@ -297,14 +323,15 @@ static int samples_setup(struct samples *sp, const struct options *o, const stru
     sp->cfg = cfg->class_dropout_prob > 0 ? (float)o->sample_cfg : 1.0f;
     sp->guided = cfg->in_channels < 3 ? cfg->in_channels : 3; /* as DiT's sample.py */
     int batch = sp->n < 16 ? sp->n : 16;
-    return dit_model_create(&sp->m, cfg, ctx, sp->cfg != 1.0f ? 2 * batch : batch, 0);
+    return dit_model_create(&sp->m, cfg, ctx, sp->cfg != 1.0f ? 2 * batch : batch, 0, dt);
 }
 
 static int samples_make(struct samples *sp, const struct options *o, const struct trainer *tr,
                         struct tfevents *tb, int64_t step)
 {
     const struct dit_config *cfg = &sp->m.cfg;
-    memcpy(sp->m.params, tr->ema ? tr->ema : tr->m->params, (size_t)sp->m.n_params * sizeof(float));
+    k_copy(sp->m.ctx, sp->m.params, tr->ema.data ? tr->ema : tr->m->params, sp->m.n_params);
+    dit_weights_refresh(&sp->m);
     const int L = cfg->input_size, W = L * sp->enc.factor;
     const int64_t per = (int64_t)cfg->in_channels * L * L;
     float *lat = malloc((size_t)(sp->n * per) * sizeof *lat);
@@ -354,7 +381,7 @@ static void samples_free(struct samples *sp)
 
 int main(int argc, char **argv)
 {
-    struct options o = {.model = "DiT-XL/2", .objective = "ddpm", .scheduler = "constant", .mixed = "no",
+    struct options o = {.model = "DiT-XL/2", .objective = "ddpm", .scheduler = "constant", .mixed = NULL,
                         .report_to = "none", .batch = 8, .accum = 1, .epochs = 1, .log_every = 100,
                         .ckpt_every = 1000, .seed = 0, .sample_cfg = 4.0, .lr = 1e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                         .wd = 0.0, .clip = 0.0, .ema = 0.9999, .local_rank = -1};
@@ -386,7 +413,7 @@ int main(int argc, char **argv)
         {"gradient-accumulation-steps", 0, OPT_INT, &o.accum, "N", "micro-batches per optimizer step (1)"},
         {"max-grad-norm", 0, OPT_DOUBLE, &o.clip, "X", "clip the gradient norm to X (0: off, as DiT)"},
         {"ema-decay", 0, OPT_DOUBLE, &o.ema, "D", "EMA decay (0.9999; 0: no EMA)"},
-        {"mixed-precision", 0, OPT_STRING, &o.mixed, "MODE", "no, fp16 or bf16 (the CPU computes in fp32)"},
+        {"mixed-precision", 0, OPT_STRING, &o.mixed, "MODE", "no, fp16 or bf16 (default: bf16 on a GPU; the CPU computes in fp32)"},
         {"seed", 0, OPT_INT64, &o.seed, "N", "the seed of every random stream (0)"},
         {"global-seed", 0, OPT_INT64, &o.seed, "N", "the same as --seed"},
         {"gradient-checkpointing", 0, OPT_FLAG, &o.checkpointing, NULL, "recompute blocks in backward to save memory"},
@@ -436,14 +463,23 @@ int main(int argc, char **argv)
         opt_usage_error("--objective: '%s' is not ddpm or flow", o.objective);
     if (lr_schedule_parse(o.scheduler, &tc.schedule) != 0)
         opt_usage_error("--lr-scheduler: '%s' is not constant, linear or cosine", o.scheduler);
-    if (strcmp(o.mixed, "no") && strcmp(o.mixed, "fp16") && strcmp(o.mixed, "bf16"))
+    if (o.mixed && strcmp(o.mixed, "no") && strcmp(o.mixed, "fp16") && strcmp(o.mixed, "bf16"))
         opt_usage_error("--mixed-precision: '%s' is not no, fp16 or bf16", o.mixed);
 
     enum device_kind dev = device_select(opt_device());
-    if (dev != DEVICE_CPU)
-        die(DIT_EXIT_FAILURE, "--device cuda: the CUDA backend is being built; use --device cpu");
-    if (strcmp(o.mixed, "no") != 0)
-        log_info("--mixed-precision %s: the CPU backend computes in fp32", o.mixed);
+    /* Master weights and optimizer state are f32 always; mixed precision is
+     * the dtype of the activations and of the weights the products read.
+     * Unset, it is bf16 on a GPU. The CPU computes in f32. */
+    enum kdtype cdt = KDT_F32;
+    if (dev == DEVICE_CPU) {
+        if (o.mixed && strcmp(o.mixed, "no") != 0)
+            log_info("--mixed-precision %s: the CPU backend computes in fp32", o.mixed);
+    } else if (!o.mixed || strcmp(o.mixed, "bf16") == 0) {
+        cdt = KDT_BF16;
+    } else if (strcmp(o.mixed, "fp16") == 0) {
+        cdt = KDT_F16;
+        tc.loss_scaling = 1;
+    }
 
     /* Data. */
     struct shardset *data = shardset_open(o.data);
@@ -497,15 +533,18 @@ int main(int argc, char **argv)
         die(DIT_EXIT_FAILURE, "%s", err_get());
 
     struct kctx ctx;
-    if (kctx_init(&ctx, DEVICE_CPU, o.threads) != 0)
+    if (kctx_init(&ctx, dev, o.threads) != 0)
         die(DIT_EXIT_FAILURE, "%s", err_get());
     struct dit_model model;
-    if (dit_model_create(&model, &cfg, &ctx, o.batch, o.checkpointing) != 0)
+    if (dit_model_create(&model, &cfg, &ctx, o.batch, o.checkpointing, cdt) != 0)
         die(DIT_EXIT_FAILURE, "%s", err_get());
-    if (pretrained)
-        memcpy(model.params, pretrained, (size_t)model.n_params * sizeof(float));
-    else
-        dit_init(&cfg, model.params, (uint64_t)o.seed);
+    if (!pretrained) {
+        pretrained = malloc((size_t)model.n_params * sizeof *pretrained);
+        if (!pretrained)
+            die(DIT_EXIT_FAILURE, "out of memory for %lld parameters", (long long)model.n_params);
+        dit_init(&cfg, pretrained, (uint64_t)o.seed);
+    }
+    dit_params_upload(&model, pretrained);
     free(pretrained);
 
     int64_t per_epoch = loader_batches_per_epoch(loader);
@@ -539,10 +578,14 @@ int main(int argc, char **argv)
 
     int64_t pbytes, abytes;
     dit_model_sizes(&model, &pbytes, &abytes);
-    int64_t mem = pbytes * (tr.ema ? 5 : 4) + abytes;
-    log_info("%s: %lld parameters (%.1f MB; with gradients, AdamW moments%s: %.1f MB), activations %.1f MB%s",
-             o.model, (long long)model.n_params, pbytes / 1e6, tr.ema ? " and EMA" : "",
-             (pbytes * (tr.ema ? 5 : 4)) / 1e6, abytes / 1e6, o.checkpointing ? " (gradient checkpointing)" : "");
+    int64_t state_bytes = model.n_params * 4 * (tr.ema.data ? 3 : 2);
+    int64_t mem_now, mem_peak;
+    k_mem_usage(&ctx, &mem_now, &mem_peak);
+    log_info("%s: %lld parameters; weights and gradients %.1f MB, AdamW moments%s %.1f MB, "
+             "activations %.1f MB (%s%s); %.1f MB allocated on the %s, peak %.1f MB",
+             o.model, (long long)model.n_params, pbytes / 1e6, tr.ema.data ? " and EMA" : "", state_bytes / 1e6,
+             abytes / 1e6, kdtype_name(cdt), o.checkpointing ? ", gradient checkpointing" : "", mem_now / 1e6,
+             device_name(dev), mem_peak / 1e6);
     log_info("%zu records, %lld batches of up to %d per epoch, %lld optimizer steps", loader_records(loader),
              (long long)per_epoch, o.batch, (long long)tc.total_steps);
 
@@ -568,7 +611,7 @@ int main(int argc, char **argv)
     }
     struct samples sp;
     int sampling = o.sample_every > 0;
-    if (sampling && samples_setup(&sp, &o, &cfg, &ctx, tc.objective == OBJECTIVE_FLOW) != 0)
+    if (sampling && samples_setup(&sp, &o, &cfg, model.dt, &ctx, tc.objective == OBJECTIVE_FLOW) != 0)
         die(DIT_EXIT_FAILURE, "%s", err_get());
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -600,6 +643,11 @@ int main(int argc, char **argv)
             st.index = b->index + 1 == per_epoch ? 0 : b->index + 1;
         }
         double gnorm = trainer_optimizer_step(&tr);
+        if (!isfinite(gnorm)) {
+            log_warn("step %lld: the fp16 gradients overflowed; update skipped, loss scale now %g",
+                     (long long)tr.step, tr.loss_scale);
+            gnorm = 0.0; /* logs stay JSON */
+        }
         st.step = tr.step;
         st.loss_sum += step_loss / step_n;
         st.loss_n++;
@@ -607,7 +655,7 @@ int main(int argc, char **argv)
         steps_since++;
         if (st.step % o.log_every == 0 || st.step == tc.total_steps) {
             double t = now(), dt = t - t_log;
-            log_step(metrics, tb, &st, st.loss_sum / st.loss_n, tr.last_lr, gnorm, steps_since / dt, images / dt, mem);
+            log_step(metrics, tb, &st, st.loss_sum / st.loss_n, tr.last_lr, gnorm, steps_since / dt, images / dt, mem_peak);
             t_log = t, st.loss_sum = 0, st.loss_n = 0, images = 0, steps_since = 0;
         }
         if (val && o.eval_every && st.step % o.eval_every == 0) {

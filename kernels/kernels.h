@@ -39,17 +39,23 @@ struct tensor {
     int64_t n; /* elements; the op checks it against the shape it is given */
 };
 
-/* The context of a run: device, threads, the CUDA stream and library
- * handles once that backend exists. */
+/* The context of a run: device, threads, and the backend's state. */
 struct kctx {
     enum device_kind device;
     int threads; /* CPU threads for OpenMP and OpenBLAS; 0 = all */
-    void *backend; /* backend-private state */
+    void *backend; /* backend-private state: CUDA's stream and handles */
+    int64_t mem_now, mem_peak; /* bytes k_alloc holds on the CPU */
 };
 
 /* Sets up the backend for device; -1 with err_set(). */
 int kctx_init(struct kctx *ctx, enum device_kind device, int threads);
 void kctx_free(struct kctx *ctx);
+
+static inline size_t kdtype_bytes(enum kdtype dt)
+{
+    return dt == KDT_F32 ? 4 : 2;
+}
+const char *kdtype_name(enum kdtype dt);
 
 /* An fp32 host tensor over data[0..n). */
 static inline struct tensor tensor_f32(float *data, int64_t n)
@@ -64,6 +70,46 @@ static inline struct tensor tensor_none(void)
     return t;
 }
 
+/* n elements starting at element offset of t. */
+static inline struct tensor tensor_view(struct tensor t, int64_t offset, int64_t n)
+{
+    struct tensor v = t;
+    v.data = t.data ? (char *)t.data + offset * (int64_t)kdtype_bytes(t.dtype) : NULL;
+    v.n = n;
+    return v;
+}
+
+/* ---- memory --------------------------------------------------------------
+ *
+ * Models allocate their arenas once, before the first step, with k_alloc;
+ * ops never allocate. Host data moves with k_upload / k_download (for the
+ * CPU these are copies). Precision: the CPU backend computes in f32 only;
+ * the CUDA backend keeps activations in f32, bf16 or f16 (one dtype per op
+ * call), and some tensors are f32 whatever that dtype is: statistics (mean,
+ * rstd, lse), scratch, parameter gradients and optimizer state. */
+
+/* t = n elements of dt in the device's memory, aligned to 256 bytes; -1 with
+ * err_set() naming the size when it does not fit. */
+int k_alloc(struct kctx *ctx, struct tensor *t, enum kdtype dt, int64_t n);
+/* Frees what k_alloc gave (not a view); t becomes absent. */
+void k_free(struct kctx *ctx, struct tensor *t);
+/* dst[0..n) = host[0..n), the host values already in dst's dtype. */
+void k_upload(struct kctx *ctx, struct tensor dst, const void *host, int64_t n);
+/* host[0..n) = src[0..n) in src's dtype; waits for every earlier op. */
+void k_download(struct kctx *ctx, void *host, struct tensor src, int64_t n);
+/* The same from and to f32 host values, rounding to nearest even into a
+ * bf16 or f16 tensor. */
+void k_upload_f32(struct kctx *ctx, struct tensor dst, const float *host, int64_t n);
+void k_download_f32(struct kctx *ctx, float *host, struct tensor src, int64_t n);
+/* dst[0..n) = src[0..n), same dtype, both on ctx's device. */
+void k_copy(struct kctx *ctx, struct tensor dst, struct tensor src, int64_t n);
+/* dst[0..n) = src[0..n) converted (round to nearest even), on the device. */
+void k_convert(struct kctx *ctx, struct tensor dst, struct tensor src, int64_t n);
+/* Waits for every op queued on ctx (a no-op on the CPU). */
+void k_sync(struct kctx *ctx);
+/* Bytes k_alloc holds now and held at most since kctx_init. */
+void k_mem_usage(struct kctx *ctx, int64_t *now, int64_t *peak);
+
 /* ---- matrix multiply ---------------------------------------------------- */
 
 /* C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T as given.
@@ -74,6 +120,12 @@ void k_gemm(struct kctx *ctx, struct tensor c, struct tensor a, struct tensor b,
 /* out[M,OC] = inp[M,C] weight[OC,C]^T + bias[OC] (bias may be absent). */
 void k_linear_forward(struct kctx *ctx, struct tensor out, struct tensor inp, struct tensor weight,
                       struct tensor bias, int M, int C, int OC);
+/* pre[M,OC] = inp weight^T + bias and out = gelu(pre) (GELU tanh, as
+ * k_gelu_forward): the MLP's first Linear, one product with a GELU epilogue
+ * on CUDA. pre is what k_gelu_backward needs. */
+void k_linear_gelu_forward(struct kctx *ctx, struct tensor out, struct tensor pre,
+                           struct tensor inp, struct tensor weight, struct tensor bias, int M,
+                           int C, int OC);
 /* dinp[M,C] = dout[M,OC] weight[OC,C] (overwrites; may be absent)
  * dweight[OC,C] += dout^T inp; dbias[OC] += sum over M of dout (may be absent). */
 void k_linear_backward(struct kctx *ctx, struct tensor dinp, struct tensor dweight,
@@ -132,14 +184,14 @@ void k_silu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, s
  * qkv Linear, and of to_q/to_k/to_v concatenated). out[B,T,C] with heads
  * concatenated; lse[B,NH,T] is the log-sum-exp of each softmax row, saved so
  * that backward recomputes the probabilities without storing a T x T matrix.
- * scratch: at least k_attention_scratch(T, NH, ctx->threads) floats. */
+ * scratch: f32, at least k_attention_scratch(ctx, B, T, NH) elements. */
 void k_attention_forward(struct kctx *ctx, struct tensor out, struct tensor lse, struct tensor qkv,
                          struct tensor scratch, int B, int T, int C, int NH);
 /* dqkv[B,T,3C] (overwrites) from dout[B,T,C]. */
 void k_attention_backward(struct kctx *ctx, struct tensor dqkv, struct tensor dout,
                           struct tensor out, struct tensor lse, struct tensor qkv,
                           struct tensor scratch, int B, int T, int C, int NH);
-int64_t k_attention_scratch(int T, int NH, int threads);
+int64_t k_attention_scratch(const struct kctx *ctx, int B, int T, int NH);
 
 /* ---- patches ------------------------------------------------------------ */
 
@@ -159,18 +211,20 @@ void k_unpatchify_backward(struct kctx *ctx, struct tensor dtok, struct tensor d
 
 /* ---- embeddings --------------------------------------------------------- */
 
-/* out[B,C] = table[ids[b], :]; ids are int32 in host or device memory as the
- * tensors are (ids.dtype is ignored: int32). */
+/* out[B,C] = table[ids[b], :]; ids are int32 in the memory of ctx's device
+ * (checked against the table on the CPU only: a model checks labels before
+ * it uploads them). */
 void k_embedding_forward(struct kctx *ctx, struct tensor out, struct tensor table,
                          const int32_t *ids, int B, int C);
-/* dtable[ids[b], :] += dout[b, :]. */
+/* dtable[ids[b], :] += dout[b, :] (dtable f32: a parameter gradient). */
 void k_embedding_backward(struct kctx *ctx, struct tensor dtable, struct tensor dout,
                           const int32_t *ids, int B, int C);
 
 /* Sinusoidal timestep embedding, dim D even, half = D/2:
  * freq[i] = exp(-ln(max_period) * i / (half - freq_shift)), arg = t[b] * freq[i],
  * out[b] = [cos(arg) | sin(arg)] (cos first, as DiT and diffusers'
- * flip_sin_to_cos=True give). DiT uses freq_shift 0, diffusers' DiT 1. */
+ * flip_sin_to_cos=True give). DiT uses freq_shift 0, diffusers' DiT 1.
+ * t[B] is f32 in the memory of ctx's device. */
 void k_timestep_embedding(struct kctx *ctx, struct tensor out, const float *t, int B, int D,
                           float max_period, float freq_shift);
 
@@ -190,7 +244,8 @@ void k_fill(struct kctx *ctx, struct tensor x, float value, int64_t n);
 float k_mse_forward_backward(struct kctx *ctx, struct tensor dpred, struct tensor pred,
                              struct tensor target, int64_t n, float scale);
 
-/* Sum of squares (fp32 accumulation in double on the CPU), for grad norms. */
+/* Sum of squares, for grad norms: in double on the CPU; in fp32 per block
+ * and double across blocks on CUDA. Waits. */
 double k_sum_squares(struct kctx *ctx, struct tensor x, int64_t n);
 /* x[n] *= s. */
 void k_scale(struct kctx *ctx, struct tensor x, float s, int64_t n);
@@ -204,10 +259,17 @@ struct adamw_params {
     int64_t step; /* 1 at the first update: bias corrections use it */
 };
 
-/* Decoupled weight decay as torch.optim.AdamW:
+/* Decoupled weight decay as torch.optim.AdamW, on f32 tensors:
  * p -= lr * wd * p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
- * p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). */
+ * p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+ * copy (may be absent) receives the updated p in its own dtype: the bf16 or
+ * f16 weights mixed precision computes with, refreshed in the same pass. */
 void k_adamw_update(struct kctx *ctx, struct tensor param, struct tensor grad, struct tensor m,
-                    struct tensor v, int64_t n, const struct adamw_params *hp);
+                    struct tensor v, struct tensor copy, int64_t n,
+                    const struct adamw_params *hp);
+/* The EMA of DiT's update_ema, f32: ema = decay * ema + (1 - decay) * param,
+ * rounded as ema * decay, then plus (1 - decay) * param. */
+void k_ema_update(struct kctx *ctx, struct tensor ema, struct tensor param, float decay,
+                  int64_t n);
 
 #endif

@@ -11,113 +11,119 @@
 #include <string.h>
 
 struct block_acts {
-    float *mod;                 /* [B, 6C]: shift, scale, gate (msa); shift, scale, gate (mlp) */
-    float *ln1, *mean1, *rstd1; /* [B,T,C], [B*T], [B*T] */
-    float *h1;                  /* [B,T,C] modulated */
-    float *qkv;                 /* [B,T,3C] */
-    float *att;                 /* [B,T,C] */
-    float *lse;                 /* [B,NH,T] */
-    float *proj;                /* [B,T,C] */
-    float *mid;                 /* [B,T,C] residual after attention */
-    float *ln2, *mean2, *rstd2;
-    float *h2;                  /* [B,T,C] */
-    float *fc1, *gelu;          /* [B,T,MH] */
-    float *fc2;                 /* [B,T,C] */
+    struct tensor mod;                 /* [B, 6C]: shift, scale, gate (msa); shift, scale, gate (mlp) */
+    struct tensor ln1, mean1, rstd1;   /* [B,T,C], [B*T] f32, [B*T] f32 */
+    struct tensor h1;                  /* [B,T,C] modulated */
+    struct tensor qkv;                 /* [B,T,3C] */
+    struct tensor att;                 /* [B,T,C] */
+    struct tensor lse;                 /* [B,NH,T] f32 */
+    struct tensor proj;                /* [B,T,C] */
+    struct tensor mid;                 /* [B,T,C] residual after attention */
+    struct tensor ln2, mean2, rstd2;
+    struct tensor h2;                  /* [B,T,C] */
+    struct tensor fc1, gelu;           /* [B,T,MH] */
+    struct tensor fc2;                 /* [B,T,C] */
 };
 
 struct acts {
-    float *patches;            /* [B,T,PP] */
-    float *t_freq;             /* [B,F] */
-    float *t_h, *t_act, *t_emb, *y_emb, *c, *c_act; /* [B,C] */
-    float *x[DIT_MAX_DEPTH + 1]; /* [B,T,C] residual stream: block inputs, then the final input */
+    struct tensor patches;             /* [B,T,PP] */
+    struct tensor t_freq;              /* [B,F] */
+    struct tensor t_h, t_act, t_emb, y_emb, c, c_act; /* [B,C] */
+    struct tensor x[DIT_MAX_DEPTH + 1]; /* [B,T,C] residual stream: block inputs, then the final input */
     struct block_acts blk[DIT_MAX_DEPTH]; /* one set when checkpointing */
-    float *fmod;               /* [B,2C] */
-    float *lnf, *meanf, *rstdf, *hf; /* [B,T,C], [B*T], [B*T], [B,T,C] */
-    float *outtok;             /* [B,T,PO] */
-    float *att_scratch;
+    struct tensor fmod;                /* [B,2C] */
+    struct tensor lnf, meanf, rstdf, hf; /* [B,T,C], [B*T] f32, [B*T] f32, [B,T,C] */
+    struct tensor outtok;              /* [B,T,PO] */
+    struct tensor att_scratch;         /* f32 */
     /* backward scratch */
-    float *dx;                 /* [B,T,C] gradient of the residual stream */
-    float *d1, *d2;            /* [B,T,C] */
-    float *dqkv;               /* [B,T,3C] */
-    float *dm1, *dm2;          /* [B,T,MH] */
-    float *dmod;               /* [B,6C] */
-    float *dfmod;              /* [B,2C] */
-    float *dc_act, *dc, *dtmp1, *dtmp2; /* [B,C] */
-    float *douttok;            /* [B,T,PO] */
+    struct tensor dx;                  /* [B,T,C] gradient of the residual stream */
+    struct tensor d1, d2;              /* [B,T,C] */
+    struct tensor dqkv;                /* [B,T,3C] */
+    struct tensor dm1, dm2;            /* [B,T,MH] */
+    struct tensor dmod;                /* [B,6C] */
+    struct tensor dfmod;               /* [B,2C] */
+    struct tensor dc_act, dc, dtmp1, dtmp2; /* [B,C] */
+    struct tensor douttok;             /* [B,T,PO] */
 };
 
-static struct tensor tv(float *p, int64_t n)
+/* A bump allocator over an arena: with no arena it only counts. */
+struct planner {
+    struct tensor arena;
+    int64_t off;
+};
+
+static struct tensor take(struct planner *p, int64_t n)
 {
-    return tensor_f32(p, n);
+    struct tensor t = tensor_view(p->arena, p->off, n);
+    p->off += (n + 63) / 64 * 64; /* 256-byte aligned views for vector loads */
+    return t;
 }
 
-/* Lays the arena out (or, with base NULL, only counts it). */
-static int64_t plan(const struct dit_model *m, float *base, struct acts *a)
+/* Lays the arenas out (or, with absent arenas, only counts them): a for the
+ * activations in the compute dtype, f for the f32 statistics and scratch. */
+static void plan(const struct dit_model *m, struct planner *a_, struct planner *f_,
+                 struct acts *a)
 {
     const struct dit_config *c = &m->cfg;
     const int64_t B = m->B, T = dit_tokens(c), C = c->hidden_size, MH = dit_mlp_hidden(c);
     const int64_t PP = (int64_t)c->patch_size * c->patch_size * c->in_channels;
     const int64_t PO = (int64_t)c->patch_size * c->patch_size * dit_out_channels(c);
     const int64_t NH = c->num_heads, BTC = B * T * C;
-    int64_t off = 0;
-#define TAKE(ptr, count) ((ptr) = base ? base + off : NULL, off += (count))
-    TAKE(a->patches, B * T * PP);
-    TAKE(a->t_freq, B * DIT_FREQ_DIM);
-    TAKE(a->t_h, B * C);
-    TAKE(a->t_act, B * C);
-    TAKE(a->t_emb, B * C);
-    TAKE(a->y_emb, B * C);
-    TAKE(a->c, B * C);
-    TAKE(a->c_act, B * C);
+    a->patches = take(a_, B * T * PP);
+    a->t_freq = take(a_, B * DIT_FREQ_DIM);
+    a->t_h = take(a_, B * C);
+    a->t_act = take(a_, B * C);
+    a->t_emb = take(a_, B * C);
+    a->y_emb = take(a_, B * C);
+    a->c = take(a_, B * C);
+    a->c_act = take(a_, B * C);
     for (int i = 0; i <= c->depth; i++)
-        TAKE(a->x[i], BTC);
+        a->x[i] = take(a_, BTC);
     int sets = m->checkpointing ? 1 : c->depth;
     for (int i = 0; i < sets; i++) {
         struct block_acts *b = &a->blk[i];
-        TAKE(b->mod, B * 6 * C);
-        TAKE(b->ln1, BTC);
-        TAKE(b->mean1, B * T);
-        TAKE(b->rstd1, B * T);
-        TAKE(b->h1, BTC);
-        TAKE(b->qkv, 3 * BTC);
-        TAKE(b->att, BTC);
-        TAKE(b->lse, B * NH * T);
-        TAKE(b->proj, BTC);
-        TAKE(b->mid, BTC);
-        TAKE(b->ln2, BTC);
-        TAKE(b->mean2, B * T);
-        TAKE(b->rstd2, B * T);
-        TAKE(b->h2, BTC);
-        TAKE(b->fc1, B * T * MH);
-        TAKE(b->gelu, B * T * MH);
-        TAKE(b->fc2, BTC);
+        b->mod = take(a_, B * 6 * C);
+        b->ln1 = take(a_, BTC);
+        b->mean1 = take(f_, B * T);
+        b->rstd1 = take(f_, B * T);
+        b->h1 = take(a_, BTC);
+        b->qkv = take(a_, 3 * BTC);
+        b->att = take(a_, BTC);
+        b->lse = take(f_, B * NH * T);
+        b->proj = take(a_, BTC);
+        b->mid = take(a_, BTC);
+        b->ln2 = take(a_, BTC);
+        b->mean2 = take(f_, B * T);
+        b->rstd2 = take(f_, B * T);
+        b->h2 = take(a_, BTC);
+        b->fc1 = take(a_, B * T * MH);
+        b->gelu = take(a_, B * T * MH);
+        b->fc2 = take(a_, BTC);
     }
-    TAKE(a->fmod, B * 2 * C);
-    TAKE(a->lnf, BTC);
-    TAKE(a->meanf, B * T);
-    TAKE(a->rstdf, B * T);
-    TAKE(a->hf, BTC);
-    TAKE(a->outtok, B * T * PO);
-    TAKE(a->att_scratch, k_attention_scratch((int)T, (int)NH, m->ctx->threads));
-    TAKE(a->dx, BTC);
-    TAKE(a->d1, BTC);
-    TAKE(a->d2, BTC);
-    TAKE(a->dqkv, 3 * BTC);
-    TAKE(a->dm1, B * T * MH);
-    TAKE(a->dm2, B * T * MH);
-    TAKE(a->dmod, B * 6 * C);
-    TAKE(a->dfmod, B * 2 * C);
-    TAKE(a->dc_act, B * C);
-    TAKE(a->dc, B * C);
-    TAKE(a->dtmp1, B * C);
-    TAKE(a->dtmp2, B * C);
-    TAKE(a->douttok, B * T * PO);
-#undef TAKE
-    return off;
+    a->fmod = take(a_, B * 2 * C);
+    a->lnf = take(a_, BTC);
+    a->meanf = take(f_, B * T);
+    a->rstdf = take(f_, B * T);
+    a->hf = take(a_, BTC);
+    a->outtok = take(a_, B * T * PO);
+    a->att_scratch = take(f_, k_attention_scratch(m->ctx, (int)B, (int)T, (int)NH));
+    a->dx = take(a_, BTC);
+    a->d1 = take(a_, BTC);
+    a->d2 = take(a_, BTC);
+    a->dqkv = take(a_, 3 * BTC);
+    a->dm1 = take(a_, B * T * MH);
+    a->dm2 = take(a_, B * T * MH);
+    a->dmod = take(a_, B * 6 * C);
+    a->dfmod = take(a_, B * 2 * C);
+    a->dc_act = take(a_, B * C);
+    a->dc = take(a_, B * C);
+    a->dtmp1 = take(a_, B * C);
+    a->dtmp2 = take(a_, B * C);
+    a->douttok = take(a_, B * T * PO);
 }
 
 int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
-                     int checkpointing)
+                     int checkpointing, enum kdtype dt)
 {
     memset(m, 0, sizeof *m);
     if (dit_config_check(cfg) != 0)
@@ -126,59 +132,137 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
         err_set("batch size %d is not positive", B);
         return -1;
     }
+    if (ctx->device == DEVICE_CPU && dt != KDT_F32) {
+        err_set("the CPU backend computes in f32, not %s", kdtype_name(dt));
+        return -1;
+    }
+    if (ctx->device == DEVICE_CUDA && cfg->hidden_size / cfg->num_heads > 128) {
+        err_set("head size %d (hidden %d over %d heads) is above 128, the most the CUDA attention "
+                "takes", cfg->hidden_size / cfg->num_heads, cfg->hidden_size, cfg->num_heads);
+        return -1;
+    }
     m->cfg = *cfg;
     m->ctx = ctx;
+    m->dt = dt;
     m->B = B;
     m->checkpointing = checkpointing;
     m->n_params = dit_param_count(cfg);
     struct acts *a = calloc(1, sizeof *a);
     m->acts = a;
-    m->arena_floats = a ? plan(m, NULL, a) : 0;
-    const int64_t T = dit_tokens(cfg), C = cfg->hidden_size;
-    m->params = calloc((size_t)m->n_params, sizeof(float));
-    m->grads = calloc((size_t)m->n_params, sizeof(float));
-    m->pos_embed = malloc((size_t)(T * C) * sizeof(float));
-    m->arena = malloc((size_t)m->arena_floats * sizeof(float));
-    m->labels = calloc((size_t)B, sizeof *m->labels);
-    if (!a || !m->params || !m->grads || !m->pos_embed || !m->arena || !m->labels) {
-        dit_model_free(m);
-        err_set("out of memory for a DiT of %lld parameters and %lld activation floats",
-                (long long)m->n_params, (long long)m->arena_floats);
+    if (!a) {
+        err_set("out of memory");
         return -1;
     }
-    plan(m, m->arena, a);
-    dit_params_view(cfg, m->params, &m->p);
+    /* Count first, then allocate and lay out for real. */
+    struct planner pa = {{NULL, dt, ctx->device, 0}, 0}, pf = {{NULL, KDT_F32, ctx->device, 0}, 0};
+    plan(m, &pa, &pf, a);
+    const int64_t T = dit_tokens(cfg), C = cfg->hidden_size, H = cfg->input_size;
+    const int64_t img_in = (int64_t)B * cfg->in_channels * H * H;
+    const int64_t img_out = (int64_t)B * dit_out_channels(cfg) * H * H;
+    if (k_alloc(ctx, &m->params, KDT_F32, m->n_params) != 0 ||
+        k_alloc(ctx, &m->grads, KDT_F32, m->n_params) != 0 ||
+        (dt != KDT_F32 && k_alloc(ctx, &m->weights, dt, m->n_params) != 0) ||
+        k_alloc(ctx, &m->pos_embed, dt, T * C) != 0 || k_alloc(ctx, &m->io_x, dt, img_in) != 0 ||
+        k_alloc(ctx, &m->io_out, dt, img_out) != 0 || k_alloc(ctx, &m->io_t, KDT_F32, B) != 0 ||
+        k_alloc(ctx, &m->io_y, KDT_F32, B) != 0 || k_alloc(ctx, &m->arena, dt, pa.off) != 0 ||
+        k_alloc(ctx, &m->arena32, KDT_F32, pf.off) != 0) {
+        err_prefix("a DiT of %lld parameters with %lld + %lld activation values",
+                   (long long)m->n_params, (long long)pa.off, (long long)pf.off);
+        dit_model_free(m);
+        return -1;
+    }
+    if (dt == KDT_F32)
+        m->weights = m->params;
+    struct planner ra = {m->arena, 0}, rf = {m->arena32, 0};
+    plan(m, &ra, &rf, a);
+    dit_params_view(cfg, m->weights, &m->p);
     dit_params_view(cfg, m->grads, &m->g);
-    dit_pos_embed(m->pos_embed, (int)C, cfg->input_size / cfg->patch_size);
+    k_fill(ctx, m->grads, 0.0f, m->n_params);
+    float *pos = malloc((size_t)(T * C) * sizeof *pos);
+    if (!pos) {
+        dit_model_free(m);
+        err_set("out of memory");
+        return -1;
+    }
+    dit_pos_embed(pos, (int)C, cfg->input_size / cfg->patch_size);
+    k_upload_f32(ctx, m->pos_embed, pos, T * C);
+    k_sync(ctx);
+    free(pos);
     return 0;
 }
 
 void dit_model_free(struct dit_model *m)
 {
-    free(m->params);
-    free(m->grads);
-    free(m->pos_embed);
-    free(m->arena);
-    free(m->labels);
+    struct kctx *k = m->ctx;
+    if (k) {
+        if (m->weights.data != m->params.data)
+            k_free(k, &m->weights);
+        k_free(k, &m->params);
+        k_free(k, &m->grads);
+        k_free(k, &m->pos_embed);
+        k_free(k, &m->io_x);
+        k_free(k, &m->io_out);
+        k_free(k, &m->io_t);
+        k_free(k, &m->io_y);
+        k_free(k, &m->arena);
+        k_free(k, &m->arena32);
+    }
     free(m->acts);
     memset(m, 0, sizeof *m);
 }
 
 void dit_model_sizes(const struct dit_model *m, int64_t *param_bytes, int64_t *activation_bytes)
 {
-    *param_bytes = m->n_params * (int64_t)sizeof(float);
-    *activation_bytes = m->arena_floats * (int64_t)sizeof(float);
+    int64_t w = m->weights.data != m->params.data ? m->n_params * (int64_t)kdtype_bytes(m->dt) : 0;
+    *param_bytes = 2 * m->n_params * (int64_t)sizeof(float) + w;
+    *activation_bytes = m->arena.n * (int64_t)kdtype_bytes(m->dt) + m->arena32.n * 4;
+}
+
+void dit_params_upload(struct dit_model *m, const float *host)
+{
+    k_upload(m->ctx, m->params, host, m->n_params);
+    dit_weights_refresh(m);
+    k_sync(m->ctx);
+}
+
+void dit_params_download(struct dit_model *m, float *host)
+{
+    k_download(m->ctx, host, m->params, m->n_params);
+}
+
+void dit_weights_refresh(struct dit_model *m)
+{
+    if (m->weights.data != m->params.data)
+        k_convert(m->ctx, m->weights, m->params, m->n_params);
+}
+
+void dit_grads_download(struct dit_model *m, float *host)
+{
+    k_download(m->ctx, host, m->grads, m->n_params);
 }
 
 void dit_zero_grads(struct dit_model *m)
 {
-    memset(m->grads, 0, (size_t)m->n_params * sizeof(float));
+    k_fill(m->ctx, m->grads, 0.0f, m->n_params);
 }
 
 static struct block_acts *block_set(struct dit_model *m, int i)
 {
     struct acts *a = m->acts;
     return &a->blk[m->checkpointing ? 0 : i];
+}
+
+/* The first n elements of t, a batch of b < B samples using the front of
+ * an arena view planned for B. */
+static struct tensor V(struct tensor t, int64_t n)
+{
+    return tensor_view(t, 0, n);
+}
+
+/* Row j of a [B, k*C] modulation buffer onwards: the view a strided op takes. */
+static struct tensor mod_at(struct tensor mod, int j, int C, int64_t n)
+{
+    return tensor_view(mod, (int64_t)j * C, n - (int64_t)j * C);
 }
 
 /* Block i: x[i + 1] = x[i] + gate_msa * attn(modulate(norm1(x[i])))
@@ -193,35 +277,29 @@ static void block_forward(struct dit_model *m, int i, int B)
     const int T = dit_tokens(c), C = c->hidden_size, MH = dit_mlp_hidden(c), NH = c->num_heads;
     const int64_t BTC = (int64_t)B * T * C, M = (int64_t)B * T;
     const int S = 6 * C; /* row stride of the modulation buffer */
+    const int64_t NM = (int64_t)B * S;
+    struct tensor mod = V(b->mod, NM), mid = V(b->mid, BTC), x1 = V(a->x[i + 1], BTC);
 
-    k_linear_forward(k, tv(b->mod, (int64_t)B * S), tv(a->c_act, (int64_t)B * C), tv(p->ada_w, (int64_t)S * C),
-                     tv(p->ada_b, S), B, C, S);
-    k_layernorm_forward(k, tv(b->ln1, BTC), tv(b->mean1, M), tv(b->rstd1, M), tv(a->x[i], BTC), (int)M, C,
+    k_linear_forward(k, mod, V(a->c_act, (int64_t)B * C), p->ada_w, p->ada_b, B, C, S);
+    k_layernorm_forward(k, V(b->ln1, BTC), V(b->mean1, M), V(b->rstd1, M), V(a->x[i], BTC), (int)M, C,
                         c->norm_eps);
-    k_modulate_forward(k, tv(b->h1, BTC), tv(b->ln1, BTC), tv(b->mod, (int64_t)B * S),
-                       tv(b->mod + C, (int64_t)B * S - C), B, T, C, S);
-    k_linear_forward(k, tv(b->qkv, 3 * BTC), tv(b->h1, BTC), tv(p->qkv_w, 3 * (int64_t)C * C),
-                     tv(p->qkv_b, 3 * C), (int)M, C, 3 * C);
-    k_attention_forward(k, tv(b->att, BTC), tv(b->lse, (int64_t)B * NH * T), tv(b->qkv, 3 * BTC),
-                        tv(a->att_scratch, k_attention_scratch(T, NH, k->threads)), B, T, C, NH);
-    k_linear_forward(k, tv(b->proj, BTC), tv(b->att, BTC), tv(p->proj_w, (int64_t)C * C), tv(p->proj_b, C),
-                     (int)M, C, C);
-    memcpy(b->mid, a->x[i], (size_t)BTC * sizeof(float));
-    k_gated_residual_forward(k, tv(b->mid, BTC), tv(b->proj, BTC), tv(b->mod + 2 * C, (int64_t)B * S - 2 * C),
-                             B, T, C, S);
+    k_modulate_forward(k, V(b->h1, BTC), V(b->ln1, BTC), mod, mod_at(mod, 1, C, NM), B, T, C, S);
+    k_linear_forward(k, V(b->qkv, 3 * BTC), V(b->h1, BTC), p->qkv_w, p->qkv_b, (int)M, C, 3 * C);
+    k_attention_forward(k, V(b->att, BTC), V(b->lse, (int64_t)B * NH * T), V(b->qkv, 3 * BTC),
+                        a->att_scratch, B, T, C, NH);
+    k_linear_forward(k, V(b->proj, BTC), V(b->att, BTC), p->proj_w, p->proj_b, (int)M, C, C);
+    k_copy(k, mid, V(a->x[i], BTC), BTC);
+    k_gated_residual_forward(k, mid, V(b->proj, BTC), mod_at(mod, 2, C, NM), B, T, C, S);
 
-    k_layernorm_forward(k, tv(b->ln2, BTC), tv(b->mean2, M), tv(b->rstd2, M), tv(b->mid, BTC), (int)M, C,
+    k_layernorm_forward(k, V(b->ln2, BTC), V(b->mean2, M), V(b->rstd2, M), mid, (int)M, C,
                         c->mlp_norm_eps);
-    k_modulate_forward(k, tv(b->h2, BTC), tv(b->ln2, BTC), tv(b->mod + 3 * C, (int64_t)B * S - 3 * C),
-                       tv(b->mod + 4 * C, (int64_t)B * S - 4 * C), B, T, C, S);
-    k_linear_forward(k, tv(b->fc1, M * MH), tv(b->h2, BTC), tv(p->fc1_w, (int64_t)MH * C), tv(p->fc1_b, MH),
-                     (int)M, C, MH);
-    k_gelu_forward(k, tv(b->gelu, M * MH), tv(b->fc1, M * MH), M * MH);
-    k_linear_forward(k, tv(b->fc2, BTC), tv(b->gelu, M * MH), tv(p->fc2_w, (int64_t)C * MH), tv(p->fc2_b, C),
-                     (int)M, MH, C);
-    memcpy(a->x[i + 1], b->mid, (size_t)BTC * sizeof(float));
-    k_gated_residual_forward(k, tv(a->x[i + 1], BTC), tv(b->fc2, BTC),
-                             tv(b->mod + 5 * C, (int64_t)B * S - 5 * C), B, T, C, S);
+    k_modulate_forward(k, V(b->h2, BTC), V(b->ln2, BTC), mod_at(mod, 3, C, NM), mod_at(mod, 4, C, NM), B,
+                       T, C, S);
+    k_linear_gelu_forward(k, V(b->gelu, M * MH), V(b->fc1, M * MH), V(b->h2, BTC), p->fc1_w, p->fc1_b,
+                          (int)M, C, MH);
+    k_linear_forward(k, V(b->fc2, BTC), V(b->gelu, M * MH), p->fc2_w, p->fc2_b, (int)M, MH, C);
+    k_copy(k, x1, mid, BTC);
+    k_gated_residual_forward(k, x1, V(b->fc2, BTC), mod_at(mod, 5, C, NM), B, T, C, S);
 }
 
 void dit_forward(struct dit_model *m, float *out, const float *x, const float *t, const int32_t *y,
@@ -233,44 +311,47 @@ void dit_forward(struct dit_model *m, float *out, const float *x, const float *t
     const int T = dit_tokens(c), C = c->hidden_size, P = c->patch_size, CI = c->in_channels;
     const int CO = dit_out_channels(c), H = c->input_size;
     const int PP = P * P * CI, PO = P * P * CO;
-    const int64_t BTC = (int64_t)B * T * C, M = (int64_t)B * T;
+    const int64_t BTC = (int64_t)B * T * C, M = (int64_t)B * T, BC = (int64_t)B * C;
+    const int64_t n_in = (int64_t)B * CI * H * H, n_out = (int64_t)B * CO * H * H;
+
+    /* The batch onto the device; labels were checked by the caller (the
+     * embedding cannot check ids in device memory). */
+    struct tensor xin = V(m->io_x, n_in), tin = V(m->io_t, B), yin = V(m->io_y, B);
+    k_upload_f32(k, xin, x, n_in);
+    k_upload(k, tin, t, B);
+    k_upload(k, yin, y, B); /* int32 in a buffer of 4-byte elements */
+    const float *tdev = tin.data;
+    const int32_t *ydev = yin.data;
 
     /* x_embedder: a stride-P convolution as patches times a Linear, plus the fixed positions. */
-    k_patchify_forward(k, tv(a->patches, M * PP), tv((float *)x, (int64_t)B * CI * H * H), B, CI, H, H, P);
-    k_linear_forward(k, tv(a->x[0], BTC), tv(a->patches, M * PP), tv(m->p.x_w, (int64_t)C * PP),
-                     tv(m->p.x_b, C), (int)M, PP, C);
-    k_add_broadcast_forward(k, tv(a->x[0], BTC), tv(a->x[0], BTC), tv(m->pos_embed, (int64_t)T * C), B, T,
-                            C);
+    k_patchify_forward(k, V(a->patches, M * PP), xin, B, CI, H, H, P);
+    k_linear_forward(k, V(a->x[0], BTC), V(a->patches, M * PP), m->p.x_w, m->p.x_b, (int)M, PP, C);
+    k_add_broadcast_forward(k, V(a->x[0], BTC), V(a->x[0], BTC), m->pos_embed, B, T, C);
 
     /* c = t_embedder(t) + y_embedder(y); every adaLN reads silu(c). */
-    k_timestep_embedding(k, tv(a->t_freq, (int64_t)B * DIT_FREQ_DIM), t, B, DIT_FREQ_DIM, DIT_MAX_PERIOD,
-                         c->freq_shift);
-    k_linear_forward(k, tv(a->t_h, (int64_t)B * C), tv(a->t_freq, (int64_t)B * DIT_FREQ_DIM),
-                     tv(m->p.t1_w, (int64_t)C * DIT_FREQ_DIM), tv(m->p.t1_b, C), B, DIT_FREQ_DIM, C);
-    k_silu_forward(k, tv(a->t_act, (int64_t)B * C), tv(a->t_h, (int64_t)B * C), (int64_t)B * C);
-    k_linear_forward(k, tv(a->t_emb, (int64_t)B * C), tv(a->t_act, (int64_t)B * C),
-                     tv(m->p.t2_w, (int64_t)C * C), tv(m->p.t2_b, C), B, C, C);
-    memcpy(m->labels, y, (size_t)B * sizeof *y);
-    k_embedding_forward(k, tv(a->y_emb, (int64_t)B * C), tv(m->p.y_table, (int64_t)dit_table_rows(c) * C), y,
-                        B, C);
-    k_add(k, tv(a->c, (int64_t)B * C), tv(a->t_emb, (int64_t)B * C), tv(a->y_emb, (int64_t)B * C),
-          (int64_t)B * C);
-    k_silu_forward(k, tv(a->c_act, (int64_t)B * C), tv(a->c, (int64_t)B * C), (int64_t)B * C);
+    k_timestep_embedding(k, V(a->t_freq, (int64_t)B * DIT_FREQ_DIM), tdev, B, DIT_FREQ_DIM,
+                         DIT_MAX_PERIOD, c->freq_shift);
+    k_linear_forward(k, V(a->t_h, BC), V(a->t_freq, (int64_t)B * DIT_FREQ_DIM), m->p.t1_w, m->p.t1_b, B,
+                     DIT_FREQ_DIM, C);
+    k_silu_forward(k, V(a->t_act, BC), V(a->t_h, BC), BC);
+    k_linear_forward(k, V(a->t_emb, BC), V(a->t_act, BC), m->p.t2_w, m->p.t2_b, B, C, C);
+    k_embedding_forward(k, V(a->y_emb, BC), m->p.y_table, ydev, B, C);
+    k_add(k, V(a->c, BC), V(a->t_emb, BC), V(a->y_emb, BC), BC);
+    k_silu_forward(k, V(a->c_act, BC), V(a->c, BC), BC);
 
     for (int i = 0; i < c->depth; i++)
         block_forward(m, i, B);
 
     /* Final layer: modulate(norm(x), shift, scale), Linear, unpatchify. */
-    const float *xf = a->x[c->depth];
-    k_linear_forward(k, tv(a->fmod, (int64_t)B * 2 * C), tv(a->c_act, (int64_t)B * C),
-                     tv(m->p.f_ada_w, 2 * (int64_t)C * C), tv(m->p.f_ada_b, 2 * C), B, C, 2 * C);
-    k_layernorm_forward(k, tv(a->lnf, BTC), tv(a->meanf, M), tv(a->rstdf, M), tv((float *)xf, BTC), (int)M,
+    struct tensor fmod = V(a->fmod, 2 * BC);
+    k_linear_forward(k, fmod, V(a->c_act, BC), m->p.f_ada_w, m->p.f_ada_b, B, C, 2 * C);
+    k_layernorm_forward(k, V(a->lnf, BTC), V(a->meanf, M), V(a->rstdf, M), V(a->x[c->depth], BTC), (int)M,
                         C, c->norm_eps);
-    k_modulate_forward(k, tv(a->hf, BTC), tv(a->lnf, BTC), tv(a->fmod, (int64_t)B * 2 * C),
-                       tv(a->fmod + C, (int64_t)B * 2 * C - C), B, T, C, 2 * C);
-    k_linear_forward(k, tv(a->outtok, M * PO), tv(a->hf, BTC), tv(m->p.f_w, (int64_t)PO * C), tv(m->p.f_b, PO),
-                     (int)M, C, PO);
-    k_unpatchify_forward(k, tv(out, (int64_t)B * CO * H * H), tv(a->outtok, M * PO), B, CO, H, H, P);
+    k_modulate_forward(k, V(a->hf, BTC), V(a->lnf, BTC), fmod, mod_at(fmod, 1, C, 2 * BC), B, T, C, 2 * C);
+    k_linear_forward(k, V(a->outtok, M * PO), V(a->hf, BTC), m->p.f_w, m->p.f_b, (int)M, C, PO);
+    struct tensor o = V(m->io_out, n_out);
+    k_unpatchify_forward(k, o, V(a->outtok, M * PO), B, CO, H, H, P);
+    k_download_f32(k, out, o, n_out);
 }
 
 /* Gradient of block i: on entry a->dx holds dL/dx[i + 1]; on return dL/dx[i].
@@ -286,44 +367,40 @@ static void block_backward(struct dit_model *m, int i, int B)
     const struct dit_block_params *p = &m->p.blocks[i];
     struct dit_block_params *g = &m->g.blocks[i];
     const int T = dit_tokens(c), C = c->hidden_size, MH = dit_mlp_hidden(c), NH = c->num_heads;
-    const int64_t BTC = (int64_t)B * T * C, M = (int64_t)B * T;
+    const int64_t BTC = (int64_t)B * T * C, M = (int64_t)B * T, BC = (int64_t)B * C;
     const int S = 6 * C;
     const int64_t NM = (int64_t)B * S;
+    struct tensor dmod = V(a->dmod, NM), mod = V(b->mod, NM), dx = V(a->dx, BTC);
+    struct tensor d1 = V(a->d1, BTC), d2 = V(a->d2, BTC);
 
-    memset(a->dmod, 0, (size_t)NM * sizeof(float));
+    k_fill(k, dmod, 0.0f, NM);
     /* MLP branch: x[i+1] = mid + gate_mlp * fc2. */
-    k_gated_residual_backward(k, tv(a->d1, BTC), tv(a->dmod + 5 * C, NM - 5 * C), tv(a->dx, BTC),
-                              tv(b->fc2, BTC), tv(b->mod + 5 * C, NM - 5 * C), B, T, C, S);
-    k_linear_backward(k, tv(a->dm1, M * MH), tv(g->fc2_w, (int64_t)C * MH), tv(g->fc2_b, C), tv(a->d1, BTC),
-                      tv(b->gelu, M * MH), tv(p->fc2_w, (int64_t)C * MH), (int)M, MH, C);
-    k_gelu_backward(k, tv(a->dm2, M * MH), tv(a->dm1, M * MH), tv(b->fc1, M * MH), M * MH);
-    k_linear_backward(k, tv(a->d1, BTC), tv(g->fc1_w, (int64_t)MH * C), tv(g->fc1_b, MH), tv(a->dm2, M * MH),
-                      tv(b->h2, BTC), tv(p->fc1_w, (int64_t)MH * C), (int)M, C, MH);
-    k_modulate_backward(k, tv(a->d2, BTC), tv(a->dmod + 3 * C, NM - 3 * C), tv(a->dmod + 4 * C, NM - 4 * C),
-                        tv(a->d1, BTC), tv(b->ln2, BTC), tv(b->mod + 4 * C, NM - 4 * C), B, T, C, S);
+    k_gated_residual_backward(k, d1, mod_at(dmod, 5, C, NM), dx, V(b->fc2, BTC), mod_at(mod, 5, C, NM), B,
+                              T, C, S);
+    k_linear_backward(k, V(a->dm1, M * MH), g->fc2_w, g->fc2_b, d1, V(b->gelu, M * MH), p->fc2_w, (int)M,
+                      MH, C);
+    k_gelu_backward(k, V(a->dm2, M * MH), V(a->dm1, M * MH), V(b->fc1, M * MH), M * MH);
+    k_linear_backward(k, d1, g->fc1_w, g->fc1_b, V(a->dm2, M * MH), V(b->h2, BTC), p->fc1_w, (int)M, C, MH);
+    k_modulate_backward(k, d2, mod_at(dmod, 3, C, NM), mod_at(dmod, 4, C, NM), d1, V(b->ln2, BTC),
+                        mod_at(mod, 4, C, NM), B, T, C, S);
     /* dx now becomes dL/dmid: the residual path plus the norm2 path. */
-    k_layernorm_backward(k, tv(a->dx, BTC), tv(a->d2, BTC), tv(b->mid, BTC), tv(b->mean2, M), tv(b->rstd2, M),
-                         (int)M, C);
+    k_layernorm_backward(k, dx, d2, V(b->mid, BTC), V(b->mean2, M), V(b->rstd2, M), (int)M, C);
 
     /* Attention branch: mid = x[i] + gate_msa * proj. */
-    k_gated_residual_backward(k, tv(a->d1, BTC), tv(a->dmod + 2 * C, NM - 2 * C), tv(a->dx, BTC),
-                              tv(b->proj, BTC), tv(b->mod + 2 * C, NM - 2 * C), B, T, C, S);
-    k_linear_backward(k, tv(a->d2, BTC), tv(g->proj_w, (int64_t)C * C), tv(g->proj_b, C), tv(a->d1, BTC),
-                      tv(b->att, BTC), tv(p->proj_w, (int64_t)C * C), (int)M, C, C);
-    k_attention_backward(k, tv(a->dqkv, 3 * BTC), tv(a->d2, BTC), tv(b->att, BTC),
-                         tv(b->lse, (int64_t)B * NH * T), tv(b->qkv, 3 * BTC),
-                         tv(a->att_scratch, k_attention_scratch(T, NH, k->threads)), B, T, C, NH);
-    k_linear_backward(k, tv(a->d1, BTC), tv(g->qkv_w, 3 * (int64_t)C * C), tv(g->qkv_b, 3 * C),
-                      tv(a->dqkv, 3 * BTC), tv(b->h1, BTC), tv(p->qkv_w, 3 * (int64_t)C * C), (int)M, C, 3 * C);
-    k_modulate_backward(k, tv(a->d2, BTC), tv(a->dmod, NM), tv(a->dmod + C, NM - C), tv(a->d1, BTC),
-                        tv(b->ln1, BTC), tv(b->mod + C, NM - C), B, T, C, S);
-    k_layernorm_backward(k, tv(a->dx, BTC), tv(a->d2, BTC), tv(a->x[i], BTC), tv(b->mean1, M), tv(b->rstd1, M),
-                         (int)M, C);
+    k_gated_residual_backward(k, d1, mod_at(dmod, 2, C, NM), dx, V(b->proj, BTC), mod_at(mod, 2, C, NM),
+                              B, T, C, S);
+    k_linear_backward(k, d2, g->proj_w, g->proj_b, d1, V(b->att, BTC), p->proj_w, (int)M, C, C);
+    k_attention_backward(k, V(a->dqkv, 3 * BTC), d2, V(b->att, BTC), V(b->lse, (int64_t)B * NH * T),
+                         V(b->qkv, 3 * BTC), a->att_scratch, B, T, C, NH);
+    k_linear_backward(k, d1, g->qkv_w, g->qkv_b, V(a->dqkv, 3 * BTC), V(b->h1, BTC), p->qkv_w, (int)M, C,
+                      3 * C);
+    k_modulate_backward(k, d2, dmod, mod_at(dmod, 1, C, NM), d1, V(b->ln1, BTC), mod_at(mod, 1, C, NM), B,
+                        T, C, S);
+    k_layernorm_backward(k, dx, d2, V(a->x[i], BTC), V(b->mean1, M), V(b->rstd1, M), (int)M, C);
 
     /* mod = adaLN Linear(silu(c)): dc_act accumulates over blocks. */
-    k_linear_backward(k, tv(a->dtmp1, (int64_t)B * C), tv(g->ada_w, (int64_t)S * C), tv(g->ada_b, S),
-                      tv(a->dmod, NM), tv(a->c_act, (int64_t)B * C), tv(p->ada_w, (int64_t)S * C), B, C, S);
-    k_axpy(k, tv(a->dc_act, (int64_t)B * C), 1.0f, tv(a->dtmp1, (int64_t)B * C), (int64_t)B * C);
+    k_linear_backward(k, V(a->dtmp1, BC), g->ada_w, g->ada_b, dmod, V(a->c_act, BC), p->ada_w, B, C, S);
+    k_axpy(k, V(a->dc_act, BC), 1.0f, V(a->dtmp1, BC), BC);
 }
 
 void dit_backward(struct dit_model *m, const float *dout, int B)
@@ -335,36 +412,39 @@ void dit_backward(struct dit_model *m, const float *dout, int B)
     const int CO = dit_out_channels(c), H = c->input_size;
     const int PP = P * P * CI, PO = P * P * CO;
     const int64_t BTC = (int64_t)B * T * C, M = (int64_t)B * T, BC = (int64_t)B * C;
+    const int64_t n_out = (int64_t)B * CO * H * H;
+    struct tensor d1 = V(a->d1, BTC), d2 = V(a->d2, BTC), dx = V(a->dx, BTC);
+    struct tensor dfmod = V(a->dfmod, 2 * BC), fmod = V(a->fmod, 2 * BC);
+    struct tensor dc_act = V(a->dc_act, BC), dc = V(a->dc, BC);
+    struct tensor dtmp1 = V(a->dtmp1, BC), dtmp2 = V(a->dtmp2, BC);
 
     /* Final layer. */
-    k_unpatchify_backward(k, tv(a->douttok, M * PO), tv((float *)dout, (int64_t)B * CO * H * H), B, CO, H, H,
-                          P);
-    k_linear_backward(k, tv(a->d1, BTC), tv(m->g.f_w, (int64_t)PO * C), tv(m->g.f_b, PO), tv(a->douttok, M * PO),
-                      tv(a->hf, BTC), tv(m->p.f_w, (int64_t)PO * C), (int)M, C, PO);
-    memset(a->dfmod, 0, (size_t)(2 * BC) * sizeof(float));
-    k_modulate_backward(k, tv(a->d2, BTC), tv(a->dfmod, 2 * BC), tv(a->dfmod + C, 2 * BC - C), tv(a->d1, BTC),
-                        tv(a->lnf, BTC), tv(a->fmod + C, 2 * BC - C), B, T, C, 2 * C);
-    memset(a->dx, 0, (size_t)BTC * sizeof(float));
-    k_layernorm_backward(k, tv(a->dx, BTC), tv(a->d2, BTC), tv(a->x[c->depth], BTC), tv(a->meanf, M),
-                         tv(a->rstdf, M), (int)M, C);
-    k_linear_backward(k, tv(a->dc_act, BC), tv(m->g.f_ada_w, 2 * (int64_t)C * C), tv(m->g.f_ada_b, 2 * C),
-                      tv(a->dfmod, 2 * BC), tv(a->c_act, BC), tv(m->p.f_ada_w, 2 * (int64_t)C * C), B, C, 2 * C);
+    struct tensor dimg = V(m->io_out, n_out);
+    k_upload_f32(k, dimg, dout, n_out);
+    k_unpatchify_backward(k, V(a->douttok, M * PO), dimg, B, CO, H, H, P);
+    k_linear_backward(k, d1, m->g.f_w, m->g.f_b, V(a->douttok, M * PO), V(a->hf, BTC), m->p.f_w, (int)M, C,
+                      PO);
+    k_fill(k, dfmod, 0.0f, 2 * BC);
+    k_modulate_backward(k, d2, dfmod, mod_at(dfmod, 1, C, 2 * BC), d1, V(a->lnf, BTC),
+                        mod_at(fmod, 1, C, 2 * BC), B, T, C, 2 * C);
+    k_fill(k, dx, 0.0f, BTC);
+    k_layernorm_backward(k, dx, d2, V(a->x[c->depth], BTC), V(a->meanf, M), V(a->rstdf, M), (int)M, C);
+    k_linear_backward(k, dc_act, m->g.f_ada_w, m->g.f_ada_b, dfmod, V(a->c_act, BC), m->p.f_ada_w, B, C,
+                      2 * C);
 
     for (int i = c->depth - 1; i >= 0; i--)
         block_backward(m, i, B);
 
     /* Patch embedding: only its weights need a gradient (the input is data;
      * the positional embedding is fixed). */
-    k_linear_backward(k, tensor_none(), tv(m->g.x_w, (int64_t)C * PP), tv(m->g.x_b, C), tv(a->dx, BTC),
-                      tv(a->patches, M * PP), tv(m->p.x_w, (int64_t)C * PP), (int)M, PP, C);
+    k_linear_backward(k, tensor_none(), m->g.x_w, m->g.x_b, dx, V(a->patches, M * PP), m->p.x_w, (int)M,
+                      PP, C);
 
     /* c = t_emb + y_emb, with every adaLN reading silu(c). */
-    k_silu_backward(k, tv(a->dc, BC), tv(a->dc_act, BC), tv(a->c, BC), BC);
-    k_embedding_backward(k, tv(m->g.y_table, (int64_t)dit_table_rows(c) * C), tv(a->dc, BC), m->labels, B, C);
-    k_linear_backward(k, tv(a->dtmp1, BC), tv(m->g.t2_w, (int64_t)C * C), tv(m->g.t2_b, C), tv(a->dc, BC),
-                      tv(a->t_act, BC), tv(m->p.t2_w, (int64_t)C * C), B, C, C);
-    k_silu_backward(k, tv(a->dtmp2, BC), tv(a->dtmp1, BC), tv(a->t_h, BC), BC);
-    k_linear_backward(k, tensor_none(), tv(m->g.t1_w, (int64_t)C * DIT_FREQ_DIM), tv(m->g.t1_b, C),
-                      tv(a->dtmp2, BC), tv(a->t_freq, (int64_t)B * DIT_FREQ_DIM),
-                      tv(m->p.t1_w, (int64_t)C * DIT_FREQ_DIM), B, DIT_FREQ_DIM, C);
+    k_silu_backward(k, dc, dc_act, V(a->c, BC), BC);
+    k_embedding_backward(k, m->g.y_table, dc, (const int32_t *)m->io_y.data, B, C);
+    k_linear_backward(k, dtmp1, m->g.t2_w, m->g.t2_b, dc, V(a->t_act, BC), m->p.t2_w, B, C, C);
+    k_silu_backward(k, dtmp2, dtmp1, V(a->t_h, BC), BC);
+    k_linear_backward(k, tensor_none(), m->g.t1_w, m->g.t1_b, dtmp2, V(a->t_freq, (int64_t)B * DIT_FREQ_DIM),
+                      m->p.t1_w, B, DIT_FREQ_DIM, C);
 }

@@ -73,65 +73,87 @@ struct dit_param {
 struct dit_param *dit_param_table(const struct dit_config *cfg, size_t *count);
 int64_t dit_param_count(const struct dit_config *cfg);
 
-/* Views into the flat parameter (or gradient) buffer. */
+/* Views into the flat parameter (or gradient, or compute-copy) buffer: each
+ * a tensor of the buffer's dtype and device with its own element count. */
 struct dit_block_params {
-    float *qkv_w, *qkv_b, *proj_w, *proj_b;
-    float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
-    float *ada_w, *ada_b; /* adaLN_modulation.1: [6C, C], [6C] */
+    struct tensor qkv_w, qkv_b, proj_w, proj_b;
+    struct tensor fc1_w, fc1_b, fc2_w, fc2_b;
+    struct tensor ada_w, ada_b; /* adaLN_modulation.1: [6C, C], [6C] */
 };
 
 struct dit_params {
-    float *x_w, *x_b;             /* x_embedder.proj: [C, CI, P, P], [C] */
-    float *t1_w, *t1_b, *t2_w, *t2_b; /* t_embedder.mlp.0 / .2 */
-    float *y_table;               /* y_embedder.embedding_table: [NC(+1), C] */
+    struct tensor x_w, x_b;             /* x_embedder.proj: [C, CI, P, P], [C] */
+    struct tensor t1_w, t1_b, t2_w, t2_b; /* t_embedder.mlp.0 / .2 */
+    struct tensor y_table;              /* y_embedder.embedding_table: [NC(+1), C] */
     struct dit_block_params blocks[DIT_MAX_DEPTH];
-    float *f_ada_w, *f_ada_b;     /* final_layer.adaLN_modulation.1: [2C, C] */
-    float *f_w, *f_b;             /* final_layer.linear: [P*P*CO, C] */
+    struct tensor f_ada_w, f_ada_b;     /* final_layer.adaLN_modulation.1: [2C, C] */
+    struct tensor f_w, f_b;             /* final_layer.linear: [P*P*CO, C] */
 };
 
-void dit_params_view(const struct dit_config *cfg, float *buffer, struct dit_params *out);
+void dit_params_view(const struct dit_config *cfg, struct tensor buffer, struct dit_params *out);
 
 /* DiT's initialisation: Xavier-uniform Linear weights (the patch embedding
  * as a Linear over its flattened kernel), zero biases, normal(0.02) label
  * table and timestep MLP weights, zero adaLN and final layers. Random numbers
- * from the Philox stream (seed, RNG_PARAM_INIT). */
+ * from the Philox stream (seed, RNG_PARAM_INIT). params is host memory. */
 void dit_init(const struct dit_config *cfg, float *params, uint64_t seed);
 
 /* The fixed 2D sin-cos positional embedding [grid*grid, C], computed in
  * double as DiT's get_2d_sincos_pos_embed does. */
 void dit_pos_embed(float *out, int C, int grid);
 
-/* The model with its planned memory for a batch size. */
+/* The model with its planned memory for a batch size, all of it on the
+ * context's device: fp32 master parameters and their gradients, the
+ * weights in the compute dtype, and the activations. The inputs and
+ * outputs of dit_forward / dit_backward are host memory (f32): a batch of
+ * latents is small next to the step, and the samplers and losses that
+ * surround the model run on the host. */
 struct dit_model {
     struct dit_config cfg;
     struct kctx *ctx;
+    enum kdtype dt;        /* activations and compute weights: f32, or bf16 / f16 on CUDA */
     int B;                 /* batch size the arena was planned for */
     int checkpointing;     /* recompute each block during backward */
     int64_t n_params;
-    float *params, *grads; /* n_params each; grads accumulate */
-    struct dit_params p, g;
-    float *pos_embed;      /* [T, C] */
-    int32_t *labels;       /* [B]: the last forward's y, for the embedding gradient */
-    float *arena;          /* activations */
-    int64_t arena_floats;
-    void *acts;            /* the views into the arena (dit.c) */
+    struct tensor params;  /* f32 master weights */
+    struct tensor grads;   /* f32, accumulate */
+    struct tensor weights; /* params in dt, what the ops read; params itself when dt is f32 */
+    struct dit_params p, g;  /* views of weights and of grads */
+    struct tensor pos_embed; /* [T, C] in dt */
+    struct tensor io_x, io_out; /* [B, CI, H, W] and [B, CO, H, W] in dt: inputs, outputs, dout */
+    struct tensor io_t, io_y;   /* [B] f32 timesteps and [B] int32 labels (4-byte elements) */
+    struct tensor arena;   /* activations in dt */
+    struct tensor arena32; /* f32: statistics and attention scratch */
+    void *acts;            /* the views into the arenas (dit.c) */
 };
 
-/* Allocates parameters, gradients and the activation arena for batch size
- * B; the parameters are not initialised. -1 with err_set(). */
+/* Allocates parameters, gradients and the activations for batch size B on
+ * ctx's device, computing in dt (f32 on the CPU); the parameters are not
+ * initialised. -1 with err_set(). */
 int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
-                     int checkpointing);
+                     int checkpointing, enum kdtype dt);
 void dit_model_free(struct dit_model *m);
-/* Bytes of parameters, gradients and activations, for the start-up report. */
+/* Bytes of parameters (master and compute copy), gradients and activations,
+ * for the start-up report. */
 void dit_model_sizes(const struct dit_model *m, int64_t *param_bytes, int64_t *activation_bytes);
 
+/* Host f32 parameters in and out of the model (the master copy and the
+ * compute copy together). */
+void dit_params_upload(struct dit_model *m, const float *host);
+void dit_params_download(struct dit_model *m, float *host);
+/* After the master copy changed on the device: refresh the compute copy. */
+void dit_weights_refresh(struct dit_model *m);
+/* The gradients as host f32 (tests, reports). */
+void dit_grads_download(struct dit_model *m, float *host);
+
 /* out[B, CO, H, W] = DiT(x[B, CI, H, W], t[B], y[B]) for the first b <= B
- * samples. t are timesteps as floats (DiT passes integers); y are class ids,
- * num_classes meaning the null class. Keeps what backward needs. */
+ * samples, host memory in and out. t are timesteps as floats (DiT passes
+ * integers); y are class ids in [0, rows of the label table). Keeps what
+ * backward needs. */
 void dit_forward(struct dit_model *m, float *out, const float *x, const float *t,
                  const int32_t *y, int b);
 /* Accumulates into m->grads the gradient of a loss whose gradient with
- * respect to the last forward's output is dout[b, CO, H, W]. */
+ * respect to the last forward's output is dout[b, CO, H, W] (host). */
 void dit_backward(struct dit_model *m, const float *dout, int b);
 void dit_zero_grads(struct dit_model *m);
 

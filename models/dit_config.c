@@ -153,12 +153,12 @@ int64_t dit_param_count(const struct dit_config *c)
     return total;
 }
 
-void dit_params_view(const struct dit_config *c, float *buf, struct dit_params *v)
+void dit_params_view(const struct dit_config *c, struct tensor buf, struct dit_params *v)
 {
     const int64_t C = c->hidden_size, P = c->patch_size, CI = c->in_channels;
     const int64_t CO = dit_out_channels(c), MH = dit_mlp_hidden(c);
-    float *p = buf;
-#define TAKE(field, count) (v->field = p, p += (count))
+    int64_t off = 0;
+#define TAKE(field, count) (v->field = tensor_view(buf, off, (count)), off += (count))
     TAKE(x_w, C * CI * P * P);
     TAKE(x_b, C);
     TAKE(t1_w, C * DIT_FREQ_DIM);
@@ -210,21 +210,21 @@ void dit_init(const struct dit_config *c, float *params, uint64_t seed)
     const int64_t MH = dit_mlp_hidden(c);
     memset(params, 0, (size_t)dit_param_count(c) * sizeof *params);
     struct dit_params v;
-    dit_params_view(c, params, &v);
+    dit_params_view(c, tensor_f32(params, dit_param_count(c)), &v);
     /* Separate streams per use, so adding a layer does not shift the others. */
     struct rng_stream xs = rng_stream(seed, RNG_PARAM_INIT, 0, 0);
     struct rng_stream ns = rng_stream(seed, RNG_PARAM_INIT, 1, 0);
     uint64_t xo = 0, no = 0;
     /* DiT: the patch embedding is initialised like a Linear over its kernel. */
-    xavier(v.x_w, C, CI * P * P, &xs, &xo);
-    normal(v.y_table, (int64_t)dit_table_rows(c) * C, 0.02f, &ns, &no);
-    normal(v.t1_w, C * DIT_FREQ_DIM, 0.02f, &ns, &no);
-    normal(v.t2_w, C * C, 0.02f, &ns, &no);
+    xavier((float *)v.x_w.data, C, CI * P * P, &xs, &xo);
+    normal((float *)v.y_table.data, (int64_t)dit_table_rows(c) * C, 0.02f, &ns, &no);
+    normal((float *)v.t1_w.data, C * DIT_FREQ_DIM, 0.02f, &ns, &no);
+    normal((float *)v.t2_w.data, C * C, 0.02f, &ns, &no);
     for (int i = 0; i < c->depth; i++) {
-        xavier(v.blocks[i].qkv_w, 3 * C, C, &xs, &xo);
-        xavier(v.blocks[i].proj_w, C, C, &xs, &xo);
-        xavier(v.blocks[i].fc1_w, MH, C, &xs, &xo);
-        xavier(v.blocks[i].fc2_w, C, MH, &xs, &xo);
+        xavier((float *)v.blocks[i].qkv_w.data, 3 * C, C, &xs, &xo);
+        xavier((float *)v.blocks[i].proj_w.data, C, C, &xs, &xo);
+        xavier((float *)v.blocks[i].fc1_w.data, MH, C, &xs, &xo);
+        xavier((float *)v.blocks[i].fc2_w.data, C, MH, &xs, &xo);
         /* adaLN_modulation stays zero: each block starts as the identity. */
     }
     /* The final layer's adaLN and linear stay zero too (adaLN-Zero). */

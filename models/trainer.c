@@ -46,12 +46,20 @@ int trainer_init(struct trainer *tr, struct dit_model *m, const struct trainer_c
     }
     if (ddpm_schedule_linear(&tr->ddpm, 1000) != 0)
         return -1;
+    tr->loss_scale = cfg->loss_scaling ? LOSS_SCALE_INIT : 1.0;
     const size_t np = (size_t)m->n_params;
     const int B = m->B, C = m->cfg.in_channels, CO = dit_out_channels(&m->cfg), H = m->cfg.input_size;
     const size_t n = (size_t)B * C * H * H, no = (size_t)B * CO * H * H;
-    tr->adam_m = calloc(np, sizeof(float));
-    tr->adam_v = calloc(np, sizeof(float));
-    tr->ema = cfg->ema_decay > 0 ? malloc(np * sizeof(float)) : NULL;
+    struct kctx *k = m->ctx;
+    if (k_alloc(k, &tr->adam_m, KDT_F32, (int64_t)np) != 0 ||
+        k_alloc(k, &tr->adam_v, KDT_F32, (int64_t)np) != 0 ||
+        (cfg->ema_decay > 0 && k_alloc(k, &tr->ema, KDT_F32, (int64_t)np) != 0)) {
+        err_prefix("the optimizer state");
+        trainer_free(tr);
+        return -1;
+    }
+    k_fill(k, tr->adam_m, 0.0f, (int64_t)np);
+    k_fill(k, tr->adam_v, 0.0f, (int64_t)np);
     tr->x_t = malloc(n * sizeof(float));
     tr->noise = malloc(n * sizeof(float));
     tr->target = malloc(n * sizeof(float));
@@ -60,23 +68,25 @@ int trainer_init(struct trainer *tr, struct dit_model *m, const struct trainer_c
     tr->dout = malloc(no * sizeof(float));
     tr->tsteps = malloc((size_t)B * sizeof(int32_t));
     tr->labels = malloc((size_t)B * sizeof(int32_t));
-    if (!tr->adam_m || !tr->adam_v || (cfg->ema_decay > 0 && !tr->ema) || !tr->x_t || !tr->noise ||
-        !tr->target || !tr->t || !tr->out || !tr->dout || !tr->tsteps || !tr->labels) {
+    if (!tr->x_t || !tr->noise || !tr->target || !tr->t || !tr->out || !tr->dout || !tr->tsteps ||
+        !tr->labels) {
         trainer_free(tr);
         err_set("out of memory for the optimizer state");
         return -1;
     }
-    if (tr->ema)
-        memcpy(tr->ema, m->params, np * sizeof(float));
+    if (tr->ema.data)
+        k_copy(k, tr->ema, m->params, (int64_t)np);
     return 0;
 }
 
 void trainer_free(struct trainer *tr)
 {
     ddpm_schedule_free(&tr->ddpm);
-    free(tr->adam_m);
-    free(tr->adam_v);
-    free(tr->ema);
+    if (tr->m) {
+        k_free(tr->m->ctx, &tr->adam_m);
+        k_free(tr->m->ctx, &tr->adam_v);
+        k_free(tr->m->ctx, &tr->ema);
+    }
     free(tr->x_t);
     free(tr->noise);
     free(tr->target);
@@ -165,7 +175,7 @@ double trainer_micro_step(struct trainer *tr, const float *x, const int32_t *lab
 {
     for (int i = 0; i < n; i++)
         draw(tr, i, records[i], (uint64_t)epoch, 0, labels ? labels[i] : tr->m->cfg.num_classes);
-    double loss = forward_loss(tr, x, n, 1.0f / (float)tr->cfg.grad_accum, 1);
+    double loss = forward_loss(tr, x, n, (float)(tr->loss_scale / tr->cfg.grad_accum), 1);
     if (isfinite(loss))
         dit_backward(tr->m, tr->dout, n);
     tr->micro++;
@@ -177,24 +187,42 @@ double trainer_optimizer_step(struct trainer *tr)
     struct dit_model *m = tr->m;
     struct kctx *k = m->ctx;
     const int64_t np = m->n_params;
-    struct tensor g = tensor_f32(m->grads, np);
-    double norm = sqrt(k_sum_squares(k, g, np));
-    /* As torch.nn.utils.clip_grad_norm_. */
-    if (tr->cfg.max_grad_norm > 0) {
-        double coef = tr->cfg.max_grad_norm / (norm + 1e-6);
-        if (coef < 1.0)
-            k_scale(k, g, (float)coef, np);
-    }
+    struct tensor g = m->grads;
     double lr = lr_at(&tr->cfg, tr->step);
-    struct adamw_params hp = {lr, tr->cfg.beta1, tr->cfg.beta2, tr->cfg.eps, tr->cfg.weight_decay, tr->step + 1};
-    k_adamw_update(k, tensor_f32(m->params, np), g, tensor_f32(tr->adam_m, np), tensor_f32(tr->adam_v, np), np,
-                   &hp);
-    if (tr->ema) {
-        /* DiT's update_ema: ema = decay * ema + (1 - decay) * param. */
-        const float d = (float)tr->cfg.ema_decay;
-        k_scale(k, tensor_f32(tr->ema, np), d, np);
-        k_axpy(k, tensor_f32(tr->ema, np), 1.0f - d, tensor_f32(m->params, np), np);
+    double norm = sqrt(k_sum_squares(k, g, np));
+    double unscale = 1.0;
+    if (tr->cfg.loss_scaling) {
+        if (!isfinite(norm)) {
+            tr->loss_scale *= 0.5;
+            tr->scale_good_steps = 0;
+            tr->skipped_steps++;
+            dit_zero_grads(m);
+            tr->step++;
+            tr->micro = 0;
+            tr->last_lr = lr;
+            tr->last_grad_norm = NAN;
+            return NAN;
+        }
+        unscale = 1.0 / tr->loss_scale;
+        norm *= unscale;
+        if (++tr->scale_good_steps == LOSS_SCALE_GROWTH_INTERVAL) {
+            tr->loss_scale *= 2.0;
+            tr->scale_good_steps = 0;
+        }
     }
+    /* As torch.nn.utils.clip_grad_norm_, on the unscaled gradients: one
+     * pass scales by both. */
+    double coef = unscale;
+    if (tr->cfg.max_grad_norm > 0 && tr->cfg.max_grad_norm / (norm + 1e-6) < 1.0)
+        coef = unscale * (tr->cfg.max_grad_norm / (norm + 1e-6));
+    if (coef != 1.0)
+        k_scale(k, g, (float)coef, np);
+    struct adamw_params hp = {lr, tr->cfg.beta1, tr->cfg.beta2, tr->cfg.eps, tr->cfg.weight_decay, tr->step + 1};
+    /* The compute copy of mixed precision is refreshed in the same pass. */
+    struct tensor copy = m->weights.data != m->params.data ? m->weights : tensor_none();
+    k_adamw_update(k, m->params, g, tr->adam_m, tr->adam_v, copy, np, &hp);
+    if (tr->ema.data) /* DiT's update_ema: ema = decay * ema + (1 - decay) * param. */
+        k_ema_update(k, tr->ema, m->params, (float)tr->cfg.ema_decay, np);
     dit_zero_grads(m);
     tr->step++;
     tr->micro = 0;

@@ -24,16 +24,27 @@ struct trainer_config {
     double ema_decay;      /* 0: no EMA */
     uint64_t seed;
     float flow_shift;      /* 0: F-Lite's resolution shift for the latent size */
+    int loss_scaling;      /* dynamic loss scaling, for fp16 activations */
 };
+
+/* Dynamic loss scaling as torch.cuda.amp.GradScaler's defaults: start at
+ * 2^16, halve on an overflow (the update is skipped), double after 2000
+ * steps without one. */
+#define LOSS_SCALE_INIT 65536.0
+#define LOSS_SCALE_GROWTH_INTERVAL 2000
 
 struct trainer {
     struct trainer_config cfg;
     struct dit_model *m;
-    float *adam_m, *adam_v, *ema; /* n_params each (ema NULL without EMA) */
+    /* f32 on the model's device, n_params each; ema absent without EMA */
+    struct tensor adam_m, adam_v, ema;
     struct ddpm_schedule ddpm;
     int64_t step;  /* optimizer steps done */
     int micro;     /* micro-batches accumulated since the last step */
     double last_lr, last_grad_norm;
+    double loss_scale;          /* 1 without loss scaling */
+    int64_t scale_good_steps;   /* steps since the scale last changed */
+    int64_t skipped_steps;      /* updates skipped on overflow, in all */
     /* [B * ...] scratch for one micro-batch */
     float *x_t, *noise, *target, *t, *out, *dout;
     int32_t *tsteps, *labels;
@@ -55,7 +66,9 @@ double lr_at(const struct trainer_config *cfg, int64_t step);
 double trainer_micro_step(struct trainer *tr, const float *x, const int32_t *labels,
                           const uint64_t *records, int n, int64_t epoch);
 /* After grad_accum micro-batches: clip, AdamW at lr_at(step), EMA, zero the
- * gradients, step++. Returns the gradient norm before clipping. */
+ * gradients, step++. Returns the gradient norm before clipping. With loss
+ * scaling, gradients that overflowed skip the update (the step still
+ * counts, so schedules and checkpoints stay aligned) and NaN is returned. */
 double trainer_optimizer_step(struct trainer *tr);
 
 /* The loss on a batch at fixed timesteps and fixed noise (drawn from the

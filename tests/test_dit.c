@@ -68,8 +68,8 @@ static int run_original(struct dit_model *m, struct kctx *ctx, int checkpointing
         fprintf(stderr, "    %s\n", err_get());
         return -1;
     }
-    CHECK_INT(dit_model_create(m, &cfg, ctx, 3, checkpointing), 0);
-    CHECK_INT(dit_weights_load(&cfg, m->params, w, DIT_LAYOUT_ORIGINAL), 0);
+    CHECK_INT(dit_model_create(m, &cfg, ctx, 3, checkpointing, KDT_F32), 0);
+    CHECK_INT(dit_weights_load(&cfg, (float *)m->params.data, w, DIT_LAYOUT_ORIGINAL), 0);
     const float *x = f32(io, "x", 3 * 4 * 8 * 8);
     const float *t = f32(io, "t_float", 3);
     const struct st_tensor *yt = st_find(io, "y");
@@ -108,7 +108,7 @@ TEST(forward_and_gradients_match_facebookresearch_dit)
         const float *g = f32(io, name, table[i].n);
         if (!g)
             continue;
-        double ge = rel_error(m.grads + table[i].offset, g, table[i].n);
+        double ge = rel_error((const float *)m.grads.data + table[i].offset, g, table[i].n);
         if (ge > 1e-4)
             test_fail(__FILE__, __LINE__, "gradient of %s: relative error %.3g", table[i].name, ge);
         worst = fmax(worst, ge);
@@ -129,7 +129,7 @@ TEST(gradient_checkpointing_gives_identical_gradients)
     if (run_original(&a, &ctx, 0, out_a) != 0 || run_original(&b, &ctx, 1, out_b) != 0)
         return;
     CHECK(memcmp(out_a, out_b, sizeof out_a) == 0);
-    CHECK(memcmp(a.grads, b.grads, (size_t)a.n_params * sizeof(float)) == 0);
+    CHECK(memcmp(a.grads.data, b.grads.data, (size_t)a.n_params * sizeof(float)) == 0);
     int64_t pa, aa, pb, ab;
     dit_model_sizes(&a, &pa, &aa);
     dit_model_sizes(&b, &pb, &ab);
@@ -288,8 +288,8 @@ TEST(forward_and_gradients_match_diffusers)
     struct kctx ctx;
     kctx_init(&ctx, DEVICE_CPU, 0);
     struct dit_model m;
-    CHECK_INT(dit_model_create(&m, &cfg, &ctx, 3, 0), 0);
-    CHECK_INT(dit_weights_load(&cfg, m.params, w, DIT_LAYOUT_DIFFUSERS), 0);
+    CHECK_INT(dit_model_create(&m, &cfg, &ctx, 3, 0, KDT_F32), 0);
+    CHECK_INT(dit_weights_load(&cfg, (float *)m.params.data, w, DIT_LAYOUT_DIFFUSERS), 0);
     const struct st_tensor *yt = st_find(io, "y");
     int32_t y[3];
     for (int i = 0; i < 3; i++) {
@@ -308,7 +308,7 @@ TEST(forward_and_gradients_match_diffusers)
     size_t np;
     struct dit_param *table = dit_param_table(&cfg, &np);
     for (size_t i = 0; i < np; i++) {
-        double ge = rel_error(m.grads + table[i].offset, want + table[i].offset, table[i].n);
+        double ge = rel_error((const float *)m.grads.data + table[i].offset, want + table[i].offset, table[i].n);
         if (ge > 1e-4)
             test_fail(__FILE__, __LINE__, "gradient of %s: relative error %.3g", table[i].name, ge);
     }
@@ -331,8 +331,8 @@ TEST(loss_falls_when_training_on_a_fixed_batch)
     kctx_init(&ctx, DEVICE_CPU, 0);
     struct dit_model m;
     const int B = 4, n = 4 * 8 * 8;
-    CHECK_INT(dit_model_create(&m, &cfg, &ctx, B, 0), 0);
-    dit_init(&cfg, m.params, 7);
+    CHECK_INT(dit_model_create(&m, &cfg, &ctx, B, 0, KDT_F32), 0);
+    dit_init(&cfg, (float *)m.params.data, 7);
     struct ddpm_schedule s;
     CHECK_INT(ddpm_schedule_linear(&s, 1000), 0);
     float x0[4 * 256], noise[4 * 256], x_t[4 * 256], out[4 * 2 * 256], dout[4 * 2 * 256];
@@ -352,8 +352,9 @@ TEST(loss_falls_when_training_on_a_fixed_batch)
         dit_zero_grads(&m);
         dit_backward(&m, dout, B);
         struct adamw_params hp = {1e-3, 0.9, 0.999, 1e-8, 0.0, step};
-        k_adamw_update(&ctx, tensor_f32(m.params, m.n_params), tensor_f32(m.grads, m.n_params),
-                       tensor_f32(mom, m.n_params), tensor_f32(vel, m.n_params), m.n_params, &hp);
+        k_adamw_update(&ctx, m.params, m.grads,
+                       tensor_f32(mom, m.n_params), tensor_f32(vel, m.n_params), tensor_none(),
+                       m.n_params, &hp);
     }
     fprintf(stderr, "    loss %.4f -> %.4f after 60 AdamW steps\n", first, last);
     CHECK(last < 0.5 * first);
@@ -362,4 +363,75 @@ TEST(loss_falls_when_training_on_a_fixed_batch)
     ddpm_schedule_free(&s);
     dit_model_free(&m);
     kctx_free(&ctx);
+}
+
+#include "models/trainer.h"
+
+/* Params after `steps` DDPM steps through the trainer, from DiT's init
+ * perturbed so that every layer has a gradient. With overflow, one
+ * gradient is made infinite before each update, as an fp16 overflow would. */
+static float *trainer_run(int loss_scaling, int overflow, int steps, struct trainer *out_tr)
+{
+    struct dit_config cfg = tiny_config();
+    struct kctx ctx;
+    kctx_init(&ctx, DEVICE_CPU, 0);
+    static struct dit_model m;
+    const int B = 4;
+    CHECK_INT(dit_model_create(&m, &cfg, &ctx, B, 0, KDT_F32), 0);
+    float *p = m.params.data;
+    dit_init(&cfg, p, 3);
+    for (int64_t i = 0; i < m.n_params; i++)
+        p[i] += 0.01f * (float)((i * 7919) % 13 - 6);
+    struct trainer_config tc = {.objective = OBJECTIVE_DDPM, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999,
+                                .eps = 1e-8, .schedule = LR_CONSTANT, .total_steps = steps,
+                                .grad_accum = 1, .max_grad_norm = 0.5, .ema_decay = 0.9, .seed = 4,
+                                .loss_scaling = loss_scaling};
+    struct trainer tr;
+    CHECK_INT(trainer_init(&tr, &m, &tc), 0);
+    float x[4 * 256];
+    struct rng_stream rs = rng_stream(12, RNG_NOISE, 0, 0);
+    rng_normal_f32(&rs, 0, 4 * 256, x);
+    int32_t labels[4] = {1, 2, 3, 4};
+    uint64_t records[4] = {5, 6, 7, 8};
+    for (int s = 0; s < steps; s++) {
+        trainer_micro_step(&tr, x, labels, records, B, 0);
+        if (overflow)
+            ((float *)m.grads.data)[m.n_params / 2] = INFINITY;
+        trainer_optimizer_step(&tr);
+    }
+    float *after = malloc((size_t)m.n_params * sizeof *after);
+    memcpy(after, p, (size_t)m.n_params * sizeof *after);
+    *out_tr = tr;
+    out_tr->m = NULL; /* freed below */
+    trainer_free(&tr);
+    dit_model_free(&m);
+    kctx_free(&ctx);
+    return after;
+}
+
+TEST(loss_scaling_by_a_power_of_two_changes_no_bit)
+{
+    /* Scaling dout by 2^16 scales every gradient exactly, and unscaling
+     * (folded into the clipping factor) undoes it exactly. */
+    struct trainer a, b;
+    float *plain = trainer_run(0, 0, 3, &a);
+    float *scaled = trainer_run(1, 0, 3, &b);
+    struct dit_config cfg = tiny_config();
+    CHECK(memcmp(plain, scaled, (size_t)dit_param_count(&cfg) * sizeof(float)) == 0);
+    CHECK(b.loss_scale == LOSS_SCALE_INIT);
+    CHECK_INT(b.skipped_steps, 0);
+    free(plain), free(scaled);
+}
+
+TEST(loss_scaling_skips_overflowing_updates_and_halves_the_scale)
+{
+    struct trainer a, b;
+    float *before = trainer_run(1, 0, 0, &a);
+    float *after = trainer_run(1, 1, 2, &b);
+    struct dit_config cfg = tiny_config();
+    CHECK(memcmp(before, after, (size_t)dit_param_count(&cfg) * sizeof(float)) == 0);
+    CHECK_INT(b.skipped_steps, 2);
+    CHECK_INT(b.step, 2);
+    CHECK(b.loss_scale == LOSS_SCALE_INIT / 4);
+    free(before), free(after);
 }

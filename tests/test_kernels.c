@@ -2,7 +2,7 @@
  * forward ops, against PyTorch goldens (tests/reference/make_kernel_goldens.py
  * -> tests/fixtures/kernels/goldens.safetensors), and against naive loops
  * written here; the accumulate and overwrite rules of kernels.h; bit-identical
- * results across thread counts; the dispatcher's refusal of CUDA. */
+ * results across thread counts; a CUDA context refused without a GPU. */
 #include "tests/harness.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/kernels.h"
@@ -721,7 +721,7 @@ TEST(attention_forward_matches_torch)
     const size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
     float *qkv = golden(g, "attention/qkv", nqkv), *want = golden(g, "attention/out", no);
     float *want_lse = golden(g, "attention/lse", nl);
-    size_t ns = (size_t)k_attention_scratch(T, NH, ctx.threads);
+    size_t ns = (size_t)k_attention_scratch(&ctx, B, T, NH);
     float *out = filled(no, NAN), *lse = filled(nl, NAN), *scratch = filled(ns, NAN);
     k_attention_forward(&ctx, t32(out, no), t32(lse, nl), t32(qkv, nqkv), t32(scratch, ns), B, T,
                         C, NH);
@@ -751,7 +751,7 @@ static void check_attention_backward(int B, int T, int C, int NH, int threads, u
     struct kctx ctx = cpu_ctx(threads);
     const size_t nqkv = (size_t)B * T * 3 * C, no = (size_t)B * T * C, nl = (size_t)B * NH * T;
     /* exactly the scratch the op asks for, so ASan sees any overrun */
-    size_t ns = (size_t)k_attention_scratch(T, NH, ctx.threads);
+    size_t ns = (size_t)k_attention_scratch(&ctx, B, T, NH);
     struct attn_case s = {randn(nqkv, seed, 1.5f), malloc(nl * sizeof(float)),
                           malloc(ns * sizeof(float)), ns, B, T, C, NH};
     float *R = randn(no, seed + 1, 1.0f), *out = malloc(no * sizeof *out);
@@ -1018,7 +1018,7 @@ TEST(adamw_matches_torch_after_one_and_three_steps)
     for (int step = 1; step <= 3; step++) {
         hp.step = step;
         k_adamw_update(&ctx, t32(p, n), t32(grads + (step - 1) * n, n), t32(m, n), t32(v, n),
-                       (int64_t)n, &hp);
+                       tensor_none(), (int64_t)n, &hp);
         if (step == 2)
             continue;
         char key[32];
@@ -1084,7 +1084,7 @@ static void det_run(int threads, struct det_out *o)
 
     const int B = 2, T = 64, AC = 64, NH = 4;
     size_t nqkv = (size_t)B * T * 3 * AC, no = (size_t)B * T * AC, nl = (size_t)B * NH * T;
-    size_t ns = (size_t)k_attention_scratch(T, NH, ctx.threads);
+    size_t ns = (size_t)k_attention_scratch(&ctx, B, T, NH);
     float *scratch = malloc(ns * sizeof *scratch), *lse = malloc(nl * sizeof *lse);
     k_attention_forward(&ctx, t32(o->attn_out, no), t32(lse, nl), t32(x, nqkv), t32(scratch, ns),
                         B, T, AC, NH);
@@ -1124,13 +1124,15 @@ TEST(results_do_not_depend_on_thread_count)
 
 /* ------------------------------------------------------------ dispatcher */
 
-TEST(cuda_context_is_refused_until_the_backend_exists)
+TEST(cuda_context_without_a_gpu_is_refused)
 {
+    /* This machine has no GPU (CI's neither): the context says so. */
     struct kctx ctx;
     err_clear();
-    CHECK_INT(kctx_init(&ctx, DEVICE_CUDA, 0), -1);
-    CHECK_CONTAINS(err_get(), "CUDA backend is not built");
-    kctx_free(&ctx);
+    if (device_cuda_count() == 0) {
+        CHECK_INT(kctx_init(&ctx, DEVICE_CUDA, 0), -1);
+        CHECK_CONTAINS(err_get(), "CUDA");
+    }
 
     struct kctx cpu;
     CHECK_INT(kctx_init(&cpu, DEVICE_CPU, 2), 0);

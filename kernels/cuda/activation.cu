@@ -1,0 +1,112 @@
+// GELU (tanh approximation) and SiLU, forward and backward, in the CPU
+// backend's formulation (kernels/cpu/activation.c): GELU as x sigmoid(2u),
+// which keeps its low bits for u < 0, and the exact derivative of that
+// approximation. expf here is CUDA's full-precision one (not __expf), so
+// fp32 results stay within a few ulp of the CPU's.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/vec.cuh"
+
+#define GELU_K 0.7978845608028654f // sqrt(2 / pi)
+#define GELU_A 0.044715f
+
+__device__ __forceinline__ float gelu_f(float x)
+{
+    float u = GELU_K * (x + GELU_A * x * x * x);
+    return x / (1.0f + expf(-2.0f * u));
+}
+
+__device__ __forceinline__ float gelu_grad(float x)
+{
+    float x2 = x * x;
+    float s = 1.0f / (1.0f + expf(-2.0f * GELU_K * (x + GELU_A * x2 * x)));
+    float du = GELU_K * (1.0f + 3.0f * GELU_A * x2);
+    return s + 2.0f * x * s * (1.0f - s) * du;
+}
+
+__device__ __forceinline__ float silu_f(float x)
+{
+    return x * (1.0f / (1.0f + expf(-x)));
+}
+
+__device__ __forceinline__ float silu_grad(float x)
+{
+    float s = 1.0f / (1.0f + expf(-x));
+    return s * (1.0f + x * (1.0f - s));
+}
+
+// out = f(inp), f chosen by GELU.
+template <typename T, bool GELU> struct act_forward_op {
+    T *out;
+    const T *inp;
+    template <int N> __device__ void apply(int64_t i) const
+    {
+        float x[N];
+        vec_load<N>(x, inp + i);
+#pragma unroll
+        for (int k = 0; k < N; k++)
+            x[k] = GELU ? gelu_f(x[k]) : silu_f(x[k]);
+        vec_store<N>(out + i, x);
+    }
+};
+
+// dinp = dout * f'(inp) (overwrites).
+template <typename T, bool GELU> struct act_backward_op {
+    T *dinp;
+    const T *dout, *inp;
+    template <int N> __device__ void apply(int64_t i) const
+    {
+        float x[N], d[N];
+        vec_load<N>(x, inp + i);
+        vec_load<N>(d, dout + i);
+#pragma unroll
+        for (int k = 0; k < N; k++)
+            d[k] = d[k] * (GELU ? gelu_grad(x[k]) : silu_grad(x[k]));
+        vec_store<N>(dinp + i, d);
+    }
+};
+
+template <bool GELU>
+static void act_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, int64_t n)
+{
+    DISPATCH_DTYPE(dt, S, {
+        act_forward_op<S, GELU> op = {(S *)out, (const S *)inp};
+        vec_map<vec_width<S>::value>(ctx, op, n, vec_aligned(out, 16) && vec_aligned(inp, 16));
+    });
+}
+
+template <bool GELU>
+static void act_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                         enum kdtype dt, int64_t n)
+{
+    if (!dinp)
+        return;
+    DISPATCH_DTYPE(dt, S, {
+        act_backward_op<S, GELU> op = {(S *)dinp, (const S *)dout, (const S *)inp};
+        bool vec = vec_aligned(dinp, 16) && vec_aligned(dout, 16) && vec_aligned(inp, 16);
+        vec_map<vec_width<S>::value>(ctx, op, n, vec);
+    });
+}
+
+extern "C" void cuda_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
+                                  int64_t n)
+{
+    act_forward<true>(ctx, out, inp, dt, n);
+}
+
+extern "C" void cuda_gelu_backward(struct kctx *ctx, void *dinp, const void *dout,
+                                   const void *inp, enum kdtype dt, int64_t n)
+{
+    act_backward<true>(ctx, dinp, dout, inp, dt, n);
+}
+
+extern "C" void cuda_silu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
+                                  int64_t n)
+{
+    act_forward<false>(ctx, out, inp, dt, n);
+}
+
+extern "C" void cuda_silu_backward(struct kctx *ctx, void *dinp, const void *dout,
+                                   const void *inp, enum kdtype dt, int64_t n)
+{
+    act_backward<false>(ctx, dinp, dout, inp, dt, n);
+}

@@ -1,0 +1,146 @@
+/* The CUDA backend's entry points, called by the dispatcher (kernels/ops.c)
+ * once it has checked shapes, devices and dtypes.
+ *
+ * Plain pointers into device memory, as in kernels/cpu/cpu.h; `dt` is the
+ * storage dtype of the activations of the call (f32, bf16 or f16): every
+ * activation, weight and activation gradient of one call shares it. Things
+ * that stay fp32 whatever dt is are typed float *: the statistics saved for
+ * backward (mean, rstd, lse), attention scratch, parameter gradients (the
+ * master copy's gradients: dweight, dbias, dtable) and the optimizer's
+ * tensors. Arithmetic is fp32 inside every kernel; a bf16 or f16 value is
+ * rounded once, when it is stored.
+ *
+ * Everything is asynchronous on the context's stream except the calls that
+ * return a value to the host (mse, sum_squares, download), which wait.
+ *
+ * A failing CUDA call here is not bad user input but a broken device or a
+ * bug: cuda_check() prints the call, file and line and aborts, as the
+ * dispatcher does for a bad shape.
+ *
+ * The same sources build twice: by nvcc for GPUs, and by g++ against the
+ * CPU emulator of tests/cuda_emu (DIT_CUDA_EMU), which runs every kernel
+ * thread by thread so that the tests check the kernels' indexing and
+ * reductions in CI, where no GPU exists. */
+#ifndef DIT_KERNELS_CUDA_H
+#define DIT_KERNELS_CUDA_H
+
+#include "kernels/kernels.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* context.cu: a stream, the cuBLASLt handle and its workspace. */
+int cuda_ctx_init(struct kctx *ctx);
+void cuda_ctx_free(struct kctx *ctx);
+/* Device memory; -1 with err_set() naming the size when it does not fit. */
+int cuda_mem_alloc(struct kctx *ctx, void **ptr, size_t bytes);
+/* bytes as allocated: the running count needs it. */
+void cuda_mem_free(struct kctx *ctx, void *ptr, size_t bytes);
+void cuda_mem_upload(struct kctx *ctx, void *dst, const void *host_src, size_t bytes);
+/* Waits for the stream, then copies: the host sees every earlier op's result. */
+void cuda_mem_download(struct kctx *ctx, void *host_dst, const void *src, size_t bytes);
+void cuda_mem_copy(struct kctx *ctx, void *dst, const void *src, size_t bytes);
+void cuda_sync(struct kctx *ctx);
+/* Bytes of device memory the process has allocated now and at most so far. */
+void cuda_mem_usage(struct kctx *ctx, size_t *now, size_t *peak);
+
+/* convert.cu: dst[n] = src[n] from one dtype to another (round to nearest even). */
+void cuda_convert(struct kctx *ctx, void *dst, enum kdtype ddt, const void *src,
+                  enum kdtype sdt, int64_t n);
+
+/* matmul.cu, through cuBLASLt (lt.cu), fp32 accumulation. dt is the dtype of
+ * a, b and (for gemm) c; parameter gradients are fp32. */
+void cuda_gemm(struct kctx *ctx, void *c, const void *a, const void *b, enum kdtype dt, int M,
+               int N, int K, int trans_a, int trans_b, float alpha, float beta);
+void cuda_linear_forward(struct kctx *ctx, void *out, const void *inp, const void *weight,
+                         const void *bias, enum kdtype dt, int M, int C, int OC);
+/* pre = inp W^T + b, out = gelu_tanh(pre): one product with a GELU epilogue. */
+void cuda_linear_gelu_forward(struct kctx *ctx, void *out, void *pre, const void *inp,
+                              const void *weight, const void *bias, enum kdtype dt, int M, int C,
+                              int OC);
+void cuda_linear_backward(struct kctx *ctx, void *dinp, float *dweight, float *dbias,
+                          const void *dout, const void *inp, const void *weight, enum kdtype dt,
+                          int M, int C, int OC);
+
+/* norm.cu */
+void cuda_layernorm_forward(struct kctx *ctx, void *out, float *mean, float *rstd,
+                            const void *inp, enum kdtype dt, int M, int C, float eps);
+void cuda_layernorm_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                             const float *mean, const float *rstd, enum kdtype dt, int M, int C);
+void cuda_modulate_forward(struct kctx *ctx, void *out, const void *x, const void *shift,
+                           const void *scale, enum kdtype dt, int B, int T, int C,
+                           int mod_stride);
+void cuda_modulate_backward(struct kctx *ctx, void *dx, void *dshift, void *dscale,
+                            const void *dout, const void *x, const void *scale, enum kdtype dt,
+                            int B, int T, int C, int mod_stride);
+void cuda_gated_residual_forward(struct kctx *ctx, void *res, const void *y, const void *gate,
+                                 enum kdtype dt, int B, int T, int C, int mod_stride);
+void cuda_gated_residual_backward(struct kctx *ctx, void *dy, void *dgate, const void *dres,
+                                  const void *y, const void *gate, enum kdtype dt, int B, int T,
+                                  int C, int mod_stride);
+
+/* activation.cu */
+void cuda_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, int64_t n);
+void cuda_gelu_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                        enum kdtype dt, int64_t n);
+void cuda_silu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, int64_t n);
+void cuda_silu_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                        enum kdtype dt, int64_t n);
+
+/* attention.cu: flash-style, never a T x T matrix in memory. scratch holds
+ * cuda_attention_scratch(B, T, NH) floats. */
+int64_t cuda_attention_scratch(int B, int T, int NH);
+void cuda_attention_forward(struct kctx *ctx, void *out, float *lse, const void *qkv,
+                            float *scratch, enum kdtype dt, int B, int T, int C, int NH);
+void cuda_attention_backward(struct kctx *ctx, void *dqkv, const void *dout, const void *out,
+                             const float *lse, const void *qkv, float *scratch, enum kdtype dt,
+                             int B, int T, int C, int NH);
+
+/* patch.cu */
+void cuda_patchify_forward(struct kctx *ctx, void *out, const void *img, enum kdtype dt, int B,
+                           int CH, int H, int W, int p);
+void cuda_unpatchify_forward(struct kctx *ctx, void *img, const void *tok, enum kdtype dt, int B,
+                             int CH, int H, int W, int p);
+void cuda_unpatchify_backward(struct kctx *ctx, void *dtok, const void *dimg, enum kdtype dt,
+                              int B, int CH, int H, int W, int p);
+
+/* embedding.cu: ids and t in device memory. */
+void cuda_embedding_forward(struct kctx *ctx, void *out, const void *table, const int32_t *ids,
+                            enum kdtype dt, int B, int C);
+void cuda_embedding_backward(struct kctx *ctx, float *dtable, const void *dout,
+                             const int32_t *ids, enum kdtype dt, int B, int C);
+void cuda_timestep_embedding(struct kctx *ctx, void *out, const float *t, enum kdtype dt, int B,
+                             int D, float max_period, float freq_shift);
+
+/* elementwise.cu */
+void cuda_add_broadcast_forward(struct kctx *ctx, void *out, const void *a, const void *b,
+                                enum kdtype dt, int B, int T, int C);
+void cuda_add(struct kctx *ctx, void *out, const void *a, const void *b, enum kdtype dt,
+              int64_t n);
+void cuda_axpy(struct kctx *ctx, void *y, float alpha, const void *x, enum kdtype dt, int64_t n);
+void cuda_fill(struct kctx *ctx, void *x, float value, enum kdtype dt, int64_t n);
+void cuda_scale(struct kctx *ctx, void *x, float s, enum kdtype dt, int64_t n);
+/* Waits: returns mean((pred - target)^2), summed in fp32 per block, in
+ * double across blocks. */
+float cuda_mse_forward_backward(struct kctx *ctx, void *dpred, const void *pred,
+                                const void *target, enum kdtype dt, int64_t n, float scale);
+/* Waits: sum of squares, fp32 per block and double across blocks. */
+double cuda_sum_squares(struct kctx *ctx, const void *x, enum kdtype dt, int64_t n);
+
+/* adamw.cu: one fused pass; copy (may be NULL) receives the updated
+ * parameters in copy_dt, the compute copy of mixed precision. */
+void cuda_adamw_update(struct kctx *ctx, float *param, const float *grad, float *m, float *v,
+                       void *copy, enum kdtype copy_dt, int64_t n,
+                       const struct adamw_params *hp);
+/* ema[n] = decay * ema + (1 - decay) * param. */
+void cuda_ema_update(struct kctx *ctx, float *ema, const float *param, float decay, int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
