@@ -95,9 +95,13 @@ EMU_SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno
 EMU_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-unused-function \
   -Wno-unknown-pragmas -pthread -fopenmp $(CFLAGS) $(if $(filter san,$(VARIANT)),$(EMU_SANFLAGS)) \
   -DDIT_CUDA_EMU -include tests/cuda_emu/cuda_emu.h -I. -I$(CUDA_HOME)/include
-EMU_CU_SRCS   = $(filter-out kernels/cuda/lt.cu,$(CUDA_SRCS)) $(wildcard tests/cuda/*.cu)
-EMU_OBJS      = $(EMU_CU_SRCS:%.cu=$(OBJDIR)/emu/%.o) \
-                $(patsubst %.cc,$(OBJDIR)/emu/%.o,$(wildcard tests/cuda_emu/*.cc))
+EMU_BACKEND_OBJS = $(patsubst %.cu,$(OBJDIR)/emu/%.o,$(filter-out kernels/cuda/lt.cu,$(CUDA_SRCS))) \
+                   $(patsubst %.cc,$(OBJDIR)/emu/%.o,$(wildcard tests/cuda_emu/*.cc))
+EMU_OBJS      = $(EMU_BACKEND_OBJS) $(patsubst %.cu,$(OBJDIR)/emu/%.o,$(wildcard tests/cuda/*.cu))
+# The tools linked with the emulated backend, for the tool scripts of
+# tests/cuda/tools (--device cuda end to end).
+EMU_BINDIR    = $(OBJDIR)/emu-bin
+EMU_TOOL_BINS = $(TOOLS:%=$(EMU_BINDIR)/%)
 CUDA_TEST_OBJS = $(patsubst %.c,$(OBJDIR)/%.o,$(wildcard tests/cuda/*.c)) $(OBJDIR)/tests/harness.o
 EMU_TEST_BIN  = $(OBJDIR)/tests/run_cuda_emu_tests
 CUDA_TEST_BIN = $(OBJDIR)/tests/run_cuda_tests
@@ -114,21 +118,25 @@ $(EMU_TEST_BIN): $(CUDA_TEST_OBJS) $(LIB_OBJS) $(EMU_OBJS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(EMU_LDFLAGS) $(filter-out -lcudart_static,$(LDLIBS))
 
+$(EMU_BINDIR)/%: $(OBJDIR)/cmd/%.o $(LIB_OBJS) $(EMU_BACKEND_OBJS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -o $@ $^ $(EMU_LDFLAGS) $(filter-out -lcudart_static,$(LDLIBS))
+
 # The same tests against a real GPU: `make test-cuda` (and under
 # compute-sanitizer with CUDA_SANITIZER=1), on a machine that has one.
 $(CUDA_TEST_BIN): $(CUDA_TEST_OBJS) $(LIBDIT) $(if $(HAVE_CUDA),$(patsubst %.cu,$(OBJDIR)/%.cu.o,$(wildcard tests/cuda/*.cu)))
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $(filter-out $(LIBDIT),$^) $(LIBDIT) $(LDLIBS)
 
-test-cuda-emu: $(EMU_TEST_BIN)
-	DIT_TESTS=$(abspath tests/cuda) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+test-cuda-emu: $(EMU_TEST_BIN) $(EMU_TOOL_BINS)
+	DIT_TESTS=$(abspath tests/cuda) DIT_BIN=$(abspath $(EMU_BINDIR)) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1 $(EMU_TEST_BIN) $(if $(K),-k $(K))
 
-test-cuda: $(CUDA_TEST_BIN)
+test-cuda: $(CUDA_TEST_BIN) $(TOOL_BINS)
 ifneq ($(HAVE_CUDA),1)
 	@echo "test-cuda: nvcc was not found, so this build has no CUDA backend"; exit 1
 endif
-	DIT_TESTS=$(abspath tests/cuda) DIT_REQUIRE_GPU=1 \
+	DIT_TESTS=$(abspath tests/cuda) DIT_BIN=$(abspath $(BINDIR)) DIT_REQUIRE_GPU=1 \
 	  $(if $(CUDA_SANITIZER),$(CUDA_HOME)/bin/compute-sanitizer --error-exitcode 1 --tool memcheck) \
 	  $(CUDA_TEST_BIN) $(if $(K),-k $(K))
 
