@@ -154,10 +154,31 @@ void k_modulate_backward(struct kctx *ctx, struct tensor dx, struct tensor dshif
                          struct tensor dscale, struct tensor dout, struct tensor x,
                          struct tensor scale, int B, int T, int C, int mod_stride);
 
-/* The gated residual of adaLN-Zero: res[B,T,C] += gate[B,C] * y[B,T,C]
- * (in place on the residual stream; gate rows at mod_stride). */
-void k_gated_residual_forward(struct kctx *ctx, struct tensor res, struct tensor y,
-                              struct tensor gate, int B, int T, int C, int mod_stride);
+/* adaLN's norm and modulate in one pass, DiT's modulate(norm(x), shift,
+ * scale): out[B,T,C] = LN(x) * (1 + scale[B,C]) + shift[B,C], LN as
+ * k_layernorm_forward (no affine), mean[B*T] and rstd[B*T] saved (f32).
+ * LN(x) itself is not stored: backward recomputes it as (x - mean) * rstd,
+ * which saves a [B,T,C] activation per norm. shift and scale rows at
+ * mod_stride as k_modulate_forward. */
+void k_adaln_forward(struct kctx *ctx, struct tensor out, struct tensor mean, struct tensor rstd,
+                     struct tensor x, struct tensor shift, struct tensor scale, int B, int T,
+                     int C, int mod_stride, float eps);
+/* With ln = (x - mean) * rstd and dln = dout * (1 + scale):
+ * dx[B,T,C] += the LayerNorm backward of dln (ACCUMULATES, as
+ * k_layernorm_backward: x is a residual stream); dshift[B,C] += sum_t dout;
+ * dscale[B,C] += sum_t dout * ln (rows at mod_stride). Any of the three may
+ * be absent. */
+void k_adaln_backward(struct kctx *ctx, struct tensor dx, struct tensor dshift,
+                      struct tensor dscale, struct tensor dout, struct tensor x,
+                      struct tensor mean, struct tensor rstd, struct tensor scale, int B, int T,
+                      int C, int mod_stride);
+
+/* The gated residual of adaLN-Zero: out[B,T,C] = res[B,T,C] + gate[B,C] *
+ * y[B,T,C] (gate rows at mod_stride). out may be res itself (in place on the
+ * residual stream) but must not overlap it otherwise. */
+void k_gated_residual_forward(struct kctx *ctx, struct tensor out, struct tensor res,
+                              struct tensor y, struct tensor gate, int B, int T, int C,
+                              int mod_stride);
 /* dy[B,T,C] = dres * gate (overwrites); dgate[B,C] += sum_t dres * y.
  * dres flows to the residual unchanged, so it is not written. */
 void k_gated_residual_backward(struct kctx *ctx, struct tensor dy, struct tensor dgate,

@@ -519,8 +519,58 @@ void k_modulate_backward(struct kctx *ctx, struct tensor dx, struct tensor dshif
             cpu_modulate_backward(pdx, pdsh, pdsc, pdo, px, psc, B, T, C, mod_stride));
 }
 
-void k_gated_residual_forward(struct kctx *ctx, struct tensor res, struct tensor y,
-                              struct tensor gate, int B, int T, int C, int mod_stride)
+void k_adaln_forward(struct kctx *ctx, struct tensor out, struct tensor mean, struct tensor rstd,
+                     struct tensor x, struct tensor shift, struct tensor scale, int B, int T,
+                     int C, int mod_stride, float eps)
+{
+    const char *op = "adaln_forward";
+    check_ctx(ctx, op);
+    DIMS("B, T, C", B, T, C);
+    int64_t M = (int64_t)B * T, n = M * C;
+    if (C == 0 && M > 0)
+        op_abort(op, "C is 0: the mean of an empty row");
+    int64_t ext = mod_extent(op, B, C, mod_stride);
+    enum kdtype dt = act_dtype(ctx, op, "x", x);
+    void *po = OUT(out, n);
+    float *pm = F32(mean, M);
+    float *pr = F32(rstd, M);
+    void *px = IN(x, n);
+    void *psh = MOD(shift, ext, REQUIRED);
+    void *psc = MOD(scale, ext, REQUIRED);
+    BACKEND(cuda_adaln_forward(ctx, po, pm, pr, px, psh, psc, dt, B, T, C, mod_stride, eps),
+            cpu_adaln_forward(po, pm, pr, px, psh, psc, B, T, C, mod_stride, eps));
+}
+
+void k_adaln_backward(struct kctx *ctx, struct tensor dx, struct tensor dshift,
+                      struct tensor dscale, struct tensor dout, struct tensor x,
+                      struct tensor mean, struct tensor rstd, struct tensor scale, int B, int T,
+                      int C, int mod_stride)
+{
+    const char *op = "adaln_backward";
+    check_ctx(ctx, op);
+    DIMS("B, T, C", B, T, C);
+    int64_t M = (int64_t)B * T, n = M * C;
+    if (C == 0 && M > 0)
+        op_abort(op, "C is 0: the mean of an empty row");
+    int64_t ext = mod_extent(op, B, C, mod_stride);
+    enum kdtype dt = act_dtype(ctx, op, "x", x);
+    void *pdx = GRAD(dx, n);
+    void *pdsh = MOD(dshift, ext, OPTIONAL);
+    void *pdsc = MOD(dscale, ext, OPTIONAL);
+    void *pdo = IN(dout, n);
+    void *px = IN(x, n);
+    float *pm = F32(mean, M);
+    float *pr = F32(rstd, M);
+    void *psc = MOD(scale, ext, REQUIRED);
+    if (pdx || pdsh || pdsc)
+        BACKEND(cuda_adaln_backward(ctx, pdx, pdsh, pdsc, pdo, px, pm, pr, psc, dt, B, T, C,
+                                    mod_stride),
+                cpu_adaln_backward(pdx, pdsh, pdsc, pdo, px, pm, pr, psc, B, T, C, mod_stride));
+}
+
+void k_gated_residual_forward(struct kctx *ctx, struct tensor out, struct tensor res,
+                              struct tensor y, struct tensor gate, int B, int T, int C,
+                              int mod_stride)
 {
     const char *op = "gated_residual_forward";
     check_ctx(ctx, op);
@@ -528,11 +578,17 @@ void k_gated_residual_forward(struct kctx *ctx, struct tensor res, struct tensor
     int64_t ext = mod_extent(op, B, C, mod_stride);
     int64_t n = (int64_t)B * T * C;
     enum kdtype dt = act_dtype(ctx, op, "res", res);
-    void *pr = OUT(res, n);
+    void *po = OUT(out, n);
+    void *pr = IN(res, n);
     void *py = IN(y, n);
     void *pg = MOD(gate, ext, REQUIRED);
-    BACKEND(cuda_gated_residual_forward(ctx, pr, py, pg, dt, B, T, C, mod_stride),
-            cpu_gated_residual_forward(pr, py, pg, B, T, C, mod_stride));
+    /* Elementwise, so in place is fine; a shifted overlap would read
+     * elements already overwritten. */
+    uintptr_t o = (uintptr_t)po, r = (uintptr_t)pr, bytes = (uintptr_t)n * kdtype_bytes(dt);
+    if (o != r && n > 0 && o < r + bytes && r < o + bytes)
+        op_abort(op, "out overlaps res without being the same tensor");
+    BACKEND(cuda_gated_residual_forward(ctx, po, pr, py, pg, dt, B, T, C, mod_stride),
+            cpu_gated_residual_forward(po, pr, py, pg, B, T, C, mod_stride));
 }
 
 void k_gated_residual_backward(struct kctx *ctx, struct tensor dy, struct tensor dgate,

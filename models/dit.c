@@ -12,15 +12,15 @@
 
 struct block_acts {
     struct tensor mod;                 /* [B, 6C]: shift, scale, gate (msa); shift, scale, gate (mlp) */
-    struct tensor ln1, mean1, rstd1;   /* [B,T,C], [B*T] f32, [B*T] f32 */
-    struct tensor h1;                  /* [B,T,C] modulated */
+    struct tensor mean1, rstd1;        /* [B*T] f32: norm1's statistics */
+    struct tensor h1;                  /* [B,T,C] modulate(norm1(x)); the norm itself is not kept */
     struct tensor qkv;                 /* [B,T,3C] */
     struct tensor att;                 /* [B,T,C] */
     struct tensor lse;                 /* [B,NH,T] f32 */
     struct tensor proj;                /* [B,T,C] */
     struct tensor mid;                 /* [B,T,C] residual after attention */
-    struct tensor ln2, mean2, rstd2;
-    struct tensor h2;                  /* [B,T,C] */
+    struct tensor mean2, rstd2;        /* [B*T] f32 */
+    struct tensor h2;                  /* [B,T,C] modulate(norm2(mid)) */
     struct tensor fc1, gelu;           /* [B,T,MH] */
     struct tensor fc2;                 /* [B,T,C] */
 };
@@ -32,7 +32,7 @@ struct acts {
     struct tensor x[DIT_MAX_DEPTH + 1]; /* [B,T,C] residual stream: block inputs, then the final input */
     struct block_acts blk[DIT_MAX_DEPTH]; /* one set when checkpointing */
     struct tensor fmod;                /* [B,2C] */
-    struct tensor lnf, meanf, rstdf, hf; /* [B,T,C], [B*T] f32, [B*T] f32, [B,T,C] */
+    struct tensor meanf, rstdf, hf;    /* [B*T] f32, [B*T] f32, [B,T,C] */
     struct tensor outtok;              /* [B,T,PO] */
     struct tensor att_scratch;         /* f32 */
     /* backward scratch */
@@ -83,7 +83,6 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
     for (int i = 0; i < sets; i++) {
         struct block_acts *b = &a->blk[i];
         b->mod = take(a_, B * 6 * C);
-        b->ln1 = take(a_, BTC);
         b->mean1 = take(f_, B * T);
         b->rstd1 = take(f_, B * T);
         b->h1 = take(a_, BTC);
@@ -92,7 +91,6 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
         b->lse = take(f_, B * NH * T);
         b->proj = take(a_, BTC);
         b->mid = take(a_, BTC);
-        b->ln2 = take(a_, BTC);
         b->mean2 = take(f_, B * T);
         b->rstd2 = take(f_, B * T);
         b->h2 = take(a_, BTC);
@@ -101,7 +99,6 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
         b->fc2 = take(a_, BTC);
     }
     a->fmod = take(a_, B * 2 * C);
-    a->lnf = take(a_, BTC);
     a->meanf = take(f_, B * T);
     a->rstdf = take(f_, B * T);
     a->hf = take(a_, BTC);
@@ -281,25 +278,21 @@ static void block_forward(struct dit_model *m, int i, int B)
     struct tensor mod = V(b->mod, NM), mid = V(b->mid, BTC), x1 = V(a->x[i + 1], BTC);
 
     k_linear_forward(k, mod, V(a->c_act, (int64_t)B * C), p->ada_w, p->ada_b, B, C, S);
-    k_layernorm_forward(k, V(b->ln1, BTC), V(b->mean1, M), V(b->rstd1, M), V(a->x[i], BTC), (int)M, C,
-                        c->norm_eps);
-    k_modulate_forward(k, V(b->h1, BTC), V(b->ln1, BTC), mod, mod_at(mod, 1, C, NM), B, T, C, S);
+    k_adaln_forward(k, V(b->h1, BTC), V(b->mean1, M), V(b->rstd1, M), V(a->x[i], BTC), mod,
+                    mod_at(mod, 1, C, NM), B, T, C, S, c->norm_eps);
     k_linear_forward(k, V(b->qkv, 3 * BTC), V(b->h1, BTC), p->qkv_w, p->qkv_b, (int)M, C, 3 * C);
     k_attention_forward(k, V(b->att, BTC), V(b->lse, (int64_t)B * NH * T), V(b->qkv, 3 * BTC),
                         a->att_scratch, B, T, C, NH);
     k_linear_forward(k, V(b->proj, BTC), V(b->att, BTC), p->proj_w, p->proj_b, (int)M, C, C);
-    k_copy(k, mid, V(a->x[i], BTC), BTC);
-    k_gated_residual_forward(k, mid, V(b->proj, BTC), mod_at(mod, 2, C, NM), B, T, C, S);
+    k_gated_residual_forward(k, mid, V(a->x[i], BTC), V(b->proj, BTC), mod_at(mod, 2, C, NM), B, T,
+                             C, S);
 
-    k_layernorm_forward(k, V(b->ln2, BTC), V(b->mean2, M), V(b->rstd2, M), mid, (int)M, C,
-                        c->mlp_norm_eps);
-    k_modulate_forward(k, V(b->h2, BTC), V(b->ln2, BTC), mod_at(mod, 3, C, NM), mod_at(mod, 4, C, NM), B,
-                       T, C, S);
+    k_adaln_forward(k, V(b->h2, BTC), V(b->mean2, M), V(b->rstd2, M), mid, mod_at(mod, 3, C, NM),
+                    mod_at(mod, 4, C, NM), B, T, C, S, c->mlp_norm_eps);
     k_linear_gelu_forward(k, V(b->gelu, M * MH), V(b->fc1, M * MH), V(b->h2, BTC), p->fc1_w, p->fc1_b,
                           (int)M, C, MH);
     k_linear_forward(k, V(b->fc2, BTC), V(b->gelu, M * MH), p->fc2_w, p->fc2_b, (int)M, MH, C);
-    k_copy(k, x1, mid, BTC);
-    k_gated_residual_forward(k, x1, V(b->fc2, BTC), mod_at(mod, 5, C, NM), B, T, C, S);
+    k_gated_residual_forward(k, x1, mid, V(b->fc2, BTC), mod_at(mod, 5, C, NM), B, T, C, S);
 }
 
 void dit_forward(struct dit_model *m, float *out, const float *x, const float *t, const int32_t *y,
@@ -345,9 +338,8 @@ void dit_forward(struct dit_model *m, float *out, const float *x, const float *t
     /* Final layer: modulate(norm(x), shift, scale), Linear, unpatchify. */
     struct tensor fmod = V(a->fmod, 2 * BC);
     k_linear_forward(k, fmod, V(a->c_act, BC), m->p.f_ada_w, m->p.f_ada_b, B, C, 2 * C);
-    k_layernorm_forward(k, V(a->lnf, BTC), V(a->meanf, M), V(a->rstdf, M), V(a->x[c->depth], BTC), (int)M,
-                        C, c->norm_eps);
-    k_modulate_forward(k, V(a->hf, BTC), V(a->lnf, BTC), fmod, mod_at(fmod, 1, C, 2 * BC), B, T, C, 2 * C);
+    k_adaln_forward(k, V(a->hf, BTC), V(a->meanf, M), V(a->rstdf, M), V(a->x[c->depth], BTC), fmod,
+                    mod_at(fmod, 1, C, 2 * BC), B, T, C, 2 * C, c->norm_eps);
     k_linear_forward(k, V(a->outtok, M * PO), V(a->hf, BTC), m->p.f_w, m->p.f_b, (int)M, C, PO);
     struct tensor o = V(m->io_out, n_out);
     k_unpatchify_forward(k, o, V(a->outtok, M * PO), B, CO, H, H, P);
@@ -381,10 +373,9 @@ static void block_backward(struct dit_model *m, int i, int B)
                       MH, C);
     k_gelu_backward(k, V(a->dm2, M * MH), V(a->dm1, M * MH), V(b->fc1, M * MH), M * MH);
     k_linear_backward(k, d1, g->fc1_w, g->fc1_b, V(a->dm2, M * MH), V(b->h2, BTC), p->fc1_w, (int)M, C, MH);
-    k_modulate_backward(k, d2, mod_at(dmod, 3, C, NM), mod_at(dmod, 4, C, NM), d1, V(b->ln2, BTC),
-                        mod_at(mod, 4, C, NM), B, T, C, S);
     /* dx now becomes dL/dmid: the residual path plus the norm2 path. */
-    k_layernorm_backward(k, dx, d2, V(b->mid, BTC), V(b->mean2, M), V(b->rstd2, M), (int)M, C);
+    k_adaln_backward(k, dx, mod_at(dmod, 3, C, NM), mod_at(dmod, 4, C, NM), d1, V(b->mid, BTC),
+                     V(b->mean2, M), V(b->rstd2, M), mod_at(mod, 4, C, NM), B, T, C, S);
 
     /* Attention branch: mid = x[i] + gate_msa * proj. */
     k_gated_residual_backward(k, d1, mod_at(dmod, 2, C, NM), dx, V(b->proj, BTC), mod_at(mod, 2, C, NM),
@@ -394,9 +385,8 @@ static void block_backward(struct dit_model *m, int i, int B)
                          V(b->qkv, 3 * BTC), a->att_scratch, B, T, C, NH);
     k_linear_backward(k, d1, g->qkv_w, g->qkv_b, V(a->dqkv, 3 * BTC), V(b->h1, BTC), p->qkv_w, (int)M, C,
                       3 * C);
-    k_modulate_backward(k, d2, dmod, mod_at(dmod, 1, C, NM), d1, V(b->ln1, BTC), mod_at(mod, 1, C, NM), B,
-                        T, C, S);
-    k_layernorm_backward(k, dx, d2, V(a->x[i], BTC), V(b->mean1, M), V(b->rstd1, M), (int)M, C);
+    k_adaln_backward(k, dx, dmod, mod_at(dmod, 1, C, NM), d1, V(a->x[i], BTC), V(b->mean1, M),
+                     V(b->rstd1, M), mod_at(mod, 1, C, NM), B, T, C, S);
 
     /* mod = adaLN Linear(silu(c)): dc_act accumulates over blocks. */
     k_linear_backward(k, V(a->dtmp1, BC), g->ada_w, g->ada_b, dmod, V(a->c_act, BC), p->ada_w, B, C, S);
@@ -413,7 +403,7 @@ void dit_backward(struct dit_model *m, const float *dout, int B)
     const int PP = P * P * CI, PO = P * P * CO;
     const int64_t BTC = (int64_t)B * T * C, M = (int64_t)B * T, BC = (int64_t)B * C;
     const int64_t n_out = (int64_t)B * CO * H * H;
-    struct tensor d1 = V(a->d1, BTC), d2 = V(a->d2, BTC), dx = V(a->dx, BTC);
+    struct tensor d1 = V(a->d1, BTC), dx = V(a->dx, BTC);
     struct tensor dfmod = V(a->dfmod, 2 * BC), fmod = V(a->fmod, 2 * BC);
     struct tensor dc_act = V(a->dc_act, BC), dc = V(a->dc, BC);
     struct tensor dtmp1 = V(a->dtmp1, BC), dtmp2 = V(a->dtmp2, BC);
@@ -425,10 +415,9 @@ void dit_backward(struct dit_model *m, const float *dout, int B)
     k_linear_backward(k, d1, m->g.f_w, m->g.f_b, V(a->douttok, M * PO), V(a->hf, BTC), m->p.f_w, (int)M, C,
                       PO);
     k_fill(k, dfmod, 0.0f, 2 * BC);
-    k_modulate_backward(k, d2, dfmod, mod_at(dfmod, 1, C, 2 * BC), d1, V(a->lnf, BTC),
-                        mod_at(fmod, 1, C, 2 * BC), B, T, C, 2 * C);
     k_fill(k, dx, 0.0f, BTC);
-    k_layernorm_backward(k, dx, d2, V(a->x[c->depth], BTC), V(a->meanf, M), V(a->rstdf, M), (int)M, C);
+    k_adaln_backward(k, dx, dfmod, mod_at(dfmod, 1, C, 2 * BC), d1, V(a->x[c->depth], BTC),
+                     V(a->meanf, M), V(a->rstdf, M), mod_at(fmod, 1, C, 2 * BC), B, T, C, 2 * C);
     k_linear_backward(k, dc_act, m->g.f_ada_w, m->g.f_ada_b, dfmod, V(a->c_act, BC), m->p.f_ada_w, B, C,
                       2 * C);
 

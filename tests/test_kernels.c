@@ -1,8 +1,10 @@
 /* kernels: the CPU backend against central finite differences of its own
  * forward ops, against PyTorch goldens (tests/reference/make_kernel_goldens.py
  * -> tests/fixtures/kernels/goldens.safetensors), and against naive loops
- * written here; the accumulate and overwrite rules of kernels.h; bit-identical
- * results across thread counts; a CUDA context refused without a GPU. */
+ * written here; the fused adaLN ops against the unfused sequence of
+ * layernorm and modulate; the accumulate and overwrite rules of kernels.h;
+ * bit-identical results across thread counts; a CUDA context refused
+ * without a GPU. */
 #include "tests/harness.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/kernels.h"
@@ -502,10 +504,9 @@ TEST(modulate_backward_finite_differences_and_accumulation)
 static void gated_fwd(struct fd *f)
 {
     struct mod_case *s = f->state;
-    /* in place on the residual: start from the same stream every time */
-    memcpy(f->out, s->res0, f->n_out * sizeof(float));
-    k_gated_residual_forward(f->ctx, t32(f->out, f->n_out), t32(s->x, f->n_out),
-                             t32(s->mod + 2 * s->C, mod_n(s)), s->B, s->T, s->C, s->stride);
+    k_gated_residual_forward(f->ctx, t32(f->out, f->n_out), t32(s->res0, f->n_out),
+                             t32(s->x, f->n_out), t32(s->mod + 2 * s->C, mod_n(s)), s->B, s->T,
+                             s->C, s->stride);
 }
 
 TEST(gated_residual_forward_and_backward)
@@ -525,6 +526,13 @@ TEST(gated_residual_forward_and_backward)
         want[i] = (double)s.res0[i] + (double)s.mod[b * S + 2 * C + c] * s.x[i];
     }
     check_close_d("gated residual", out, want, n, 1e-6, 1e-6);
+    /* out of place leaves res alone; in place (out = res) gives the same bits */
+    float *res0_copy = randn(n, 42, 1.0f);
+    check_same_bits("gated residual res untouched", s.res0, res0_copy, n);
+    k_gated_residual_forward(&ctx, t32(res0_copy, n), t32(res0_copy, n), t32(s.x, n),
+                             t32(s.mod + 2 * C, ext), B, T, C, S);
+    check_same_bits("gated residual in place", res0_copy, out, n);
+    free(res0_copy);
 
     float *dy = filled(n, NAN), *dmod0 = randn(nm, 44, 1.0f), *dmod = copy_of(dmod0, nm);
     float *dres = copy_of(R, n);
@@ -541,6 +549,187 @@ TEST(gated_residual_forward_and_backward)
     fd_check(&f, "gated dgate (and the untouched chunks)", s.mod, nm, gm);
     free(s.x), free(s.mod), free(s.res0), free(R), free(out), free(want), free(dy), free(dmod0);
     free(dmod), free(dres), free(dy1), free(dmod1), free(gm);
+    kctx_free(&ctx);
+}
+
+/* ------------------------------------------------ adaLN: norm + modulate */
+
+/* shift and scale are chunks 0 and 1 of rows of a [B, 4C] buffer, as in
+ * mod_case; x gets a mean far from 0 so the statistics matter. */
+struct adaln_case {
+    float *x, *mod, *mean, *rstd;
+    int B, T, C, stride;
+};
+
+static size_t adaln_ext(const struct adaln_case *s)
+{
+    return (size_t)(s->B - 1) * s->stride + s->C;
+}
+
+static struct adaln_case adaln_case_new(int B, int T, int C, uint64_t seed)
+{
+    struct adaln_case s = {randn((size_t)B * T * C, seed, 2.0f),
+                           randn((size_t)B * 4 * C, seed + 1, 0.5f),
+                           malloc((size_t)B * T * sizeof(float)),
+                           malloc((size_t)B * T * sizeof(float)), B, T, C, 4 * C};
+    for (size_t i = 0; i < (size_t)B * T * C; i++)
+        s.x[i] += 3.0f;
+    return s;
+}
+
+static void adaln_case_free(struct adaln_case *s)
+{
+    free(s->x), free(s->mod), free(s->mean), free(s->rstd);
+}
+
+static void adaln_fwd(struct fd *f)
+{
+    struct adaln_case *s = f->state;
+    size_t M = (size_t)s->B * s->T;
+    k_adaln_forward(f->ctx, t32(f->out, f->n_out), t32(s->mean, M), t32(s->rstd, M),
+                    t32(s->x, f->n_out), t32(s->mod, adaln_ext(s)),
+                    t32(s->mod + s->C, adaln_ext(s)), s->B, s->T, s->C, s->stride, 1e-6f);
+}
+
+/* The fused forward against k_layernorm_forward then k_modulate_forward. */
+static void check_adaln_forward_unfused(int B, int T, int C, int threads, uint64_t seed)
+{
+    struct kctx ctx = cpu_ctx(threads);
+    struct adaln_case s = adaln_case_new(B, T, C, seed);
+    const size_t n = (size_t)B * T * C, M = (size_t)B * T, ext = adaln_ext(&s);
+    float *out = filled(n, NAN), *ln = filled(n, NAN), *want = filled(n, NAN);
+    float *mean = filled(M, NAN), *rstd = filled(M, NAN);
+    struct fd f = {adaln_fwd, &ctx, out, n, NULL, &s};
+    adaln_fwd(&f);
+    k_layernorm_forward(&ctx, t32(ln, n), t32(mean, M), t32(rstd, M), t32(s.x, n), (int)M, C,
+                        1e-6f);
+    k_modulate_forward(&ctx, t32(want, n), t32(ln, n), t32(s.mod, ext), t32(s.mod + C, ext), B,
+                       T, C, s.stride);
+    check_close("adaln out vs layernorm + modulate", out, want, n, 1e-6, 1e-7);
+    check_close("adaln mean", s.mean, mean, M, 1e-7, 0);
+    check_close("adaln rstd", s.rstd, rstd, M, 1e-7, 0);
+    free(out), free(ln), free(want), free(mean), free(rstd);
+    adaln_case_free(&s);
+    kctx_free(&ctx);
+}
+
+TEST(adaln_forward_equals_layernorm_then_modulate)
+{
+    check_adaln_forward_unfused(2, 5, 12, 0, 50);
+    check_adaln_forward_unfused(3, 7, 37, 0, 52); /* ragged C */
+    check_adaln_forward_unfused(2, 32, 1024, 2, 54); /* above the one-thread cutoff */
+}
+
+/* The fused backward against k_modulate_backward then k_layernorm_backward,
+ * every gradient pre-filled (they all accumulate). */
+static void check_adaln_backward_unfused(int B, int T, int C, int threads, uint64_t seed)
+{
+    struct kctx ctx = cpu_ctx(threads);
+    struct adaln_case s = adaln_case_new(B, T, C, seed);
+    const size_t n = (size_t)B * T * C, M = (size_t)B * T, nm = (size_t)B * s.stride;
+    const size_t ext = adaln_ext(&s);
+    float *out = malloc(n * sizeof *out), *ln = malloc(n * sizeof *ln);
+    struct fd f = {adaln_fwd, &ctx, out, n, NULL, &s};
+    adaln_fwd(&f);
+    k_layernorm_forward(&ctx, t32(ln, n), t32(s.mean, M), t32(s.rstd, M), t32(s.x, n), (int)M, C,
+                        1e-6f);
+    float *dy = randn(n, seed + 2, 1.0f), *dx0 = randn(n, seed + 3, 1.0f);
+    float *dmod0 = randn(nm, seed + 4, 1.0f);
+    float *dx = copy_of(dx0, n), *dmod = copy_of(dmod0, nm);
+    k_adaln_backward(&ctx, t32(dx, n), t32(dmod, ext), t32(dmod + C, ext), t32(dy, n),
+                     t32(s.x, n), t32(s.mean, M), t32(s.rstd, M), t32(s.mod + C, ext), B, T, C,
+                     s.stride);
+    float *wdx = copy_of(dx0, n), *wdmod = copy_of(dmod0, nm), *dln = filled(n, NAN);
+    k_modulate_backward(&ctx, t32(dln, n), t32(wdmod, ext), t32(wdmod + C, ext), t32(dy, n),
+                        t32(ln, n), t32(s.mod + C, ext), B, T, C, s.stride);
+    k_layernorm_backward(&ctx, t32(wdx, n), t32(dln, n), t32(s.x, n), t32(s.mean, M),
+                         t32(s.rstd, M), (int)M, C);
+    check_close("adaln dx vs modulate + layernorm backward", dx, wdx, n, 1e-6, 1e-6);
+    check_close("adaln dshift, dscale vs modulate backward", dmod, wdmod, nm, 1e-6, 1e-6);
+    free(out), free(ln), free(dy), free(dx0), free(dmod0), free(dx), free(dmod), free(wdx);
+    free(wdmod), free(dln);
+    adaln_case_free(&s);
+    kctx_free(&ctx);
+}
+
+TEST(adaln_backward_equals_modulate_then_layernorm_backward)
+{
+    check_adaln_backward_unfused(2, 5, 12, 0, 60);
+    check_adaln_backward_unfused(3, 7, 37, 0, 62);
+    check_adaln_backward_unfused(2, 32, 1024, 2, 64);
+    check_adaln_backward_unfused(1, 70, 200, 0, 66); /* C over several column blocks */
+}
+
+TEST(adaln_backward_finite_differences_and_accumulation)
+{
+    struct kctx ctx = cpu_ctx(0);
+    const int B = 2, T = 5, C = 12;
+    struct adaln_case s = adaln_case_new(B, T, C, 70);
+    const size_t n = (size_t)B * T * C, M = (size_t)B * T, nm = (size_t)B * s.stride;
+    const size_t ext = adaln_ext(&s);
+    float *R = randn(n, 72, 1.0f), *out = malloc(n * sizeof *out);
+    struct fd f = {adaln_fwd, &ctx, out, n, R, &s};
+    adaln_fwd(&f);
+
+    float *dx0 = randn(n, 73, 1.0f), *dx = copy_of(dx0, n);
+    float *dmod0 = randn(nm, 74, 1.0f), *dmod = copy_of(dmod0, nm);
+    k_adaln_backward(&ctx, t32(dx, n), t32(dmod, ext), t32(dmod + C, ext), t32(R, n),
+                     t32(s.x, n), t32(s.mean, M), t32(s.rstd, M), t32(s.mod + C, ext), B, T, C,
+                     s.stride);
+    float *dx1 = copy_of(dx, n), *dmod1 = copy_of(dmod, nm);
+    k_adaln_backward(&ctx, t32(dx, n), t32(dmod, ext), t32(dmod + C, ext), t32(R, n),
+                     t32(s.x, n), t32(s.mean, M), t32(s.rstd, M), t32(s.mod + C, ext), B, T, C,
+                     s.stride);
+    check_doubled("adaln dx", dx0, dx1, dx, n);
+    check_doubled("adaln dshift, dscale", dmod0, dmod1, dmod, nm);
+    float *gx = minus(dx1, dx0, n), *gm = minus(dmod1, dmod0, nm);
+    fd_check(&f, "adaln dx", s.x, n, gx);
+    fd_check(&f, "adaln dshift, dscale (and the untouched chunks)", s.mod, nm, gm);
+    for (int b = 0; b < B; b++)
+        for (int c = 2 * C; c < s.stride; c++)
+            CHECK(gm[b * s.stride + c] == 0.0f);
+    free(R), free(out), free(dx0), free(dx), free(dmod0), free(dmod), free(dx1), free(dmod1);
+    free(gx), free(gm);
+    adaln_case_free(&s);
+    kctx_free(&ctx);
+}
+
+/* Each subset of dx, dshift, dscale: the present ones get the same bits as
+ * when all three are wanted, the absent ones are not touched. */
+TEST(adaln_backward_absent_outputs)
+{
+    struct kctx ctx = cpu_ctx(0);
+    const int B = 2, T = 6, C = 20;
+    struct adaln_case s = adaln_case_new(B, T, C, 80);
+    const size_t n = (size_t)B * T * C, M = (size_t)B * T, nm = (size_t)B * s.stride;
+    const size_t ext = adaln_ext(&s);
+    float *out = malloc(n * sizeof *out);
+    struct fd f = {adaln_fwd, &ctx, out, n, NULL, &s};
+    adaln_fwd(&f);
+    float *dy = randn(n, 82, 1.0f), *dx0 = randn(n, 83, 1.0f), *dmod0 = randn(nm, 84, 1.0f);
+    float *dx_all = copy_of(dx0, n), *dmod_all = copy_of(dmod0, nm);
+    k_adaln_backward(&ctx, t32(dx_all, n), t32(dmod_all, ext), t32(dmod_all + C, ext), t32(dy, n),
+                     t32(s.x, n), t32(s.mean, M), t32(s.rstd, M), t32(s.mod + C, ext), B, T, C,
+                     s.stride);
+    for (int mask = 0; mask < 8; mask++) {
+        float *dx = copy_of(dx0, n), *dmod = copy_of(dmod0, nm);
+        struct tensor none = tensor_none();
+        k_adaln_backward(&ctx, mask & 1 ? t32(dx, n) : none, mask & 2 ? t32(dmod, ext) : none,
+                         mask & 4 ? t32(dmod + C, ext) : none, t32(dy, n), t32(s.x, n),
+                         t32(s.mean, M), t32(s.rstd, M), t32(s.mod + C, ext), B, T, C, s.stride);
+        check_same_bits("adaln dx", dx, mask & 1 ? dx_all : dx0, n);
+        for (int b = 0; b < B; b++) {
+            const float *shift_want = (mask & 2 ? dmod_all : dmod0) + b * s.stride;
+            const float *scale_want = (mask & 4 ? dmod_all : dmod0) + b * s.stride + C;
+            check_same_bits("adaln dshift", dmod + b * s.stride, shift_want, (size_t)C);
+            check_same_bits("adaln dscale", dmod + b * s.stride + C, scale_want, (size_t)C);
+            check_same_bits("adaln untouched chunks", dmod + b * s.stride + 2 * C,
+                            dmod0 + b * s.stride + 2 * C, (size_t)(s.stride - 2 * C));
+        }
+        free(dx), free(dmod);
+    }
+    free(out), free(dy), free(dx0), free(dmod0), free(dx_all), free(dmod_all);
+    adaln_case_free(&s);
     kctx_free(&ctx);
 }
 
@@ -1047,6 +1236,7 @@ TEST(adamw_matches_torch_after_one_and_three_steps)
 struct det_out {
     float ln_out[64 * 1024], ln_d[64 * 1024];
     float mod_d[2 * 3 * 1024];
+    float adaln_out[64 * 1024], adaln_d[64 * 1024], adaln_mod_d[2 * 2 * 1024];
     float emb_d[4 * 1024];
     float attn_out[2 * 64 * 64], attn_d[2 * 64 * 192];
     float mse, mse_d[64 * 1024];
@@ -1075,6 +1265,17 @@ static void det_run(int threads, struct det_out *o)
                         t32(dy, n), t32(x, n), t32(mod + 1024, ext), 2, 32, C, 3 * 1024);
     k_gated_residual_backward(&ctx, tensor_none(), t32(o->mod_d + 2048, ext), t32(dy, n),
                               t32(x, n), t32(mod + 2048, ext), 2, 32, C, 3 * 1024);
+
+    /* adaLN over B 2, T 32; shift and scale rows of 2C in mod */
+    size_t ext2 = (size_t)2 * 1024 + 1024;
+    float amean[64], arstd[64];
+    k_adaln_forward(&ctx, t32(o->adaln_out, n), t32(amean, M), t32(arstd, M), t32(x, n),
+                    t32(mod, ext2), t32(mod + 1024, ext2), 2, 32, C, 2 * 1024, 1e-6f);
+    memset(o->adaln_d, 0, sizeof o->adaln_d);
+    memset(o->adaln_mod_d, 0, sizeof o->adaln_mod_d);
+    k_adaln_backward(&ctx, t32(o->adaln_d, n), t32(o->adaln_mod_d, ext2),
+                     t32(o->adaln_mod_d + 1024, ext2), t32(dy, n), t32(x, n), t32(amean, M),
+                     t32(arstd, M), t32(mod + 1024, ext2), 2, 32, C, 2 * 1024);
 
     int32_t ids[64];
     for (int i = 0; i < M; i++)
@@ -1112,6 +1313,9 @@ TEST(results_do_not_depend_on_thread_count)
     check_same_bits("layernorm out", one->ln_out, two->ln_out, 64 * 1024);
     check_same_bits("layernorm dinp", one->ln_d, two->ln_d, 64 * 1024);
     check_same_bits("dshift, dscale, dgate", one->mod_d, two->mod_d, 2 * 3 * 1024);
+    check_same_bits("adaln out", one->adaln_out, two->adaln_out, 64 * 1024);
+    check_same_bits("adaln dx", one->adaln_d, two->adaln_d, 64 * 1024);
+    check_same_bits("adaln dshift, dscale", one->adaln_mod_d, two->adaln_mod_d, 2 * 2 * 1024);
     check_same_bits("dtable", one->emb_d, two->emb_d, 4 * 1024);
     check_same_bits("attention out", one->attn_out, two->attn_out, 2 * 64 * 64);
     check_same_bits("attention dqkv", one->attn_d, two->attn_d, 2 * 64 * 192);

@@ -102,7 +102,7 @@ void cpu_linear_forward(float *out, const float *inp, const float *weight, const
 void cpu_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                          const float *inp, const float *weight, int M, int C, int OC);
 
-/* norm.c: layernorm, adaLN modulate, gated residual */
+/* norm.c: layernorm, adaLN modulate (alone and fused with the norm), gated residual */
 void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, int M, int C,
                            float eps);
 void cpu_layernorm_backward(float *dinp, const float *dout, const float *inp, const float *mean,
@@ -112,8 +112,13 @@ void cpu_modulate_forward(float *out, const float *x, const float *shift, const 
 void cpu_modulate_backward(float *dx, float *dshift, float *dscale, const float *dout,
                            const float *x, const float *scale, int B, int T, int C,
                            int mod_stride);
-void cpu_gated_residual_forward(float *res, const float *y, const float *gate, int B, int T,
-                                int C, int mod_stride);
+void cpu_adaln_forward(float *out, float *mean, float *rstd, const float *x, const float *shift,
+                       const float *scale, int B, int T, int C, int mod_stride, float eps);
+void cpu_adaln_backward(float *dx, float *dshift, float *dscale, const float *dout,
+                        const float *x, const float *mean, const float *rstd, const float *scale,
+                        int B, int T, int C, int mod_stride);
+void cpu_gated_residual_forward(float *out, const float *res, const float *y, const float *gate,
+                                int B, int T, int C, int mod_stride);
 void cpu_gated_residual_backward(float *dy, float *dgate, const float *dres, const float *y,
                                  const float *gate, int B, int T, int C, int mod_stride);
 

@@ -1,8 +1,33 @@
 /* LayerNorm without affine and the two adaLN-Zero pieces around it:
- * modulate (x * (1 + scale) + shift) and the gated residual. */
+ * modulate (x * (1 + scale) + shift), alone and fused with the norm, and
+ * the gated residual. The fused adaLN computes every value in the same
+ * order and precision as the LayerNorm and modulate ops one after the
+ * other, so it gives the same bits without storing the normalised rows. */
 #include "kernels/cpu/cpu.h"
 
 #include <math.h>
+
+/* The statistics of one row x[C]: *mean and *rstd = 1/sqrt(var + eps).
+ * Two passes in double: the one-pass E[x^2] - E[x]^2 cancels
+ * catastrophically on activations with a large mean. */
+static inline __attribute__((always_inline)) void ln_row_stats(const float *x, int C, float eps,
+                                                                float *mean, float *rstd)
+{
+    double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+    for (int c = 0; c < C; c++)
+        sum += x[c];
+    double mu = sum / C;
+    double var = 0.0;
+#pragma omp simd reduction(+ : var)
+    for (int c = 0; c < C; c++) {
+        double d = x[c] - mu;
+        var += d * d;
+    }
+    var /= C;
+    *mean = (float)mu;
+    *rstd = (float)(1.0 / sqrt(var + (double)eps));
+}
 
 /* Rows [m0, m1) of the forward. */
 CPU_VECTOR_CLONES static void layernorm_forward_rows(float *out, float *mean, float *rstd,
@@ -12,22 +37,8 @@ CPU_VECTOR_CLONES static void layernorm_forward_rows(float *out, float *mean, fl
     for (int64_t m = m0; m < m1; m++) {
         const float *x = inp + m * C;
         float *y = out + m * C;
-        /* Two passes in double: the one-pass E[x^2] - E[x]^2 cancels
-         * catastrophically on activations with a large mean. */
-        double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-        for (int c = 0; c < C; c++)
-            sum += x[c];
-        double mu = sum / C;
-        double var = 0.0;
-#pragma omp simd reduction(+ : var)
-        for (int c = 0; c < C; c++) {
-            double d = x[c] - mu;
-            var += d * d;
-        }
-        var /= C;
-        float mu_f = (float)mu;
-        float rs = (float)(1.0 / sqrt(var + (double)eps));
+        float mu_f, rs;
+        ln_row_stats(x, C, eps, &mu_f, &rs);
 #pragma omp simd
         for (int c = 0; c < C; c++)
             y[c] = (x[c] - mu_f) * rs;
@@ -177,19 +188,149 @@ void cpu_modulate_backward(float *dx, float *dshift, float *dscale, const float 
     }
 }
 
-/* res[B,T,C] += gate[b] * y */
-void cpu_gated_residual_forward(float *res, const float *y, const float *gate, int B, int T,
-                                int C, int mod_stride)
+/* ---- adaLN: LayerNorm and modulate fused ------------------------------- */
+
+/* Rows [m0, m1) of out = ((x - mean) * rstd) * (1 + scale[b]) + shift[b]. */
+CPU_VECTOR_CLONES static void adaln_forward_rows(float *out, float *mean, float *rstd,
+                                                 const float *inp, const float *shift,
+                                                 const float *scale, int64_t m0, int64_t m1,
+                                                 int T, int C, int mod_stride, float eps)
+{
+    for (int64_t m = m0; m < m1; m++) {
+        const float *x = inp + m * C;
+        const float *sh = shift + (m / T) * mod_stride, *sc = scale + (m / T) * mod_stride;
+        float *y = out + m * C;
+        float mu, rs;
+        ln_row_stats(x, C, eps, &mu, &rs);
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float ln = (x[c] - mu) * rs;
+            y[c] = ln * (1.0f + sc[c]) + sh[c];
+        }
+        mean[m] = mu;
+        rstd[m] = rs;
+    }
+}
+
+void cpu_adaln_forward(float *out, float *mean, float *rstd, const float *x, const float *shift,
+                       const float *scale, int B, int T, int C, int mod_stride, float eps)
+{
+    int64_t M = (int64_t)B * T;
+#pragma omp parallel if (M * C >= CPU_PARALLEL_MIN)
+    {
+        int64_t lo, hi;
+        cpu_thread_range(M, &lo, &hi);
+        adaln_forward_rows(out, mean, rstd, x, shift, scale, lo, hi, T, C, mod_stride, eps);
+    }
+}
+
+/* Rows [m0, m1) of dx += LayerNorm backward of dln = dout * (1 + scale[b]),
+ * dln recomputed where it is used rather than stored. */
+CPU_VECTOR_CLONES static void adaln_backward_rows(float *dinp, const float *dout,
+                                                  const float *inp, const float *mean,
+                                                  const float *rstd, const float *scale,
+                                                  int64_t m0, int64_t m1, int T, int C,
+                                                  int mod_stride)
+{
+    for (int64_t m = m0; m < m1; m++) {
+        const float *x = inp + m * C, *dy = dout + m * C;
+        const float *sc = scale + (m / T) * mod_stride;
+        float *dx = dinp + m * C;
+        float mu = mean[m], rs = rstd[m];
+        double sum_dy = 0.0, sum_dy_xhat = 0.0;
+#pragma omp simd reduction(+ : sum_dy, sum_dy_xhat)
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - mu) * rs;
+            float dln = dy[c] * (1.0f + sc[c]);
+            sum_dy += dln;
+            sum_dy_xhat += (double)dln * xhat;
+        }
+        float mean_dy = (float)(sum_dy / C);
+        float mean_dy_xhat = (float)(sum_dy_xhat / C);
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - mu) * rs;
+            float dln = dy[c] * (1.0f + sc[c]);
+            dx[c] += rs * (dln - mean_dy - xhat * mean_dy_xhat);
+        }
+    }
+}
+
+/* One batch row's T tokens (C apart), width columns, in token order:
+ * sum_dy[j] = sum_t dout, sum_dyx[j] = sum_t dout * ln, ln recomputed from
+ * the row statistics mean[t], rstd[t]. */
+CPU_VECTOR_CLONES static void adaln_backward_block(double *sum_dy, double *sum_dyx,
+                                                   const float *dout, const float *x,
+                                                   const float *mean, const float *rstd, int T,
+                                                   int C, int width)
+{
+    for (int j = 0; j < width; j++)
+        sum_dy[j] = sum_dyx[j] = 0.0;
+    for (int t = 0; t < T; t++) {
+        const float *dy = dout + (int64_t)t * C, *xr = x + (int64_t)t * C;
+        float mu = mean[t], rs = rstd[t];
+#pragma omp simd
+        for (int j = 0; j < width; j++) {
+            float ln = (xr[j] - mu) * rs;
+            sum_dy[j] += dy[j];
+            sum_dyx[j] += (double)dy[j] * ln;
+        }
+    }
+}
+
+/* Two passes: dx row by row (it needs whole-row sums), then dshift and
+ * dscale column block by column block as in cpu_modulate_backward. Each
+ * reduction has one owner thread and a fixed order. */
+void cpu_adaln_backward(float *dx, float *dshift, float *dscale, const float *dout,
+                        const float *x, const float *mean, const float *rstd, const float *scale,
+                        int B, int T, int C, int mod_stride)
+{
+    int64_t M = (int64_t)B * T;
+    if (dx) {
+#pragma omp parallel if (M * C >= CPU_PARALLEL_MIN)
+        {
+            int64_t lo, hi;
+            cpu_thread_range(M, &lo, &hi);
+            adaln_backward_rows(dx, dout, x, mean, rstd, scale, lo, hi, T, C, mod_stride);
+        }
+    }
+    if (!dshift && !dscale)
+        return;
+    int nblk = (C + MOD_BLOCK - 1) / MOD_BLOCK;
+    int64_t tasks = (int64_t)B * nblk;
+#pragma omp parallel for schedule(static) if (M * C >= CPU_PARALLEL_MIN)
+    for (int64_t task = 0; task < tasks; task++) {
+        int64_t b = task / nblk;
+        int c0 = (int)(task % nblk) * MOD_BLOCK;
+        int width = C - c0 < MOD_BLOCK ? C - c0 : MOD_BLOCK;
+        int64_t at = b * T * C + c0;
+        double acc_shift[MOD_BLOCK], acc_scale[MOD_BLOCK];
+        adaln_backward_block(acc_shift, acc_scale, dout + at, x + at, mean + b * T, rstd + b * T,
+                             T, C, width);
+        for (int j = 0; j < width; j++) {
+            if (dshift)
+                dshift[b * mod_stride + c0 + j] += (float)acc_shift[j];
+            if (dscale)
+                dscale[b * mod_stride + c0 + j] += (float)acc_scale[j];
+        }
+    }
+}
+
+/* ---- gated residual ------------------------------------------------------- */
+
+/* out[B,T,C] = res + gate[b] * y; out may be res */
+void cpu_gated_residual_forward(float *out, const float *res, const float *y, const float *gate,
+                                int B, int T, int C, int mod_stride)
 {
     int64_t rows = (int64_t)B * T;
 #pragma omp parallel for schedule(static) if (rows * C >= CPU_PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *g = gate + (r / T) * mod_stride;
-        const float *yr = y + r * C;
-        float *o = res + r * C;
+        const float *yr = y + r * C, *rr = res + r * C;
+        float *o = out + r * C;
 #pragma omp simd
         for (int c = 0; c < C; c++)
-            o[c] += g[c] * yr[c];
+            o[c] = rr[c] + g[c] * yr[c];
     }
 }
 

@@ -77,8 +77,18 @@ void cuda_modulate_forward(struct kctx *ctx, void *out, const void *x, const voi
 void cuda_modulate_backward(struct kctx *ctx, void *dx, void *dshift, void *dscale,
                             const void *dout, const void *x, const void *scale, enum kdtype dt,
                             int B, int T, int C, int mod_stride);
-void cuda_gated_residual_forward(struct kctx *ctx, void *res, const void *y, const void *gate,
-                                 enum kdtype dt, int B, int T, int C, int mod_stride);
+/* LayerNorm and modulate in one pass (ln not stored), and its backward
+ * (dx accumulates; dshift, dscale accumulate; each may be NULL). */
+void cuda_adaln_forward(struct kctx *ctx, void *out, float *mean, float *rstd, const void *x,
+                        const void *shift, const void *scale, enum kdtype dt, int B, int T, int C,
+                        int mod_stride, float eps);
+void cuda_adaln_backward(struct kctx *ctx, void *dx, void *dshift, void *dscale,
+                         const void *dout, const void *x, const float *mean, const float *rstd,
+                         const void *scale, enum kdtype dt, int B, int T, int C, int mod_stride);
+/* out = res + gate * y; out may be res. */
+void cuda_gated_residual_forward(struct kctx *ctx, void *out, const void *res, const void *y,
+                                 const void *gate, enum kdtype dt, int B, int T, int C,
+                                 int mod_stride);
 void cuda_gated_residual_backward(struct kctx *ctx, void *dy, void *dgate, const void *dres,
                                   const void *y, const void *gate, enum kdtype dt, int B, int T,
                                   int C, int mod_stride);

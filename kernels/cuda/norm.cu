@@ -15,6 +15,12 @@
 // atomics are used. The overwritten dx (dy) is written in the same pass.
 // dshift, dscale and dgate are activation gradients (rows of the gradient
 // of the adaLN Linear's [B, 6C] output), so they are in the call's dtype.
+//
+// adaLN (LayerNorm and modulate fused): the LayerNorm kernels' warp per row
+// with shift and scale applied before the store, so the normalised row is
+// never written; its backward recomputes ln = (x - mean) * rstd, runs the
+// LayerNorm backward of dln = dout (1 + scale) a warp per row (dx), and the
+// dshift/dscale sums over tokens in the fixed-order column kernel above.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/vec.cuh"
 
@@ -324,10 +330,11 @@ template <typename T, bool PLUS_ONE> struct row_scale_op {
     }
 };
 
-// res += gate[b] y.
+// out = res + gate[b] y (out may be res: each element is read, then written
+// by the same thread).
 template <typename T> struct gated_residual_op {
-    T *res;
-    const T *y, *gate;
+    T *out;
+    const T *res, *y, *gate;
     int T_, ms;
     template <int N> __device__ void apply(int64_t i, int64_t r, int c) const
     {
@@ -338,17 +345,19 @@ template <typename T> struct gated_residual_op {
 #pragma unroll
         for (int k = 0; k < N; k++)
             v[k] += g[k] * yv[k];
-        vec_store<N>(res + i, v);
+        vec_store<N>(out + i, v);
     }
 };
 
-extern "C" void cuda_gated_residual_forward(struct kctx *ctx, void *res, const void *y,
-                                            const void *gate, enum kdtype dt, int B, int T,
-                                            int C, int mod_stride)
+extern "C" void cuda_gated_residual_forward(struct kctx *ctx, void *out, const void *res,
+                                            const void *y, const void *gate, enum kdtype dt,
+                                            int B, int T, int C, int mod_stride)
 {
     DISPATCH_DTYPE(dt, S, {
-        gated_residual_op<S> op = {(S *)res, (const S *)y, (const S *)gate, T, mod_stride};
-        bool vec = vec_aligned(res, 16) && vec_aligned(y, 16) && mod_vec_ok<S>(gate, mod_stride);
+        gated_residual_op<S> op = {(S *)out, (const S *)res, (const S *)y, (const S *)gate, T,
+                                   mod_stride};
+        bool vec = vec_aligned(out, 16) && vec_aligned(res, 16) && vec_aligned(y, 16) &&
+                   mod_vec_ok<S>(gate, mod_stride);
         vec_rows<vec_width<S>::value>(ctx, op, (int64_t)B * T, C, vec);
     });
 }
@@ -463,5 +472,305 @@ extern "C" void cuda_gated_residual_backward(struct kctx *ctx, void *dy, void *d
         row_scale_op<S, false> op = {(S *)dy, (const S *)dres, (const S *)gate, T, mod_stride};
         bool vec = vec_aligned(dy, 16) && vec_aligned(dres, 16) && mod_vec_ok<S>(gate, mod_stride);
         vec_rows<vec_width<S>::value>(ctx, op, (int64_t)B * T, C, vec);
+    });
+}
+
+// ---- adaLN: LayerNorm and modulate fused -----------------------------------
+
+// out = ((x - mean) rstd) (1 + scale[b]) + shift[b], the row in registers
+// as layernorm_forward_reg holds it; shift and scale read with 16-byte
+// loads (one row of each per batch row, shared by its T tokens in cache).
+template <typename T, int NV>
+__global__ void adaln_forward_reg(T *out, float *mean, float *rstd, const T *inp, const T *shift,
+                                  const T *scale, int64_t M, int T_, int C, int ms, float eps)
+{
+    constexpr int N = vec_width<T>::value;
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M)
+        return; // the whole warp: one row per warp
+    const int G = C / N;
+    const T *x = inp + row * C;
+    const int64_t mrow = idiv(row, T_) * ms;
+    vec_raw_t<T, N> raw[NV];
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int g = lane + 32 * k;
+        if (g < G) {
+            raw[k] = vec_load_raw<N>(x + g * N);
+            float v[N];
+            vec_unpack<N, T>(v, raw[k]);
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                sum += v[j];
+        }
+    }
+    const float mu = warp_sum(sum) / (float)C;
+    float var = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++)
+        if (lane + 32 * k < G) {
+            float v[N];
+            vec_unpack<N, T>(v, raw[k]);
+#pragma unroll
+            for (int j = 0; j < N; j++) {
+                float d = v[j] - mu;
+                var += d * d;
+            }
+        }
+    var = warp_sum(var) / (float)C;
+    const float rs = 1.0f / sqrtf(var + eps);
+    T *y = out + row * C;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int g = lane + 32 * k;
+        if (g < G) {
+            float v[N], sh[N], sc[N];
+            vec_unpack<N, T>(v, raw[k]);
+            vec_load<N>(sh, shift + mrow + g * N);
+            vec_load<N>(sc, scale + mrow + g * N);
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                v[j] = ((v[j] - mu) * rs) * (1.0f + sc[j]) + sh[j];
+            vec_store<N>(y + g * N, v);
+        }
+    }
+    if (lane == 0) {
+        mean[row] = mu;
+        rstd[row] = rs;
+    }
+}
+
+// Any C and alignment: the row is read once per pass.
+template <typename T>
+__global__ void adaln_forward_any(T *out, float *mean, float *rstd, const T *inp, const T *shift,
+                                  const T *scale, int64_t M, int T_, int C, int ms, float eps)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M)
+        return;
+    const T *x = inp + row * C;
+    const int64_t mrow = idiv(row, T_) * ms;
+    float sum = 0.0f;
+    for (int c = lane; c < C; c += 32)
+        sum += ld(x[c]);
+    const float mu = warp_sum(sum) / (float)C;
+    float var = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        float d = ld(x[c]) - mu;
+        var += d * d;
+    }
+    var = warp_sum(var) / (float)C;
+    const float rs = 1.0f / sqrtf(var + eps);
+    T *y = out + row * C;
+    for (int c = lane; c < C; c += 32)
+        y[c] = st<T>(((ld(x[c]) - mu) * rs) * (1.0f + ld(scale[mrow + c])) + ld(shift[mrow + c]));
+    if (lane == 0) {
+        mean[row] = mu;
+        rstd[row] = rs;
+    }
+}
+
+extern "C" void cuda_adaln_forward(struct kctx *ctx, void *out, float *mean, float *rstd,
+                                   const void *x, const void *shift, const void *scale,
+                                   enum kdtype dt, int B, int T, int C, int mod_stride, float eps)
+{
+    const int64_t M = (int64_t)B * T;
+    if (M <= 0)
+        return;
+    const unsigned blocks = (unsigned)((M + LN_ROWS - 1) / LN_ROWS);
+    DISPATCH_DTYPE(dt, S, {
+        constexpr int N = vec_width<S>::value;
+        bool vec = vec_aligned(x, 16) && vec_aligned(out, 16) &&
+                   mod_vec_ok<S>(shift, mod_stride) && mod_vec_ok<S>(scale, mod_stride);
+        int nv = vec ? ln_groups_per_lane(C, N) : 0;
+        S *o = (S *)out;
+        const S *xp = (const S *)x, *sh = (const S *)shift, *sc = (const S *)scale;
+        switch (nv) {
+            LN_REG_CASE(1, adaln_forward_reg, o, mean, rstd, xp, sh, sc, M, T, C, mod_stride, eps)
+            LN_REG_CASE(2, adaln_forward_reg, o, mean, rstd, xp, sh, sc, M, T, C, mod_stride, eps)
+            LN_REG_CASE(4, adaln_forward_reg, o, mean, rstd, xp, sh, sc, M, T, C, mod_stride, eps)
+            LN_REG_CASE(8, adaln_forward_reg, o, mean, rstd, xp, sh, sc, M, T, C, mod_stride, eps)
+            LN_REG_CASE(16, adaln_forward_reg, o, mean, rstd, xp, sh, sc, M, T, C, mod_stride,
+                        eps)
+        default: {
+            auto fn = adaln_forward_any<S>;
+            KLAUNCH(fn, blocks, LN_THREADS, 0, cuda_stream_of(ctx), o, mean, rstd, xp, sh, sc, M,
+                    T, C, mod_stride, eps);
+        }
+        }
+    });
+}
+
+// dx += rstd (dln - mean(dln) - xhat mean(dln xhat)), dln = dout (1 +
+// scale[b]); the rows of x and dout in registers as stored, scale re-read
+// from cache in the second pass rather than held.
+template <typename T, int NV>
+__global__ void adaln_backward_reg(T *dinp, const T *dout, const T *inp, const float *mean,
+                                   const float *rstd, const T *scale, int64_t M, int T_, int C,
+                                   int ms)
+{
+    constexpr int N = vec_width<T>::value;
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M)
+        return;
+    const int G = C / N;
+    const float mu = mean[row], rs = rstd[row];
+    const T *x = inp + row * C, *dy = dout + row * C;
+    const T *sc = scale + idiv(row, T_) * ms;
+    vec_raw_t<T, N> xr[NV], gr[NV];
+    float sum_dy = 0.0f, sum_dyx = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int gi = lane + 32 * k;
+        if (gi < G) {
+            xr[k] = vec_load_raw<N>(x + gi * N);
+            gr[k] = vec_load_raw<N>(dy + gi * N);
+            float xv[N], gv[N], sv[N];
+            vec_unpack<N, T>(xv, xr[k]);
+            vec_unpack<N, T>(gv, gr[k]);
+            vec_load<N>(sv, sc + gi * N);
+#pragma unroll
+            for (int j = 0; j < N; j++) {
+                const float dln = gv[j] * (1.0f + sv[j]);
+                sum_dy += dln;
+                sum_dyx += dln * ((xv[j] - mu) * rs);
+            }
+        }
+    }
+    const float mdy = warp_sum(sum_dy) / (float)C;
+    const float mdyx = warp_sum(sum_dyx) / (float)C;
+    T *dx = dinp + row * C;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int gi = lane + 32 * k;
+        if (gi < G) {
+            float acc[N], xv[N], gv[N], sv[N];
+            vec_load<N>(acc, dx + gi * N);
+            vec_unpack<N, T>(xv, xr[k]);
+            vec_unpack<N, T>(gv, gr[k]);
+            vec_load<N>(sv, sc + gi * N);
+#pragma unroll
+            for (int j = 0; j < N; j++) {
+                const float dln = gv[j] * (1.0f + sv[j]);
+                acc[j] += rs * (dln - mdy - ((xv[j] - mu) * rs) * mdyx);
+            }
+            vec_store<N>(dx + gi * N, acc);
+        }
+    }
+}
+
+template <typename T>
+__global__ void adaln_backward_any(T *dinp, const T *dout, const T *inp, const float *mean,
+                                   const float *rstd, const T *scale, int64_t M, int T_, int C,
+                                   int ms)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M)
+        return;
+    const float mu = mean[row], rs = rstd[row];
+    const T *x = inp + row * C, *dy = dout + row * C;
+    const T *sc = scale + idiv(row, T_) * ms;
+    float sum_dy = 0.0f, sum_dyx = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        const float dln = ld(dy[c]) * (1.0f + ld(sc[c]));
+        sum_dy += dln;
+        sum_dyx += dln * ((ld(x[c]) - mu) * rs);
+    }
+    const float mdy = warp_sum(sum_dy) / (float)C;
+    const float mdyx = warp_sum(sum_dyx) / (float)C;
+    T *dx = dinp + row * C;
+    for (int c = lane; c < C; c += 32) {
+        const float xhat = (ld(x[c]) - mu) * rs;
+        const float dln = ld(dy[c]) * (1.0f + ld(sc[c]));
+        dx[c] = st<T>(ld(dx[c]) + rs * (dln - mdy - xhat * mdyx));
+    }
+}
+
+// dshift[b, c] += sum_t dout, dscale[b, c] += sum_t dout ln, ln recomputed
+// from the row statistics: adaln_backward_kernel's layout (one block per
+// (batch row, 32-column tile), BY token rows combined in a fixed order).
+template <typename T, int BY>
+__global__ void adaln_ln_sums_kernel(T *dshift, T *dscale, const T *g, const T *x,
+                                     const float *mean, const float *rstd, int T_, int C, int ms)
+{
+    __shared__ float part[2][BY][TILE_C + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int tiles = (C + TILE_C - 1) / TILE_C;
+    const int64_t b = blockIdx.x / tiles;
+    const int c = (int)(blockIdx.x - b * tiles) * TILE_C + tx;
+    const bool in = c < C;
+    float s1 = 0.0f, s2 = 0.0f;
+    if (in) {
+        const int64_t base = b * T_ * (int64_t)C + c;
+        const float *mu = mean + b * T_, *rs = rstd + b * T_;
+#pragma unroll 4
+        for (int t = ty; t < T_; t += BY) {
+            const int64_t i = base + (int64_t)t * C;
+            const float gi = ld(g[i]);
+            s1 += gi;
+            if (dscale)
+                s2 += gi * ((ld(x[i]) - mu[t]) * rs[t]);
+        }
+    }
+    part[0][ty][tx] = s1;
+    part[1][ty][tx] = s2;
+    __syncthreads();
+    if (ty == 0 && in) {
+        float t1 = 0.0f, t2 = 0.0f;
+        for (int k = 0; k < BY; k++) {
+            t1 += part[0][k][tx];
+            t2 += part[1][k][tx];
+        }
+        if (dshift)
+            dshift[b * ms + c] = st<T>(ld(dshift[b * ms + c]) + t1);
+        if (dscale)
+            dscale[b * ms + c] = st<T>(ld(dscale[b * ms + c]) + t2);
+    }
+}
+
+extern "C" void cuda_adaln_backward(struct kctx *ctx, void *dx, void *dshift, void *dscale,
+                                    const void *dout, const void *x, const float *mean,
+                                    const float *rstd, const void *scale, enum kdtype dt, int B,
+                                    int T, int C, int mod_stride)
+{
+    const int64_t M = (int64_t)B * T;
+    if (M <= 0 || C <= 0)
+        return;
+    cudaStream_t stream = cuda_stream_of(ctx);
+    DISPATCH_DTYPE(dt, S, {
+        const S *g = (const S *)dout, *xp = (const S *)x, *sc = (const S *)scale;
+        if (dx) {
+            constexpr int N = vec_width<S>::value;
+            const unsigned blocks = (unsigned)((M + LN_ROWS - 1) / LN_ROWS);
+            bool vec = vec_aligned(dx, 16) && vec_aligned(dout, 16) && vec_aligned(x, 16) &&
+                       mod_vec_ok<S>(scale, mod_stride);
+            int nv = vec ? ln_groups_per_lane(C, N) : 0;
+            S *d = (S *)dx;
+            switch (nv) {
+                LN_REG_CASE(1, adaln_backward_reg, d, g, xp, mean, rstd, sc, M, T, C, mod_stride)
+                LN_REG_CASE(2, adaln_backward_reg, d, g, xp, mean, rstd, sc, M, T, C, mod_stride)
+                LN_REG_CASE(4, adaln_backward_reg, d, g, xp, mean, rstd, sc, M, T, C, mod_stride)
+                LN_REG_CASE(8, adaln_backward_reg, d, g, xp, mean, rstd, sc, M, T, C, mod_stride)
+                LN_REG_CASE(16, adaln_backward_reg, d, g, xp, mean, rstd, sc, M, T, C,
+                            mod_stride)
+            default: {
+                auto fn = adaln_backward_any<S>;
+                KLAUNCH(fn, blocks, LN_THREADS, 0, stream, d, g, xp, mean, rstd, sc, M, T, C,
+                        mod_stride);
+            }
+            }
+        }
+        if (dshift || dscale) {
+            const unsigned grid = (unsigned)((C + TILE_C - 1) / TILE_C) * (unsigned)B;
+            const dim3 block(TILE_C, ADALN_ROWS);
+            auto fn = adaln_ln_sums_kernel<S, ADALN_ROWS>;
+            KLAUNCH(fn, grid, block, 0, stream, (S *)dshift, (S *)dscale, g, xp, mean, rstd, T,
+                    C, mod_stride);
+        }
     });
 }

@@ -1,5 +1,6 @@
 /* The CUDA kernels of the non-matmul, non-attention ops (kernels/cuda/
- * norm.cu, activation.cu, elementwise.cu, patch.cu, embedding.cu, adamw.cu,
+ * norm.cu (layernorm, modulate, the fused adaLN, gated residual),
+ * activation.cu, elementwise.cu, patch.cu, embedding.cu, adamw.cu,
  * convert.cu) against the CPU backend, from the same random inputs rounded
  * to the storage dtype: fp32 parity (and bit equality where the kernels
  * promise it: add, axpy, scale, fill, the permutations, the embedding
@@ -238,7 +239,10 @@ static void modulate_case(const struct adaln_case *k, int want_dx, int want_dshi
     kctx_free(&cpu);
 }
 
-static void gated_case(const struct adaln_case *k, int want_dy, int want_dgate, uint64_t seed)
+/* in_place: out is res (the model's use); else out is a separate tensor
+ * pre-filled with junk, and res must come back unchanged. */
+static void gated_case(const struct adaln_case *k, int want_dy, int want_dgate, int in_place,
+                       uint64_t seed)
 {
     struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
     const enum kdtype dt = k->dt;
@@ -251,6 +255,7 @@ static void gated_case(const struct adaln_case *k, int want_dy, int want_dgate, 
     float *junk = test_filled(n, 7.0f);
 
     struct pair pres = pair_new(&cpu, &gpu, dt, res, n, k->offset);
+    struct pair pout = in_place ? pres : pair_new(&cpu, &gpu, dt, junk, n, k->offset);
     struct pair py = pair_new(&cpu, &gpu, dt, y, n, k->offset);
     struct pair pdres = pair_new(&cpu, &gpu, dt, dres, n, k->offset);
     struct pair pdy = pair_new(&cpu, &gpu, dt, junk, n, k->offset);
@@ -259,8 +264,8 @@ static void gated_case(const struct adaln_case *k, int want_dy, int want_dgate, 
     struct pair gate = pair_view(&pmod, 2 * C, (size_t)ext);
     struct pair dgate = pair_view(&pdmod, 2 * C, (size_t)ext);
 
-    k_gated_residual_forward(&cpu, pres.c, py.c, gate.c, B, T, C, ms);
-    k_gated_residual_forward(&gpu, pres.g, py.g, gate.g, B, T, C, ms);
+    k_gated_residual_forward(&cpu, pout.c, pres.c, py.c, gate.c, B, T, C, ms);
+    k_gated_residual_forward(&gpu, pout.g, pres.g, py.g, gate.g, B, T, C, ms);
     struct tensor none = tensor_none();
     k_gated_residual_backward(&cpu, want_dy ? pdy.c : none, want_dgate ? dgate.c : none,
                               pdres.c, py.c, gate.c, B, T, C, ms);
@@ -268,9 +273,16 @@ static void gated_case(const struct adaln_case *k, int want_dy, int want_dgate, 
                               pdres.g, py.g, gate.g, B, T, C, ms);
 
     char what[160];
-    snprintf(what, sizeof what, "gated_residual %s B%d T%d C%d offset %d res", kdtype_name(dt),
-             B, T, C, k->offset);
-    pair_check(&cpu, &gpu, &pres, tol_for(dt), what);
+    snprintf(what, sizeof what, "gated_residual %s B%d T%d C%d offset %d in place %d: out",
+             kdtype_name(dt), B, T, C, k->offset, in_place);
+    pair_check(&cpu, &gpu, &pout, tol_for(dt), what);
+    if (!in_place) {
+        float *got = test_values(&gpu, pres.g);
+        int same = memcmp(got, res, n * sizeof *got) == 0;
+        CHECK(same); /* res is read only */
+        free(got);
+        pair_free(&cpu, &gpu, &pout);
+    }
     snprintf(what, sizeof what, "gated_residual %s B%d T%d C%d dy%d dgate%d: dy",
              kdtype_name(dt), B, T, C, want_dy, want_dgate);
     pair_check(&cpu, &gpu, &pdy, tol_for(dt), what);
@@ -337,7 +349,8 @@ TEST(gated_residual_parity_all_dtypes)
         for (size_t s = 0; s < sizeof ADALN_SHAPES / sizeof ADALN_SHAPES[0]; s++) {
             struct adaln_case k = {ALL_DT[d], ADALN_SHAPES[s][0], ADALN_SHAPES[s][1],
                                    ADALN_SHAPES[s][2], 0};
-            gated_case(&k, 1, 1, seed += 7);
+            gated_case(&k, 1, 1, 1, seed += 7);
+            gated_case(&k, 0, 0, 0, seed += 7);
         }
 }
 
@@ -346,12 +359,135 @@ TEST(gated_residual_absent_outputs_and_views)
     uint64_t seed = 600;
     for (int mask = 0; mask < 4; mask++) {
         struct adaln_case k = {KDT_F32, 2, 24, 40, 0};
-        gated_case(&k, mask & 1, (mask >> 1) & 1, seed += 7);
+        gated_case(&k, mask & 1, (mask >> 1) & 1, 1, seed += 7);
     }
     for (int d = 0; d < 3; d++) {
         struct adaln_case k = {ALL_DT[d], 2, 16, 64, 1};
-        gated_case(&k, 1, 1, seed += 7);
-        gated_case(&k, 1, 0, seed += 7);
+        gated_case(&k, 1, 1, 1, seed += 7);
+        gated_case(&k, 1, 0, 0, seed += 7);
+    }
+}
+
+/* ---- adaLN: LayerNorm and modulate fused ------------------------------------ */
+
+/* k_adaln_forward and k_adaln_backward on both backends; shift and scale
+ * are chunks 0 and 1 of the [B, 6C] buffer. Backward runs from the CPU's
+ * statistics on both sides, so it is tested alone; dx and the whole dmod
+ * buffer are pre-filled (both accumulate), and the outputs not wanted stay
+ * as they were (mask bits: 1 dx, 2 dshift, 4 dscale). */
+static void fused_adaln_case(const struct adaln_case *k, int mask, uint64_t seed)
+{
+    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
+    const enum kdtype dt = k->dt;
+    const int B = k->B, T = k->T, C = k->C, ms = 6 * C, M = B * T;
+    const size_t n = (size_t)B * T * C, nm = (size_t)B * ms;
+    const int64_t ext = (int64_t)(B - 1) * ms + C;
+    float *x = test_randn(n, seed, 2.0f);
+    for (size_t i = 0; i < n; i++)
+        x[i] += 3.0f; /* a mean far from 0 */
+    test_round_to(dt, x, n);
+    float *dy = rand_in(dt, n, seed + 1, 1.0f), *dx0 = rand_in(dt, n, seed + 2, 0.5f);
+    float *mod = rand_in(dt, nm, seed + 3, 0.5f), *dmod0 = rand_in(dt, nm, seed + 4, 1.0f);
+    float *junk = test_filled(n, 7.0f);
+
+    struct pair px = pair_new(&cpu, &gpu, dt, x, n, k->offset);
+    struct pair pout = pair_new(&cpu, &gpu, dt, junk, n, k->offset);
+    struct pair mean = pair_new(&cpu, &gpu, KDT_F32, junk, (size_t)M, 0);
+    struct pair rstd = pair_new(&cpu, &gpu, KDT_F32, junk, (size_t)M, 0);
+    struct pair pmod = pair_new(&cpu, &gpu, dt, mod, nm, 0);
+    struct pair pdout = pair_new(&cpu, &gpu, dt, dy, n, k->offset);
+    struct pair pdx = pair_new(&cpu, &gpu, dt, dx0, n, k->offset);
+    struct pair pdmod = pair_new(&cpu, &gpu, dt, dmod0, nm, 0);
+    struct pair shift = pair_view(&pmod, 0, (size_t)ext), scale = pair_view(&pmod, C, (size_t)ext);
+    struct pair dshift = pair_view(&pdmod, 0, (size_t)ext);
+    struct pair dscale = pair_view(&pdmod, C, (size_t)ext);
+
+    k_adaln_forward(&cpu, pout.c, mean.c, rstd.c, px.c, shift.c, scale.c, B, T, C, ms, 1e-6f);
+    k_adaln_forward(&gpu, pout.g, mean.g, rstd.g, px.g, shift.g, scale.g, B, T, C, ms, 1e-6f);
+    float *mu = test_values(&cpu, mean.c), *rs = test_values(&cpu, rstd.c);
+    struct pair mean_b = pair_new(&cpu, &gpu, KDT_F32, mu, (size_t)M, 0);
+    struct pair rstd_b = pair_new(&cpu, &gpu, KDT_F32, rs, (size_t)M, 0);
+    struct tensor none = tensor_none();
+    k_adaln_backward(&cpu, mask & 1 ? pdx.c : none, mask & 2 ? dshift.c : none,
+                     mask & 4 ? dscale.c : none, pdout.c, px.c, mean_b.c, rstd_b.c, scale.c, B,
+                     T, C, ms);
+    k_adaln_backward(&gpu, mask & 1 ? pdx.g : none, mask & 2 ? dshift.g : none,
+                     mask & 4 ? dscale.g : none, pdout.g, px.g, mean_b.g, rstd_b.g, scale.g, B,
+                     T, C, ms);
+
+    char what[128], w2[192];
+    snprintf(what, sizeof what, "adaln %s B%d T%d C%d offset %d mask %d", kdtype_name(dt), B, T,
+             C, k->offset, mask);
+    snprintf(w2, sizeof w2, "%s out", what);
+    pair_check(&cpu, &gpu, &pout, tol_for(dt), w2);
+    snprintf(w2, sizeof w2, "%s mean", what);
+    pair_check(&cpu, &gpu, &mean, TOL_F32, w2);
+    snprintf(w2, sizeof w2, "%s rstd", what);
+    pair_check(&cpu, &gpu, &rstd, TOL_F32, w2);
+    snprintf(w2, sizeof w2, "%s dx (accumulated)", what);
+    pair_check(&cpu, &gpu, &pdx, tol_for(dt), w2);
+    /* The whole [B, 6C] buffer: the chunks beyond shift and scale stay. */
+    snprintf(w2, sizeof w2, "%s dmod (accumulated)", what);
+    pair_check(&cpu, &gpu, &pdmod, tol_for(dt), w2);
+    if (!(mask & 1)) {
+        float *got = test_values(&gpu, pdx.g);
+        int same = memcmp(got, dx0, n * sizeof *got) == 0;
+        CHECK(same); /* absent dx: not written */
+        free(got);
+    }
+
+    struct pair *all[] = {&px, &pout, &mean, &rstd, &pmod, &pdout, &pdx, &pdmod, &mean_b, &rstd_b};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        pair_free(&cpu, &gpu, all[i]);
+    free(x);
+    free(dy);
+    free(dx0);
+    free(mod);
+    free(dmod0);
+    free(junk);
+    free(mu);
+    free(rs);
+    kctx_free(&gpu);
+    kctx_free(&cpu);
+}
+
+/* The modulate shapes, plus rows on the register tile's vector path at
+ * several groups per lane (1040) and C = 1 (one column, a warp mostly idle). */
+static const int FUSED_SHAPES[][3] = {{2, 16, 96}, {2, 40, 37}, {1, 70, 40},
+                                      {9, 5, 64},  {2, 3, 1040}, {3, 4, 1}};
+
+TEST(adaln_fused_parity_all_dtypes)
+{
+    uint64_t seed = 700;
+    for (int d = 0; d < 3; d++)
+        for (size_t s = 0; s < sizeof FUSED_SHAPES / sizeof FUSED_SHAPES[0]; s++) {
+            struct adaln_case k = {ALL_DT[d], FUSED_SHAPES[s][0], FUSED_SHAPES[s][1],
+                                   FUSED_SHAPES[s][2], 0};
+            fused_adaln_case(&k, 7, seed += 7);
+        }
+}
+
+/* Every subset of dx, dshift, dscale, including none. */
+TEST(adaln_fused_absent_outputs)
+{
+    uint64_t seed = 800;
+    for (int mask = 0; mask < 8; mask++) {
+        struct adaln_case k = {KDT_F32, 2, 24, 40, 0};
+        fused_adaln_case(&k, mask, seed += 7);
+    }
+    struct adaln_case k = {KDT_BF16, 2, 24, 64, 0};
+    fused_adaln_case(&k, 1, seed += 7);
+    fused_adaln_case(&k, 6, seed += 7);
+}
+
+/* x, out, dout and dx only 2 or 4 bytes aligned: the scalar kernels. */
+TEST(adaln_fused_unaligned_views)
+{
+    uint64_t seed = 900;
+    for (int d = 0; d < 3; d++) {
+        struct adaln_case k = {ALL_DT[d], 2, 16, 64, 1};
+        fused_adaln_case(&k, 7, seed += 7);
+        fused_adaln_case(&k, 1, seed += 7);
     }
 }
 
