@@ -83,6 +83,7 @@ void ddpm_schedule_free(struct ddpm_schedule *s)
 void ddpm_q_sample(const struct ddpm_schedule *s, float *x_t, const float *x0, const float *noise,
                    const int32_t *t, int B, int64_t n)
 {
+#pragma omp parallel for schedule(static) if (n * B >= 65536)
     for (int b = 0; b < B; b++) {
         /* The reference casts the coefficients to fp32 before using them. */
         float ca = (float)s->sqrt_alphas_cumprod[t[b]];
@@ -136,7 +137,13 @@ double ddpm_training_loss(const struct ddpm_schedule *s, const float *model_out,
                           int64_t hw, struct ddpm_terms *terms, float *dout)
 {
     const int64_t n = (int64_t)C * hw;
-    double total = 0;
+    /* Samples in parallel (the host's share of a GPU step), each summed on
+     * its own and the batch summed in order afterwards: the same bits on
+     * any thread count. */
+    double *sample_loss = malloc((size_t)(B > 0 ? B : 1) * sizeof *sample_loss);
+    if (!sample_loss)
+        return NAN;
+#pragma omp parallel for schedule(static) if (B > 1 && n * B >= 65536)
     for (int b = 0; b < B; b++) {
         const int ti = t[b];
         const float *eps = model_out + (int64_t)b * 2 * n, *var = eps + n;
@@ -183,8 +190,12 @@ double ddpm_training_loss(const struct ddpm_schedule *s, const float *model_out,
         vb /= n * M_LN2; /* in bits per dimension */
         if (terms)
             terms[b] = (struct ddpm_terms){mse, vb, mse + vb};
-        total += mse + vb;
+        sample_loss[b] = mse + vb;
     }
+    double total = 0;
+    for (int b = 0; b < B; b++)
+        total += sample_loss[b];
+    free(sample_loss);
     return total / B;
 }
 

@@ -173,6 +173,8 @@ static double forward_loss(struct trainer *tr, const float *x, int n, float scal
 double trainer_micro_step(struct trainer *tr, const float *x, const int32_t *labels,
                           const uint64_t *records, int n, int64_t epoch)
 {
+    /* Each sample's draws come from its own stream: parallel, same bits. */
+#pragma omp parallel for schedule(static) if (n > 1)
     for (int i = 0; i < n; i++)
         draw(tr, i, records[i], (uint64_t)epoch, 0, labels ? labels[i] : tr->m->cfg.num_classes);
     double loss = forward_loss(tr, x, n, (float)(tr->loss_scale / tr->cfg.grad_accum), 1);
@@ -234,6 +236,7 @@ double trainer_optimizer_step(struct trainer *tr)
 double trainer_validation_loss(struct trainer *tr, const float *x, const int32_t *labels,
                                const uint64_t *records, int n)
 {
+#pragma omp parallel for schedule(static) if (n > 1)
     for (int i = 0; i < n; i++)
         draw(tr, i, records[i], 0, 1, labels ? labels[i] : tr->m->cfg.num_classes);
     return forward_loss(tr, x, n, 1.0f, 0);
