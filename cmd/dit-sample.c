@@ -287,6 +287,11 @@ int main(int argc, char **argv)
         die(DIT_EXIT_FAILURE, "%s", err_get());
     dit_params_upload(&m, params);
     free(params);
+    int64_t pbytes, abytes, mem_now, mem_peak;
+    dit_model_sizes(&m, &pbytes, &abytes);
+    k_mem_usage(&ctx, &mem_now, &mem_peak);
+    log_info("model %.1f MB, activations %.1f MB (%s, batch %d); %.1f MB allocated on the %s, peak %.1f MB",
+             pbytes / 1e6, abytes / 1e6, kdtype_name(cdt), m.B, mem_now / 1e6, device_name(dev), mem_peak / 1e6);
     if (mkdir(o.output, 0777) != 0 && errno != EEXIST)
         die(DIT_EXIT_FAILURE, "%s: %s", o.output, strerror(errno));
 

@@ -56,6 +56,7 @@ sample --device cpu -o "$t/s_cpu" --latents-out "$t/s_cpu.safetensors" 2>"$t/err
 sample --device cuda --precision fp32 -o "$t/s_gpu" --latents-out "$t/s_gpu.safetensors" 2>"$t/err" ||
     fail "cuda sample: $(cat "$t/err")"
 [ "$(ls "$t/s_gpu" | wc -l)" = 2 ] || fail "cuda sample images: $(ls "$t/s_gpu")"
+grep -q 'allocated on the cuda, peak' "$t/err" || fail "dit-sample memory report: $(cat "$t/err")"
 "$bin/dit-inspect" --stats "$t/s_cpu.safetensors" | grep latents >"$t/st_cpu" || fail "cpu latents"
 "$bin/dit-inspect" --stats "$t/s_gpu.safetensors" | grep latents >"$t/st_gpu" || fail "cuda latents"
 # "latents F32 [2, 3, 16, 16] min max mean std nan inf": min, max, mean and
