@@ -28,21 +28,14 @@
 
 enum { LN_THREADS = 256, LN_ROWS = LN_THREADS / 32 };
 
-// Row of C = lane-strided groups of N (16 bytes); NV groups per lane at
-// most, held as stored (bf16 takes half the registers of floats) and
-// widened on each use.
-template <typename T, int NV>
-__global__ void layernorm_forward_reg(T *out, float *mean, float *rstd, const T *inp, int64_t M,
-                                      int C, float eps)
+// A row of C = lane-strided groups of N (16 bytes), NV groups per lane at
+// most, loaded into raw as stored (bf16 takes half the registers of floats)
+// by one warp, with its mean and 1/sqrt(var + eps) (biased variance).
+template <typename T, int N, int NV>
+__device__ __forceinline__ void row_load_stats(const T *x, vec_raw_t<T, N> (&raw)[NV], int lane,
+                                               int G, int C, float eps, float *mu_out,
+                                               float *rs_out)
 {
-    constexpr int N = vec_width<T>::value;
-    const int lane = threadIdx.x & 31;
-    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= M)
-        return; // the whole warp: one row per warp
-    const int G = C / N;
-    const T *x = inp + row * C;
-    vec_raw_t<T, N> raw[NV];
     float sum = 0.0f;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
@@ -70,7 +63,25 @@ __global__ void layernorm_forward_reg(T *out, float *mean, float *rstd, const T 
             }
         }
     var = warp_sum(var) / (float)C;
-    const float rs = 1.0f / sqrtf(var + eps);
+    *mu_out = mu;
+    *rs_out = 1.0f / sqrtf(var + eps);
+}
+
+// The row in registers (row_load_stats), widened on each use.
+template <typename T, int NV>
+__global__ void layernorm_forward_reg(T *out, float *mean, float *rstd, const T *inp, int64_t M,
+                                      int C, float eps)
+{
+    constexpr int N = vec_width<T>::value;
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M)
+        return; // the whole warp: one row per warp
+    const int G = C / N;
+    const T *x = inp + row * C;
+    vec_raw_t<T, N> raw[NV];
+    float mu, rs;
+    row_load_stats<T, N, NV>(x, raw, lane, G, C, eps, &mu, &rs);
     T *y = out + row * C;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
@@ -90,16 +101,12 @@ __global__ void layernorm_forward_reg(T *out, float *mean, float *rstd, const T 
     }
 }
 
-// Any C and alignment: the row is read once per pass.
+// The mean and 1/sqrt(var + eps) of a row of any length and alignment,
+// by one warp, reading the row once per pass.
 template <typename T>
-__global__ void layernorm_forward_any(T *out, float *mean, float *rstd, const T *inp, int64_t M,
-                                      int C, float eps)
+__device__ __forceinline__ void row_stats_any(const T *x, int lane, int C, float eps,
+                                              float *mu_out, float *rs_out)
 {
-    const int lane = threadIdx.x & 31;
-    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= M)
-        return;
-    const T *x = inp + row * C;
     float sum = 0.0f;
     for (int c = lane; c < C; c += 32)
         sum += ld(x[c]);
@@ -110,7 +117,22 @@ __global__ void layernorm_forward_any(T *out, float *mean, float *rstd, const T 
         var += d * d;
     }
     var = warp_sum(var) / (float)C;
-    const float rs = 1.0f / sqrtf(var + eps);
+    *mu_out = mu;
+    *rs_out = 1.0f / sqrtf(var + eps);
+}
+
+// Any C and alignment: the row is read once per pass.
+template <typename T>
+__global__ void layernorm_forward_any(T *out, float *mean, float *rstd, const T *inp, int64_t M,
+                                      int C, float eps)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M)
+        return;
+    const T *x = inp + row * C;
+    float mu, rs;
+    row_stats_any(x, lane, C, eps, &mu, &rs);
     T *y = out + row * C;
     for (int c = lane; c < C; c += 32)
         y[c] = st<T>((ld(x[c]) - mu) * rs);
@@ -493,34 +515,8 @@ __global__ void adaln_forward_reg(T *out, float *mean, float *rstd, const T *inp
     const T *x = inp + row * C;
     const int64_t mrow = idiv(row, T_) * ms;
     vec_raw_t<T, N> raw[NV];
-    float sum = 0.0f;
-#pragma unroll
-    for (int k = 0; k < NV; k++) {
-        const int g = lane + 32 * k;
-        if (g < G) {
-            raw[k] = vec_load_raw<N>(x + g * N);
-            float v[N];
-            vec_unpack<N, T>(v, raw[k]);
-#pragma unroll
-            for (int j = 0; j < N; j++)
-                sum += v[j];
-        }
-    }
-    const float mu = warp_sum(sum) / (float)C;
-    float var = 0.0f;
-#pragma unroll
-    for (int k = 0; k < NV; k++)
-        if (lane + 32 * k < G) {
-            float v[N];
-            vec_unpack<N, T>(v, raw[k]);
-#pragma unroll
-            for (int j = 0; j < N; j++) {
-                float d = v[j] - mu;
-                var += d * d;
-            }
-        }
-    var = warp_sum(var) / (float)C;
-    const float rs = 1.0f / sqrtf(var + eps);
+    float mu, rs;
+    row_load_stats<T, N, NV>(x, raw, lane, G, C, eps, &mu, &rs);
     T *y = out + row * C;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
@@ -553,17 +549,8 @@ __global__ void adaln_forward_any(T *out, float *mean, float *rstd, const T *inp
         return;
     const T *x = inp + row * C;
     const int64_t mrow = idiv(row, T_) * ms;
-    float sum = 0.0f;
-    for (int c = lane; c < C; c += 32)
-        sum += ld(x[c]);
-    const float mu = warp_sum(sum) / (float)C;
-    float var = 0.0f;
-    for (int c = lane; c < C; c += 32) {
-        float d = ld(x[c]) - mu;
-        var += d * d;
-    }
-    var = warp_sum(var) / (float)C;
-    const float rs = 1.0f / sqrtf(var + eps);
+    float mu, rs;
+    row_stats_any(x, lane, C, eps, &mu, &rs);
     T *y = out + row * C;
     for (int c = lane; c < C; c += 32)
         y[c] = st<T>(((ld(x[c]) - mu) * rs) * (1.0f + ld(scale[mrow + c])) + ld(shift[mrow + c]));
