@@ -393,6 +393,30 @@ enum { TILE_C = 32 };
 //   dx[t, c] = g f (when dx),
 //   acc1[b, c] += sum_t g          (dshift, modulate only),
 //   acc2[b, c] += sum_t g v[t, c]  (dscale with v = x, or dgate with v = y).
+// The end of a column-sum block: each of the BY rows of threads holds a
+// partial (s1, s2) for its column tx; row 0 adds the BY partials, in order,
+// to acc1[idx] and acc2[idx] (either may be NULL). Every thread calls it.
+template <typename T, int BY>
+__device__ __forceinline__ void column_sums_add(float (&part)[2][BY][TILE_C + 1], float s1,
+                                                float s2, int tx, int ty, bool in, T *acc1,
+                                                T *acc2, int64_t idx)
+{
+    part[0][ty][tx] = s1;
+    part[1][ty][tx] = s2;
+    __syncthreads();
+    if (ty == 0 && in) {
+        float t1 = 0.0f, t2 = 0.0f;
+        for (int k = 0; k < BY; k++) {
+            t1 += part[0][k][tx];
+            t2 += part[1][k][tx];
+        }
+        if (acc1)
+            acc1[idx] = st<T>(ld(acc1[idx]) + t1);
+        if (acc2)
+            acc2[idx] = st<T>(ld(acc2[idx]) + t2);
+    }
+}
+
 template <typename T, int BY, bool PLUS_ONE>
 __global__ void adaln_backward_kernel(T *dx, T *acc1, T *acc2, const T *g, const T *v, const T *f,
                                       int T_, int C, int ms)
@@ -418,20 +442,7 @@ __global__ void adaln_backward_kernel(T *dx, T *acc1, T *acc2, const T *g, const
                 s2 += gi * ld(v[i]);
         }
     }
-    part[0][ty][tx] = s1;
-    part[1][ty][tx] = s2;
-    __syncthreads();
-    if (ty == 0 && in) {
-        float t1 = 0.0f, t2 = 0.0f;
-        for (int k = 0; k < BY; k++) {
-            t1 += part[0][k][tx];
-            t2 += part[1][k][tx];
-        }
-        if (acc1)
-            acc1[b * ms + c] = st<T>(ld(acc1[b * ms + c]) + t1);
-        if (acc2)
-            acc2[b * ms + c] = st<T>(ld(acc2[b * ms + c]) + t2);
-    }
+    column_sums_add<T, BY>(part, s1, s2, tx, ty, in, acc1, acc2, b * ms + c);
 }
 
 // 32 token rows per block: with 1024 threads a block keeps enough loads in
@@ -704,20 +715,7 @@ __global__ void adaln_ln_sums_kernel(T *dshift, T *dscale, const T *g, const T *
                 s2 += gi * ((ld(x[i]) - mu[t]) * rs[t]);
         }
     }
-    part[0][ty][tx] = s1;
-    part[1][ty][tx] = s2;
-    __syncthreads();
-    if (ty == 0 && in) {
-        float t1 = 0.0f, t2 = 0.0f;
-        for (int k = 0; k < BY; k++) {
-            t1 += part[0][k][tx];
-            t2 += part[1][k][tx];
-        }
-        if (dshift)
-            dshift[b * ms + c] = st<T>(ld(dshift[b * ms + c]) + t1);
-        if (dscale)
-            dscale[b * ms + c] = st<T>(ld(dscale[b * ms + c]) + t2);
-    }
+    column_sums_add<T, BY>(part, s1, s2, tx, ty, in, dshift, dscale, b * ms + c);
 }
 
 extern "C" void cuda_adaln_backward(struct kctx *ctx, void *dx, void *dshift, void *dscale,
