@@ -4,17 +4,37 @@
 #include "libcommon/philox.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A purpose of the tests' own, so no product stream is reused here. */
 #define TEST_PURPOSE 0x7e58u
+
+/* A failure nothing after it can survive (no context, no memory): the
+ * test's child process ends here, failed, instead of aborting later in
+ * the op that gets the missing context. */
+static _Noreturn void fatal(int line, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static _Noreturn void fatal(int line, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    test_fail(__FILE__, line, "%s", msg);
+    fflush(stderr);
+    _exit(1);
+}
 
 struct kctx cuda_test_ctx(void)
 {
     struct kctx ctx;
     if (kctx_init(&ctx, DEVICE_CUDA, 0) != 0)
-        test_fail(__FILE__, __LINE__, "kctx_init(cuda): %s", err_get());
+        fatal(__LINE__, "kctx_init(cuda): %s", err_get());
     return ctx;
 }
 
@@ -22,7 +42,7 @@ struct kctx cpu_test_ctx(void)
 {
     struct kctx ctx;
     if (kctx_init(&ctx, DEVICE_CPU, 0) != 0)
-        test_fail(__FILE__, __LINE__, "kctx_init(cpu): %s", err_get());
+        fatal(__LINE__, "kctx_init(cpu): %s", err_get());
     return ctx;
 }
 
@@ -48,7 +68,7 @@ struct tensor test_tensor(struct kctx *ctx, enum kdtype dt, const float *host, s
 {
     struct tensor t;
     if (k_alloc(ctx, &t, dt, (int64_t)n) != 0)
-        test_fail(__FILE__, __LINE__, "k_alloc of %zu: %s", n, err_get());
+        fatal(__LINE__, "k_alloc of %zu: %s", n, err_get());
     if (host)
         k_upload_f32(ctx, t, host, (int64_t)n);
     return t;
