@@ -84,17 +84,16 @@ int main(int argc, char **argv)
     }
     if (!mode || (strcmp(mode, "train") && strcmp(mode, "sample")) || batch <= 0 || steps <= 0)
         usage();
-    enum kdtype dt = strcmp(precision, "bf16") == 0 ? KDT_BF16 : strcmp(precision, "fp16") == 0 ? KDT_F16 : KDT_F32;
+    enum kdtype dt;
     enum device_kind dev;
     struct dit_config cfg;
-    if (device_resolve(device, &dev) != 0 || dit_config_by_name(&cfg, model, latent) != 0) {
+    if (device_resolve(device, &dev) != 0 || kdtype_for_compute(precision, dev, &dt) < 0 ||
+        dit_config_by_name(&cfg, model, latent) != 0) {
         fprintf(stderr, "dit_gpu: %s\n", err_get());
         return 1;
     }
     if (depth)
         cfg.depth = depth;
-    if (dev == DEVICE_CPU)
-        dt = KDT_F32;
     struct kctx ctx;
     if (kctx_init(&ctx, dev, 0) != 0) {
         fprintf(stderr, "dit_gpu: %s\n", err_get());

@@ -216,15 +216,11 @@ int main(int argc, char **argv)
         opt_usage_error("batch size, images per class, steps and the guidance scale must be positive");
     enum device_kind dev = device_select(opt_device());
     /* The compute dtype: bf16 on a GPU unless asked otherwise; f32 on the CPU. */
-    enum kdtype cdt = KDT_F32;
-    if (o.precision && strcmp(o.precision, "fp32") && strcmp(o.precision, "bf16") &&
-        strcmp(o.precision, "fp16"))
-        opt_usage_error("--precision: '%s' is not fp32, bf16 or fp16", o.precision);
-    if (dev == DEVICE_CUDA)
-        cdt = !o.precision || strcmp(o.precision, "bf16") == 0 ? KDT_BF16
-              : strcmp(o.precision, "fp16") == 0              ? KDT_F16
-                                                               : KDT_F32;
-    else if (o.precision && strcmp(o.precision, "fp32") != 0)
+    enum kdtype cdt;
+    int cpu_note = kdtype_for_compute(o.precision, dev, &cdt);
+    if (cpu_note < 0)
+        opt_usage_error("--precision: %s", err_get());
+    if (cpu_note)
         log_info("--precision %s: the CPU backend computes in fp32", o.precision);
 
     struct dit_config cfg;

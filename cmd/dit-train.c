@@ -463,23 +463,18 @@ int main(int argc, char **argv)
         opt_usage_error("--objective: '%s' is not ddpm or flow", o.objective);
     if (lr_schedule_parse(o.scheduler, &tc.schedule) != 0)
         opt_usage_error("--lr-scheduler: '%s' is not constant, linear or cosine", o.scheduler);
-    if (o.mixed && strcmp(o.mixed, "no") && strcmp(o.mixed, "fp16") && strcmp(o.mixed, "bf16"))
-        opt_usage_error("--mixed-precision: '%s' is not no, fp16 or bf16", o.mixed);
 
     enum device_kind dev = device_select(opt_device());
     /* Master weights and optimizer state are f32 always; mixed precision is
-     * the dtype of the activations and of the weights the products read.
-     * Unset, it is bf16 on a GPU. The CPU computes in f32. */
-    enum kdtype cdt = KDT_F32;
-    if (dev == DEVICE_CPU) {
-        if (o.mixed && strcmp(o.mixed, "no") != 0)
-            log_info("--mixed-precision %s: the CPU backend computes in fp32", o.mixed);
-    } else if (!o.mixed || strcmp(o.mixed, "bf16") == 0) {
-        cdt = KDT_BF16;
-    } else if (strcmp(o.mixed, "fp16") == 0) {
-        cdt = KDT_F16;
-        tc.loss_scaling = 1;
-    }
+     * the dtype of the activations and of the weights the products read
+     * (bf16 on a GPU unless asked otherwise), fp16 with loss scaling. */
+    enum kdtype cdt;
+    int cpu_note = kdtype_for_compute(o.mixed, dev, &cdt);
+    if (cpu_note < 0)
+        opt_usage_error("--mixed-precision: %s", err_get());
+    if (cpu_note)
+        log_info("--mixed-precision %s: the CPU backend computes in fp32", o.mixed);
+    tc.loss_scaling = cdt == KDT_F16;
 
     /* Data. */
     struct shardset *data = shardset_open(o.data);
