@@ -343,8 +343,9 @@ void k_upload_f32(struct kctx *ctx, struct tensor dst, const float *host, int64_
     if (!tmp)
         op_abort("upload_f32", "out of host memory for %" PRId64 " values", n);
     host_convert(tmp, dst.dtype, host, KDT_F32, n);
+    /* No wait before the free: an upload from pageable memory has copied
+     * it out by the time the call returns (cudaMemcpyAsync's rule). */
     k_upload(ctx, dst, tmp, n);
-    k_sync(ctx); /* the staging buffer goes away now */
     free(tmp);
 }
 

@@ -149,23 +149,37 @@ CPU_VECTOR_CLONES static void modulate_backward_block(float *dx, double *sum_dy,
     }
 }
 
+/* out[b,t,:] = d[b,t,:] * (1 + f[b,:]) (plus_one: modulate's dx) or
+ * d * f[b,:] (the gated residual's dy), f rows at mod_stride: the backward
+ * when no sum over tokens is wanted. */
+static void rows_times_mod(float *out, const float *d, const float *f, int plus_one, int B,
+                           int T, int C, int mod_stride)
+{
+    int64_t rows = (int64_t)B * T;
+#pragma omp parallel for schedule(static) if (rows * C >= CPU_PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *fr = f + (r / T) * mod_stride;
+        const float *dr = d + r * C;
+        float *o = out + r * C;
+        if (plus_one) {
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                o[c] = dr[c] * (1.0f + fr[c]);
+        } else {
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                o[c] = dr[c] * fr[c];
+        }
+    }
+}
+
 void cpu_modulate_backward(float *dx, float *dshift, float *dscale, const float *dout,
                            const float *x, const float *scale, int B, int T, int C,
                            int mod_stride)
 {
     if (!dshift && !dscale) {
-        if (!dx)
-            return;
-        int64_t rows = (int64_t)B * T;
-#pragma omp parallel for schedule(static) if (rows * C >= CPU_PARALLEL_MIN)
-        for (int64_t r = 0; r < rows; r++) {
-            const float *sc = scale + (r / T) * mod_stride;
-            const float *dy = dout + r * C;
-            float *d = dx + r * C;
-#pragma omp simd
-            for (int c = 0; c < C; c++)
-                d[c] = dy[c] * (1.0f + sc[c]);
-        }
+        if (dx)
+            rows_times_mod(dx, dout, scale, 1, B, T, C, mod_stride);
         return;
     }
     int nblk = (C + MOD_BLOCK - 1) / MOD_BLOCK;
@@ -361,18 +375,8 @@ void cpu_gated_residual_backward(float *dy, float *dgate, const float *dres, con
                                  const float *gate, int B, int T, int C, int mod_stride)
 {
     if (!dgate) {
-        if (!dy)
-            return;
-        int64_t rows = (int64_t)B * T;
-#pragma omp parallel for schedule(static) if (rows * C >= CPU_PARALLEL_MIN)
-        for (int64_t r = 0; r < rows; r++) {
-            const float *g = gate + (r / T) * mod_stride;
-            const float *d = dres + r * C;
-            float *o = dy + r * C;
-#pragma omp simd
-            for (int c = 0; c < C; c++)
-                o[c] = d[c] * g[c];
-        }
+        if (dy)
+            rows_times_mod(dy, dres, gate, 0, B, T, C, mod_stride);
         return;
     }
     int nblk = (C + MOD_BLOCK - 1) / MOD_BLOCK;
