@@ -88,13 +88,15 @@ void rng_normal_f32(const struct rng_stream *s, uint64_t offset, size_t n, float
         uint32_t w[4];
         stream_block(s, j / 2, 0, w);
         double r = sqrt(-2.0 * log(unit_open52(w[0], w[1])));
-        double t = 2.0 * M_PI * unit_open52(w[2], w[3]);
+        double t = 2.0 * M_PI * unit_open52(w[2], w[3]), sn, cs;
+        /* glibc's sincos gives exactly sin's and cos's values, in one call. */
+        sincos(t, &sn, &cs);
         if (j % 2 == 0) {
-            out[i++] = (float)(r * cos(t));
+            out[i++] = (float)(r * cs);
             if (i == n)
                 break;
         }
-        out[i++] = (float)(r * sin(t));
+        out[i++] = (float)(r * sn);
     }
 }
 

@@ -27,6 +27,10 @@ int dit_generate(struct dit_model *m, const struct sampler *s, const int *labels
         err_set("out of memory for sampling");
     for (int k0 = 0; rc == 0 && k0 < n; k0 += B) {
         const int b = n - k0 < B ? n - k0 : B;
+        /* Each image draws from its own stream: in parallel, same bits. The
+         * draws are the host's largest share of a step on a GPU (25 ms for
+         * 256 images on one core). */
+#pragma omp parallel for schedule(static) if (b > 1)
         for (int i = 0; i < b; i++) {
             sampler_noise(x + i * per, opt->seed, (uint64_t)(k0 + i), 0, per);
             y[i] = labels[k0 + i];
@@ -44,6 +48,7 @@ int dit_generate(struct dit_model *m, const struct sampler *s, const int *labels
                 dit_forward(m, out, x, t, y, b);
             }
             if (sampler_step_noise(s, st))
+#pragma omp parallel for schedule(static) if (b > 1)
                 for (int i = 0; i < b; i++)
                     sampler_noise(noise + i * per, opt->seed, (uint64_t)(k0 + i), st + 1, per);
             sampler_step(s, st, x, out, cfg->learn_sigma, noise, b, C, hw);

@@ -392,6 +392,9 @@ void sampler_step(const struct sampler *s, int i, float *x, const float *out, in
     const int64_t n = (int64_t)C * hw, stride = learned_sigma ? 2 * n : n;
     const int use_noise = sampler_step_noise(s, i);
     const enum ddpm_variance var = sampler_variance(s, learned_sigma);
+    /* Images are independent: in parallel, the same bits on any thread count
+     * (on a GPU run this is the host's share of every sampling step). */
+#pragma omp parallel for schedule(static) if (B > 1 && n * B >= 65536)
     for (int b = 0; b < B; b++) {
         float *xb = x + b * n;
         const float *eps = out + b * stride, *v = learned_sigma ? eps + n : NULL;
@@ -419,6 +422,7 @@ void sampler_cfg_combine(float *out, const float *cond, const float *uncond, flo
                          int C_total, int64_t hw)
 {
     const int64_t guided = (int64_t)(C_guided < C_total ? C_guided : C_total) * hw, n = (int64_t)C_total * hw;
+#pragma omp parallel for schedule(static) if (B > 1 && n * B >= 65536)
     for (int b = 0; b < B; b++) {
         const float *c = cond + b * n, *u = uncond + b * n;
         float *o = out + b * n;
