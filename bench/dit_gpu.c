@@ -102,7 +102,8 @@ int main(int argc, char **argv)
     int train = strcmp(mode, "train") == 0;
     int B = train ? batch : 2 * batch; /* guidance runs both halves together */
     struct dit_model m;
-    if (dit_model_create(&m, &cfg, &ctx, B, checkpointing, dt) != 0) {
+    enum dit_memory plan = !train ? DIT_MEM_INFERENCE : checkpointing ? DIT_MEM_CHECKPOINT : DIT_MEM_TRAIN;
+    if (dit_model_create(&m, &cfg, &ctx, B, plan, dt) != 0) {
         fprintf(stderr, "dit_gpu: %s\n", err_get());
         return 1;
     }

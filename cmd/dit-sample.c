@@ -279,7 +279,7 @@ int main(int argc, char **argv)
     struct dit_model m;
     const int B = o.batch < n_images ? o.batch : n_images;
     if (kctx_init(&ctx, dev, o.threads) != 0 ||
-        dit_model_create(&m, &cfg, &ctx, use_cfg ? 2 * B : B, 0, cdt) != 0)
+        dit_model_create(&m, &cfg, &ctx, use_cfg ? 2 * B : B, DIT_MEM_INFERENCE, cdt) != 0)
         die(DIT_EXIT_FAILURE, "%s", err_get());
     dit_params_upload(&m, params);
     free(params);

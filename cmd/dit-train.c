@@ -323,15 +323,26 @@ static int samples_setup(struct samples *sp, const struct options *o, const stru
     sp->cfg = cfg->class_dropout_prob > 0 ? (float)o->sample_cfg : 1.0f;
     sp->guided = cfg->in_channels < 3 ? cfg->in_channels : 3; /* as DiT's sample.py */
     int batch = sp->n < 16 ? sp->n : 16;
-    return dit_model_create(&sp->m, cfg, ctx, sp->cfg != 1.0f ? 2 * batch : batch, 0, dt);
+    return dit_model_create(&sp->m, cfg, ctx, sp->cfg != 1.0f ? 2 * batch : batch, DIT_MEM_INFERENCE, dt);
+}
+
+/* What to change when the model or its optimizer state did not fit. */
+static const char *memory_hint(const struct options *o, const char *err)
+{
+    if (!strstr(err, "out of GPU memory") && !strstr(err, "out of memory"))
+        return "";
+    if (!o->checkpointing)
+        return " (--gradient-checkpointing keeps one block's activations at a time; a smaller "
+               "--train-batch-size with --gradient-accumulation-steps keeps the effective batch)";
+    return " (try a smaller --train-batch-size with --gradient-accumulation-steps to keep the "
+           "effective batch)";
 }
 
 static int samples_make(struct samples *sp, const struct options *o, const struct trainer *tr,
                         struct tfevents *tb, int64_t step)
 {
     const struct dit_config *cfg = &sp->m.cfg;
-    k_copy(sp->m.ctx, sp->m.params, tr->ema.data ? tr->ema : tr->m->params, sp->m.n_params);
-    dit_weights_refresh(&sp->m);
+    dit_weights_set(&sp->m, tr->ema.data ? tr->ema : tr->m->params);
     const int L = cfg->input_size, W = L * sp->enc.factor;
     const int64_t per = (int64_t)cfg->in_channels * L * L;
     float *lat = malloc((size_t)(sp->n * per) * sizeof *lat);
@@ -531,8 +542,9 @@ int main(int argc, char **argv)
     if (kctx_init(&ctx, dev, o.threads) != 0)
         die(DIT_EXIT_FAILURE, "%s", err_get());
     struct dit_model model;
-    if (dit_model_create(&model, &cfg, &ctx, o.batch, o.checkpointing, cdt) != 0)
-        die(DIT_EXIT_FAILURE, "%s", err_get());
+    if (dit_model_create(&model, &cfg, &ctx, o.batch, o.checkpointing ? DIT_MEM_CHECKPOINT : DIT_MEM_TRAIN,
+                         cdt) != 0)
+        die(DIT_EXIT_FAILURE, "%s%s", err_get(), memory_hint(&o, err_get()));
     if (!pretrained) {
         pretrained = malloc((size_t)model.n_params * sizeof *pretrained);
         if (!pretrained)
@@ -547,7 +559,7 @@ int main(int argc, char **argv)
     tc.total_steps = o.max_steps ? o.max_steps : steps_per_epoch * o.epochs;
     struct trainer tr;
     if (trainer_init(&tr, &model, &tc) != 0)
-        die(DIT_EXIT_FAILURE, "%s", err_get());
+        die(DIT_EXIT_FAILURE, "%s%s", err_get(), memory_hint(&o, err_get()));
 
     struct state st = {0, 0, 0, 0.0, 0};
     if (o.resume) {

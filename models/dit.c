@@ -7,6 +7,7 @@
 #include "models/dit.h"
 #include "libcommon/error.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,9 +78,17 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
     a->y_emb = take(a_, B * C);
     a->c = take(a_, B * C);
     a->c_act = take(a_, B * C);
-    for (int i = 0; i <= c->depth; i++)
-        a->x[i] = take(a_, BTC);
-    int sets = m->checkpointing ? 1 : c->depth;
+    if (m->inference) {
+        /* Nothing is kept for backward: every block updates one residual
+         * stream in place (k_gated_residual_forward allows out == res). */
+        struct tensor stream = take(a_, BTC);
+        for (int i = 0; i <= c->depth; i++)
+            a->x[i] = stream;
+    } else {
+        for (int i = 0; i <= c->depth; i++)
+            a->x[i] = take(a_, BTC);
+    }
+    int sets = m->checkpointing || m->inference ? 1 : c->depth;
     for (int i = 0; i < sets; i++) {
         struct block_acts *b = &a->blk[i];
         b->mod = take(a_, B * 6 * C);
@@ -104,6 +113,8 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
     a->hf = take(a_, BTC);
     a->outtok = take(a_, B * T * PO);
     a->att_scratch = take(f_, k_attention_scratch(m->ctx, (int)B, (int)T, (int)NH));
+    if (m->inference)
+        return;
     a->dx = take(a_, BTC);
     a->d1 = take(a_, BTC);
     a->d2 = take(a_, BTC);
@@ -119,8 +130,20 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
     a->douttok = take(a_, B * T * PO);
 }
 
+/* Scales *bytes to MiB or GiB and names the unit. */
+static const char *bytes_unit(double *bytes)
+{
+    const double mib = 1024.0 * 1024.0;
+    if (*bytes >= 1024.0 * mib) {
+        *bytes /= 1024.0 * mib;
+        return "GiB";
+    }
+    *bytes /= mib;
+    return "MiB";
+}
+
 int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
-                     int checkpointing, enum kdtype dt)
+                     enum dit_memory memory, enum kdtype dt)
 {
     memset(m, 0, sizeof *m);
     if (dit_config_check(cfg) != 0)
@@ -142,7 +165,12 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
     m->ctx = ctx;
     m->dt = dt;
     m->B = B;
-    m->checkpointing = checkpointing;
+    if (memory != DIT_MEM_TRAIN && memory != DIT_MEM_CHECKPOINT && memory != DIT_MEM_INFERENCE) {
+        err_set("unknown DiT memory plan %d", (int)memory);
+        return -1;
+    }
+    m->checkpointing = memory == DIT_MEM_CHECKPOINT;
+    m->inference = memory == DIT_MEM_INFERENCE;
     m->n_params = dit_param_count(cfg);
     struct acts *a = calloc(1, sizeof *a);
     m->acts = a;
@@ -156,15 +184,28 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
     const int64_t T = dit_tokens(cfg), C = cfg->hidden_size, H = cfg->input_size;
     const int64_t img_in = (int64_t)B * cfg->in_channels * H * H;
     const int64_t img_out = (int64_t)B * dit_out_channels(cfg) * H * H;
-    if (k_alloc(ctx, &m->params, KDT_F32, m->n_params) != 0 ||
-        k_alloc(ctx, &m->grads, KDT_F32, m->n_params) != 0 ||
+    /* Inference needs neither gradients nor, in a low precision, the f32
+     * master copy. */
+    const int want_params = !m->inference || dt == KDT_F32, want_grads = !m->inference;
+    if ((want_params && k_alloc(ctx, &m->params, KDT_F32, m->n_params) != 0) ||
+        (want_grads && k_alloc(ctx, &m->grads, KDT_F32, m->n_params) != 0) ||
         (dt != KDT_F32 && k_alloc(ctx, &m->weights, dt, m->n_params) != 0) ||
         k_alloc(ctx, &m->pos_embed, dt, T * C) != 0 || k_alloc(ctx, &m->io_x, dt, img_in) != 0 ||
         k_alloc(ctx, &m->io_out, dt, img_out) != 0 || k_alloc(ctx, &m->io_t, KDT_F32, B) != 0 ||
         k_alloc(ctx, &m->io_y, KDT_F32, B) != 0 || k_alloc(ctx, &m->arena, dt, pa.off) != 0 ||
         k_alloc(ctx, &m->arena32, KDT_F32, pf.off) != 0) {
-        err_prefix("a DiT of %lld parameters with %lld + %lld activation values",
-                   (long long)m->n_params, (long long)pa.off, (long long)pf.off);
+        /* What this batch asked for, in the units a user plans memory in. */
+        double wbytes = (double)m->n_params * (4.0 * (want_params + want_grads) +
+                                               (dt != KDT_F32 ? (double)kdtype_bytes(dt) : 0.0));
+        double abytes = (double)pa.off * (double)kdtype_bytes(dt) + (double)pf.off * 4.0;
+        double wv = wbytes, av = abytes;
+        const char *wu = bytes_unit(&wv), *au = bytes_unit(&av);
+        err_prefix("a DiT of %lld parameters (%.1f %s of weights and gradients) with %.1f %s of %s "
+                   "activations for a batch of %d%s",
+                   (long long)m->n_params, wv, wu, av, au, kdtype_name(dt), B,
+                   m->checkpointing ? " (gradient checkpointing)"
+                   : m->inference   ? " (inference)"
+                                    : "");
         dit_model_free(m);
         return -1;
     }
@@ -174,7 +215,7 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
     plan(m, &ra, &rf, a);
     dit_params_view(cfg, m->weights, &m->p);
     dit_params_view(cfg, m->grads, &m->g);
-    k_fill(ctx, m->grads, 0.0f, m->n_params);
+    dit_zero_grads(m);
     float *pos = malloc((size_t)(T * C) * sizeof *pos);
     if (!pos) {
         dit_model_free(m);
@@ -211,42 +252,61 @@ void dit_model_free(struct dit_model *m)
 void dit_model_sizes(const struct dit_model *m, int64_t *param_bytes, int64_t *activation_bytes)
 {
     int64_t w = m->weights.data != m->params.data ? m->n_params * (int64_t)kdtype_bytes(m->dt) : 0;
-    *param_bytes = 2 * m->n_params * (int64_t)sizeof(float) + w;
+    *param_bytes = (m->params.n + m->grads.n) * (int64_t)sizeof(float) + w;
     *activation_bytes = m->arena.n * (int64_t)kdtype_bytes(m->dt) + m->arena32.n * 4;
 }
 
 void dit_params_upload(struct dit_model *m, const float *host)
 {
-    k_upload(m->ctx, m->params, host, m->n_params);
-    dit_weights_refresh(m);
+    if (m->params.data) {
+        k_upload(m->ctx, m->params, host, m->n_params);
+        dit_weights_refresh(m);
+    } else {
+        k_upload_f32(m->ctx, m->weights, host, m->n_params);
+    }
     k_sync(m->ctx);
 }
 
 void dit_params_download(struct dit_model *m, float *host)
 {
-    k_download(m->ctx, host, m->params, m->n_params);
+    if (m->params.data)
+        k_download(m->ctx, host, m->params, m->n_params);
+    else
+        k_download_f32(m->ctx, host, m->weights, m->n_params);
 }
 
 void dit_weights_refresh(struct dit_model *m)
 {
-    if (m->weights.data != m->params.data)
+    if (m->params.data && m->weights.data != m->params.data)
         k_convert(m->ctx, m->weights, m->params, m->n_params);
+}
+
+void dit_weights_set(struct dit_model *m, struct tensor src)
+{
+    if (m->params.data) {
+        k_copy(m->ctx, m->params, src, m->n_params);
+        dit_weights_refresh(m);
+    } else {
+        k_convert(m->ctx, m->weights, src, m->n_params);
+    }
 }
 
 void dit_grads_download(struct dit_model *m, float *host)
 {
-    k_download(m->ctx, host, m->grads, m->n_params);
+    if (m->grads.data)
+        k_download(m->ctx, host, m->grads, m->n_params);
 }
 
 void dit_zero_grads(struct dit_model *m)
 {
-    k_fill(m->ctx, m->grads, 0.0f, m->n_params);
+    if (m->grads.data)
+        k_fill(m->ctx, m->grads, 0.0f, m->n_params);
 }
 
 static struct block_acts *block_set(struct dit_model *m, int i)
 {
     struct acts *a = m->acts;
-    return &a->blk[m->checkpointing ? 0 : i];
+    return &a->blk[m->checkpointing || m->inference ? 0 : i];
 }
 
 /* The first n elements of t, a batch of b < B samples using the front of
@@ -395,6 +455,8 @@ static void block_backward(struct dit_model *m, int i, int B)
 
 void dit_backward(struct dit_model *m, const float *dout, int B)
 {
+    /* A caller's mistake, not bad input: the buffers do not exist. */
+    assert(!m->inference && "dit_backward on an inference model");
     const struct dit_config *c = &m->cfg;
     struct acts *a = m->acts;
     struct kctx *k = m->ctx;

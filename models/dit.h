@@ -102,6 +102,17 @@ void dit_init(const struct dit_config *cfg, float *params, uint64_t seed);
  * double as DiT's get_2d_sincos_pos_embed does. */
 void dit_pos_embed(float *out, int C, int grid);
 
+/* What the activation arena keeps, chosen at creation.
+ *  DIT_MEM_TRAIN: every block's activations, for backward (DiT-XL/2 at
+ *    256 px: about 290 MiB of bf16 per sample).
+ *  DIT_MEM_CHECKPOINT: the residual stream only; backward recomputes each
+ *    block, in one block's worth of memory.
+ *  DIT_MEM_INFERENCE: forward only (samplers): one residual stream that
+ *    every block updates in place, one block's scratch, no gradients and no
+ *    backward buffers (about 12 MiB per sample for DiT-XL/2); in a low
+ *    precision the f32 master copy is not kept either. */
+enum dit_memory { DIT_MEM_TRAIN = 0, DIT_MEM_CHECKPOINT = 1, DIT_MEM_INFERENCE = 2 };
+
 /* The model with its planned memory for a batch size, all of it on the
  * context's device: fp32 master parameters and their gradients, the
  * weights in the compute dtype, and the activations. The inputs and
@@ -114,9 +125,10 @@ struct dit_model {
     enum kdtype dt;        /* activations and compute weights: f32, or bf16 / f16 on CUDA */
     int B;                 /* batch size the arena was planned for */
     int checkpointing;     /* recompute each block during backward */
+    int inference;         /* DIT_MEM_INFERENCE: forward only */
     int64_t n_params;
-    struct tensor params;  /* f32 master weights */
-    struct tensor grads;   /* f32, accumulate */
+    struct tensor params;  /* f32 master weights (absent for inference in bf16 / f16) */
+    struct tensor grads;   /* f32, accumulate (absent for inference) */
     struct tensor weights; /* params in dt, what the ops read; params itself when dt is f32 */
     struct dit_params p, g;  /* views of weights and of grads */
     struct tensor pos_embed; /* [T, C] in dt */
@@ -128,21 +140,25 @@ struct dit_model {
 };
 
 /* Allocates parameters, gradients and the activations for batch size B on
- * ctx's device, computing in dt (f32 on the CPU); the parameters are not
- * initialised. -1 with err_set(). */
+ * ctx's device, computing in dt (f32 on the CPU), keeping what `memory`
+ * says; the parameters are not initialised. -1 with err_set(). */
 int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
-                     int checkpointing, enum kdtype dt);
+                     enum dit_memory memory, enum kdtype dt);
 void dit_model_free(struct dit_model *m);
 /* Bytes of parameters (master and compute copy), gradients and activations,
  * for the start-up report. */
 void dit_model_sizes(const struct dit_model *m, int64_t *param_bytes, int64_t *activation_bytes);
 
 /* Host f32 parameters in and out of the model (the master copy and the
- * compute copy together). */
+ * compute copy together; an inference model in a low precision gives back
+ * its compute weights, rounded). */
 void dit_params_upload(struct dit_model *m, const float *host);
 void dit_params_download(struct dit_model *m, float *host);
 /* After the master copy changed on the device: refresh the compute copy. */
 void dit_weights_refresh(struct dit_model *m);
+/* Sets the model's weights from an f32 parameter buffer on the same device
+ * (another model's master weights or its EMA), n_params values. */
+void dit_weights_set(struct dit_model *m, struct tensor src);
 /* The gradients as host f32 (tests, reports). */
 void dit_grads_download(struct dit_model *m, float *host);
 
@@ -153,7 +169,8 @@ void dit_grads_download(struct dit_model *m, float *host);
 void dit_forward(struct dit_model *m, float *out, const float *x, const float *t,
                  const int32_t *y, int b);
 /* Accumulates into m->grads the gradient of a loss whose gradient with
- * respect to the last forward's output is dout[b, CO, H, W] (host). */
+ * respect to the last forward's output is dout[b, CO, H, W] (host). Not for
+ * an inference model. */
 void dit_backward(struct dit_model *m, const float *dout, int b);
 void dit_zero_grads(struct dit_model *m);
 

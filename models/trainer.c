@@ -40,6 +40,10 @@ int trainer_init(struct trainer *tr, struct dit_model *m, const struct trainer_c
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     tr->m = m;
+    if (m->inference) {
+        err_set("a DiT planned for inference cannot be trained");
+        return -1;
+    }
     if (cfg->grad_accum < 1) {
         err_set("gradient accumulation steps %d is below 1", cfg->grad_accum);
         return -1;

@@ -7,6 +7,7 @@
 #include "libcommon/safetensors.h"
 #include "models/dit.h"
 #include "models/dit_weights.h"
+#include "models/trainer.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -58,7 +59,7 @@ TEST(paper_configs_have_the_paper_parameter_counts)
     CHECK(dit_config_by_name(&c, "DiT-B/3", 32) != 0);
 }
 
-static int run_original(struct dit_model *m, struct kctx *ctx, int checkpointing, float *out)
+static int run_original(struct dit_model *m, struct kctx *ctx, enum dit_memory memory, float *out)
 {
     struct dit_config cfg = tiny_config();
     struct st_set *w = st_set_open(test_source_path("fixtures/dit/tiny_original.safetensors"));
@@ -68,7 +69,7 @@ static int run_original(struct dit_model *m, struct kctx *ctx, int checkpointing
         fprintf(stderr, "    %s\n", err_get());
         return -1;
     }
-    CHECK_INT(dit_model_create(m, &cfg, ctx, 3, checkpointing, KDT_F32), 0);
+    CHECK_INT(dit_model_create(m, &cfg, ctx, 3, memory, KDT_F32), 0);
     CHECK_INT(dit_weights_load(&cfg, (float *)m->params.data, w, DIT_LAYOUT_ORIGINAL), 0);
     const float *x = f32(io, "x", 3 * 4 * 8 * 8);
     const float *t = f32(io, "t_float", 3);
@@ -134,6 +135,54 @@ TEST(gradient_checkpointing_gives_identical_gradients)
     dit_model_sizes(&a, &pa, &aa);
     dit_model_sizes(&b, &pb, &ab);
     CHECK(ab < aa);
+    dit_model_free(&a);
+    dit_model_free(&b);
+    kctx_free(&ctx);
+}
+
+/* The inference plan runs the same ops on one residual stream: the same
+ * bits as the training plan, in a fraction of the memory, and no training. */
+TEST(inference_plan_gives_identical_outputs_in_less_memory)
+{
+    struct kctx ctx;
+    CHECK_INT(kctx_init(&ctx, DEVICE_CPU, 0), 0);
+    struct dit_model a, b;
+    float out_a[3 * 8 * 8 * 8], out_b[3 * 8 * 8 * 8];
+    if (run_original(&a, &ctx, DIT_MEM_TRAIN, out_a) != 0)
+        return;
+    struct dit_config cfg = tiny_config();
+    CHECK_INT(dit_model_create(&b, &cfg, &ctx, 3, DIT_MEM_INFERENCE, KDT_F32), 0);
+    CHECK(b.grads.data == NULL);
+    float *p = malloc((size_t)a.n_params * sizeof *p);
+    dit_params_download(&a, p);
+    dit_params_upload(&b, p);
+    struct st_file *io = st_open(test_source_path("fixtures/dit/tiny_io.safetensors"));
+    const struct st_tensor *yt = st_find(io, "y");
+    int32_t y[3];
+    for (int i = 0; i < 3; i++) {
+        int64_t v;
+        memcpy(&v, (const char *)yt->data + 8 * i, 8);
+        y[i] = (int32_t)v;
+    }
+    dit_forward(&b, out_b, f32(io, "x", 3 * 4 * 8 * 8), f32(io, "t_float", 3), y, 3);
+    CHECK(memcmp(out_a, out_b, sizeof out_a) == 0);
+    int64_t pa, aa, pb, ab;
+    dit_model_sizes(&a, &pa, &aa);
+    dit_model_sizes(&b, &pb, &ab);
+    fprintf(stderr, "    activations: training %lld bytes, inference %lld; parameters %lld, %lld\n",
+            (long long)aa, (long long)ab, (long long)pa, (long long)pb);
+    CHECK(ab * 2 < aa); /* depth 2 here: the gap grows with depth */
+    CHECK_INT(pb * 2, pa);
+    /* dit_weights_set: weights from another model's f32 buffer. */
+    dit_weights_set(&b, a.grads);
+    dit_params_download(&b, p);
+    CHECK(memcmp(p, a.grads.data, (size_t)a.n_params * sizeof *p) == 0);
+    struct trainer tr;
+    struct trainer_config tc = {.grad_accum = 1};
+    CHECK(trainer_init(&tr, &b, &tc) != 0);
+    CHECK_CONTAINS(err_get(), "inference");
+    free(p);
+    st_close(io);
     dit_model_free(&a);
     dit_model_free(&b);
     kctx_free(&ctx);
@@ -365,7 +414,6 @@ TEST(loss_falls_when_training_on_a_fixed_batch)
     kctx_free(&ctx);
 }
 
-#include "models/trainer.h"
 
 /* Params after `steps` DDPM steps through the trainer, from DiT's init
  * perturbed so that every layer has a gradient. With overflow, one
