@@ -22,7 +22,7 @@ struct block_acts {
     struct tensor mid;                 /* [B,T,C] residual after attention */
     struct tensor mean2, rstd2;        /* [B*T] f32 */
     struct tensor h2;                  /* [B,T,C] modulate(norm2(mid)) */
-    struct tensor fc1, gelu;           /* [B,T,MH] */
+    struct tensor fc1, gelu;           /* [B,T,MH]; gelu is one buffer for all blocks */
     struct tensor fc2;                 /* [B,T,C] */
 };
 
@@ -89,6 +89,10 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
             a->x[i] = take(a_, BTC);
     }
     int sets = m->checkpointing || m->inference ? 1 : c->depth;
+    /* GELU's output is the largest activation (4C per token) and the
+     * cheapest to recompute from its input: one buffer serves every block,
+     * and backward recomputes it (what torch.compile's partitioner does). */
+    struct tensor gelu = take(a_, B * T * MH);
     for (int i = 0; i < sets; i++) {
         struct block_acts *b = &a->blk[i];
         b->mod = take(a_, B * 6 * C);
@@ -104,7 +108,7 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
         b->rstd2 = take(f_, B * T);
         b->h2 = take(a_, BTC);
         b->fc1 = take(a_, B * T * MH);
-        b->gelu = take(a_, B * T * MH);
+        b->gelu = gelu;
         b->fc2 = take(a_, BTC);
     }
     a->fmod = take(a_, B * 2 * C);
@@ -426,6 +430,8 @@ static void block_backward(struct dit_model *m, int i, int B)
     struct tensor d1 = V(a->d1, BTC), d2 = V(a->d2, BTC);
 
     k_fill(k, dmod, 0.0f, NM);
+    if (!m->checkpointing) /* the shared GELU buffer holds the last block's */
+        k_gelu_forward(k, V(b->gelu, M * MH), V(b->fc1, M * MH), M * MH);
     /* MLP branch: x[i+1] = mid + gate_mlp * fc2. */
     k_gated_residual_backward(k, d1, mod_at(dmod, 5, C, NM), dx, V(b->fc2, BTC), mod_at(mod, 5, C, NM), B,
                               T, C, S);

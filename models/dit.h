@@ -104,12 +104,13 @@ void dit_pos_embed(float *out, int C, int grid);
 
 /* What the activation arena keeps, chosen at creation.
  *  DIT_MEM_TRAIN: every block's activations, for backward (DiT-XL/2 at
- *    256 px: about 290 MiB of bf16 per sample).
+ *    256 px: about 233 MiB of bf16 per sample; GELU's
+ *    output is one buffer that backward refills from its input).
  *  DIT_MEM_CHECKPOINT: the residual stream only; backward recomputes each
  *    block, in one block's worth of memory.
  *  DIT_MEM_INFERENCE: forward only (samplers): one residual stream that
  *    every block updates in place, one block's scratch, no gradients and no
- *    backward buffers (about 12 MiB per sample for DiT-XL/2); in a low
+ *    backward buffers (about 11 MiB per sample for DiT-XL/2); in a low
  *    precision the f32 master copy is not kept either. */
 enum dit_memory { DIT_MEM_TRAIN = 0, DIT_MEM_CHECKPOINT = 1, DIT_MEM_INFERENCE = 2 };
 
