@@ -146,8 +146,10 @@ static const char *bytes_unit(double *bytes)
     return "MiB";
 }
 
-int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
-                     enum dit_memory memory, enum kdtype dt)
+/* Checks the request and fills what planning needs; the arenas' sizes in
+ * elements land in *act (compute dtype) and *act32 (f32). */
+static int model_setup(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
+                       enum dit_memory memory, enum kdtype dt, int64_t *act, int64_t *act32)
 {
     memset(m, 0, sizeof *m);
     if (dit_config_check(cfg) != 0)
@@ -165,14 +167,14 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
                 "takes", cfg->hidden_size / cfg->num_heads, cfg->hidden_size, cfg->num_heads);
         return -1;
     }
-    m->cfg = *cfg;
-    m->ctx = ctx;
-    m->dt = dt;
-    m->B = B;
     if (memory != DIT_MEM_TRAIN && memory != DIT_MEM_CHECKPOINT && memory != DIT_MEM_INFERENCE) {
         err_set("unknown DiT memory plan %d", (int)memory);
         return -1;
     }
+    m->cfg = *cfg;
+    m->ctx = ctx;
+    m->dt = dt;
+    m->B = B;
     m->checkpointing = memory == DIT_MEM_CHECKPOINT;
     m->inference = memory == DIT_MEM_INFERENCE;
     m->n_params = dit_param_count(cfg);
@@ -182,27 +184,68 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
         err_set("out of memory");
         return -1;
     }
-    /* Count first, then allocate and lay out for real. */
     struct planner pa = {{NULL, dt, ctx->device, 0}, 0}, pf = {{NULL, KDT_F32, ctx->device, 0}, 0};
     plan(m, &pa, &pf, a);
+    *act = pa.off;
+    *act32 = pf.off;
+    return 0;
+}
+
+/* Inference needs neither gradients nor, in a low precision, the f32
+ * master copy. */
+static int wants_params(const struct dit_model *m)
+{
+    return !m->inference || m->dt == KDT_F32;
+}
+
+static int64_t param_bytes_of(const struct dit_model *m)
+{
+    int64_t per = 4 * (wants_params(m) + !m->inference) +
+                  (m->dt != KDT_F32 ? (int64_t)kdtype_bytes(m->dt) : 0);
+    return m->n_params * per;
+}
+
+int dit_model_plan_bytes(const struct dit_config *cfg, enum device_kind device, int B,
+                         enum dit_memory memory, enum kdtype dt, int64_t *param_bytes,
+                         int64_t *activation_bytes)
+{
+    /* Planning reads only the device of a context (for the attention
+     * scratch), so none is set up. */
+    struct kctx ctx = {.device = device};
+    struct dit_model m;
+    int64_t act, act32;
+    int rc = model_setup(&m, cfg, &ctx, B, memory, dt, &act, &act32);
+    if (rc == 0) {
+        *param_bytes = param_bytes_of(&m);
+        *activation_bytes = act * (int64_t)kdtype_bytes(dt) + act32 * 4;
+    }
+    free(m.acts);
+    return rc;
+}
+
+int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
+                     enum dit_memory memory, enum kdtype dt)
+{
+    /* Count first, then allocate and lay out for real. */
+    int64_t act, act32;
+    if (model_setup(m, cfg, ctx, B, memory, dt, &act, &act32) != 0) {
+        free(m->acts);
+        memset(m, 0, sizeof *m);
+        return -1;
+    }
+    struct acts *a = m->acts;
     const int64_t T = dit_tokens(cfg), C = cfg->hidden_size, H = cfg->input_size;
     const int64_t img_in = (int64_t)B * cfg->in_channels * H * H;
     const int64_t img_out = (int64_t)B * dit_out_channels(cfg) * H * H;
-    /* Inference needs neither gradients nor, in a low precision, the f32
-     * master copy. */
-    const int want_params = !m->inference || dt == KDT_F32, want_grads = !m->inference;
-    if ((want_params && k_alloc(ctx, &m->params, KDT_F32, m->n_params) != 0) ||
-        (want_grads && k_alloc(ctx, &m->grads, KDT_F32, m->n_params) != 0) ||
+    if ((wants_params(m) && k_alloc(ctx, &m->params, KDT_F32, m->n_params) != 0) ||
+        (!m->inference && k_alloc(ctx, &m->grads, KDT_F32, m->n_params) != 0) ||
         (dt != KDT_F32 && k_alloc(ctx, &m->weights, dt, m->n_params) != 0) ||
         k_alloc(ctx, &m->pos_embed, dt, T * C) != 0 || k_alloc(ctx, &m->io_x, dt, img_in) != 0 ||
         k_alloc(ctx, &m->io_out, dt, img_out) != 0 || k_alloc(ctx, &m->io_t, KDT_F32, B) != 0 ||
-        k_alloc(ctx, &m->io_y, KDT_F32, B) != 0 || k_alloc(ctx, &m->arena, dt, pa.off) != 0 ||
-        k_alloc(ctx, &m->arena32, KDT_F32, pf.off) != 0) {
+        k_alloc(ctx, &m->io_y, KDT_F32, B) != 0 || k_alloc(ctx, &m->arena, dt, act) != 0 ||
+        k_alloc(ctx, &m->arena32, KDT_F32, act32) != 0) {
         /* What this batch asked for, in the units a user plans memory in. */
-        double wbytes = (double)m->n_params * (4.0 * (want_params + want_grads) +
-                                               (dt != KDT_F32 ? (double)kdtype_bytes(dt) : 0.0));
-        double abytes = (double)pa.off * (double)kdtype_bytes(dt) + (double)pf.off * 4.0;
-        double wv = wbytes, av = abytes;
+        double wv = (double)param_bytes_of(m), av = (double)act * (double)kdtype_bytes(dt) + (double)act32 * 4.0;
         const char *wu = bytes_unit(&wv), *au = bytes_unit(&av);
         err_prefix("a DiT of %lld parameters (%.1f %s of weights and gradients) with %.1f %s of %s "
                    "activations for a batch of %d%s",
@@ -255,8 +298,7 @@ void dit_model_free(struct dit_model *m)
 
 void dit_model_sizes(const struct dit_model *m, int64_t *param_bytes, int64_t *activation_bytes)
 {
-    int64_t w = m->weights.data != m->params.data ? m->n_params * (int64_t)kdtype_bytes(m->dt) : 0;
-    *param_bytes = (m->params.n + m->grads.n) * (int64_t)sizeof(float) + w;
+    *param_bytes = param_bytes_of(m);
     *activation_bytes = m->arena.n * (int64_t)kdtype_bytes(m->dt) + m->arena32.n * 4;
 }
 

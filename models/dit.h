@@ -146,6 +146,12 @@ struct dit_model {
 int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
                      enum dit_memory memory, enum kdtype dt);
 void dit_model_free(struct dit_model *m);
+/* What dit_model_create would allocate, without allocating: bytes of
+ * parameters (master and compute copy) with gradients, and of activations,
+ * for batch B on a device. -1 with err_set() for what create refuses. */
+int dit_model_plan_bytes(const struct dit_config *cfg, enum device_kind device, int B,
+                         enum dit_memory memory, enum kdtype dt, int64_t *param_bytes,
+                         int64_t *activation_bytes);
 /* Bytes of parameters (master and compute copy), gradients and activations,
  * for the start-up report. */
 void dit_model_sizes(const struct dit_model *m, int64_t *param_bytes, int64_t *activation_bytes);

@@ -172,6 +172,15 @@ TEST(inference_plan_gives_identical_outputs_in_less_memory)
     fprintf(stderr, "    activations: training %lld bytes, inference %lld; parameters %lld, %lld\n",
             (long long)aa, (long long)ab, (long long)pa, (long long)pb);
     CHECK(ab * 2 < aa); /* depth 2 here: the gap grows with depth */
+    /* The plan without allocating counts what create allocated. */
+    int64_t pp, ap;
+    CHECK_INT(dit_model_plan_bytes(&cfg, DEVICE_CPU, 3, DIT_MEM_TRAIN, KDT_F32, &pp, &ap), 0);
+    CHECK(pp == pa && ap == aa);
+    CHECK_INT(dit_model_plan_bytes(&cfg, DEVICE_CPU, 3, DIT_MEM_INFERENCE, KDT_F32, &pp, &ap), 0);
+    CHECK(pp == pb && ap == ab);
+    CHECK_INT(dit_model_plan_bytes(&cfg, DEVICE_CUDA, 3, DIT_MEM_INFERENCE, KDT_BF16, &pp, &ap), 0);
+    CHECK_INT(pp, a.n_params * 2); /* bf16 weights alone */
+    CHECK(dit_model_plan_bytes(&cfg, DEVICE_CPU, 0, DIT_MEM_TRAIN, KDT_F32, &pp, &ap) != 0);
     CHECK_INT(pb * 2, pa);
     /* dit_weights_set: weights from another model's f32 buffer. */
     dit_weights_set(&b, a.grads);
