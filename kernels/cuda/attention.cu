@@ -78,15 +78,15 @@ __device__ void att_load_tile(float *dst, const T *src, int t0, int Tn, int64_t 
             float *d = dst + r * LD + c;
             if (t0 + r < Tn) {
                 const att_pack<T> p =
-                    *reinterpret_cast<const att_pack<T> *>(src + (int64_t)(t0 + r) * stride + c);
+                    ld_vec<att_pack<T>>(src + (int64_t)(t0 + r) * stride + c);
 #pragma unroll
                 for (int k = 0; k < V; k += 4)
-                    *reinterpret_cast<float4 *>(d + k) =
-                        make_float4(ld(p.v[k]), ld(p.v[k + 1]), ld(p.v[k + 2]), ld(p.v[k + 3]));
+                    st_vec(d + k, make_float4(ld(p.v[k]), ld(p.v[k + 1]), ld(p.v[k + 2]),
+                                              ld(p.v[k + 3])));
             } else {
 #pragma unroll
                 for (int k = 0; k < V; k += 4)
-                    *reinterpret_cast<float4 *>(d + k) = make_float4(0.f, 0.f, 0.f, 0.f);
+                    st_vec(d + k, make_float4(0.f, 0.f, 0.f, 0.f));
             }
         }
         return; // HS is a multiple of V >= 4: no pad columns
@@ -111,10 +111,10 @@ __device__ __forceinline__ void att_dot_rows(const float *A, const float *b, int
     for (int r = 0; r < R; r++)
         acc[r] = 0.0f;
     for (int d = 0; d < HS4; d += 4) {
-        const float4 bv = *reinterpret_cast<const float4 *>(b + d);
+        const float4 bv = ld_vec<float4>(b + d);
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            const float4 av = *reinterpret_cast<const float4 *>(A + r * LD + d);
+            const float4 av = ld_vec<float4>(A + r * LD + d);
             float s = acc[r];
             s = fmaf(av.x, bv.x, s);
             s = fmaf(av.y, bv.y, s);
@@ -142,7 +142,7 @@ __device__ __forceinline__ void att_accum(const float *W, const float *X, int LD
         float4 w[R];
 #pragma unroll
         for (int r = 0; r < R; r++)
-            w[r] = *reinterpret_cast<const float4 *>(W + r * ATT_BC + j);
+            w[r] = ld_vec<float4>(W + r * ATT_BC + j);
         float x[4][NI];
 #pragma unroll
         for (int jj = 0; jj < 4; jj++)
@@ -485,9 +485,8 @@ __device__ void tc_load_tile(T *dst, const T *src, int t0, int Tn, int64_t strid
             const int r = idx / per_row, cv = idx - r * per_row;
             att_pack<T> p = zero;
             if (t0 + r < Tn && cv < real)
-                p = *reinterpret_cast<const att_pack<T> *>(src + (int64_t)(t0 + r) * stride +
-                                                           cv * V);
-            *reinterpret_cast<att_pack<T> *>(dst + r * LDT + cv * V) = p;
+                p = ld_vec<att_pack<T>>(src + (int64_t)(t0 + r) * stride + cv * V);
+            st_vec(dst + r * LDT + cv * V, p);
         }
         return;
     }
@@ -628,7 +627,7 @@ __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
         for (int i = 0; i < TC_BC / 4; i++) {
             const int c = 4 * i + 2 * half;
-            const float2 v = *reinterpret_cast<const float2 *>(Fw + row * LDF + c);
+            const float2 v = ld_vec<float2>(Fw + row * LDF + c);
             s[2 * i] = k0 + c < Tn ? v.x * scale_log2 : -INFINITY;
             s[2 * i + 1] = k0 + c + 1 < Tn ? v.y * scale_log2 : -INFINITY;
             mx = fmaxf(mx, fmaxf(s[2 * i], s[2 * i + 1]));
@@ -661,8 +660,7 @@ __global__ void __launch_bounds__(TC_THREADS)
         __syncwarp();
 #pragma unroll
         for (int i = 0; i < D::HSP / 4; i++) {
-            const float2 v =
-                *reinterpret_cast<const float2 *>(Fw + row * LDF + 4 * i + 2 * half);
+            const float2 v = ld_vec<float2>(Fw + row * LDF + 4 * i + 2 * half);
             o[2 * i] = fmaf(o[2 * i], corr, v.x);
             o[2 * i + 1] = fmaf(o[2 * i + 1], corr, v.y);
         }
@@ -753,8 +751,8 @@ __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
         for (int i = 0; i < TC_BC / 4; i++) {
             const int c = 4 * i + 2 * half;
-            const float2 s = *reinterpret_cast<const float2 *>(Fw + row * LDF + c);
-            const float2 dp = *reinterpret_cast<const float2 *>(Fw + row * LDF + TC_BC + c);
+            const float2 s = ld_vec<float2>(Fw + row * LDF + c);
+            const float2 dp = ld_vec<float2>(Fw + row * LDF + TC_BC + c);
             const float p0 = exp2f(fmaf(s.x, scale_log2, -lse2s[c]));
             const float p1 = exp2f(fmaf(s.y, scale_log2, -lse2s[c + 1]));
             Pw[row * TC_LDP + c] = st<T>(p0);
@@ -834,8 +832,8 @@ __global__ void __launch_bounds__(TC_THREADS)
 #pragma unroll
         for (int i = 0; i < TC_BC / 4; i++) {
             const int c = 4 * i + 2 * half;
-            const float2 s = *reinterpret_cast<const float2 *>(Fw + row * LDF + c);
-            const float2 dp = *reinterpret_cast<const float2 *>(Fw + row * LDF + TC_BC + c);
+            const float2 s = ld_vec<float2>(Fw + row * LDF + c);
+            const float2 dp = ld_vec<float2>(Fw + row * LDF + TC_BC + c);
             const float p0 = k0 + c < Tn ? exp2f(fmaf(s.x, scale_log2, -l2)) : 0.0f;
             const float p1 = k0 + c + 1 < Tn ? exp2f(fmaf(s.y, scale_log2, -l2)) : 0.0f;
             dSw[row * TC_LDP + c] = st<T>(p0 * (dp.x - Dt));

@@ -113,6 +113,27 @@ static inline size_t kdtype_size(enum kdtype dt)
     return dt == KDT_F32 ? 4 : 2;
 }
 
+// ---- vector accesses ------------------------------------------------------
+
+// One access of sizeof(V) bytes (a float2, float4, 16-byte pack) at p,
+// which a GPU faults on unless p is a multiple of sizeof(V); x86 does not,
+// so under the emulator the address is checked.
+template <typename V, typename T> __device__ __forceinline__ V ld_vec(const T *p)
+{
+#ifdef DIT_CUDA_EMU
+    emu::check_aligned(p, sizeof(V), "ld_vec");
+#endif
+    return *reinterpret_cast<const V *>(p);
+}
+
+template <typename V, typename T> __device__ __forceinline__ void st_vec(T *p, const V &v)
+{
+#ifdef DIT_CUDA_EMU
+    emu::check_aligned(p, sizeof(V), "st_vec");
+#endif
+    *reinterpret_cast<V *>(p) = v;
+}
+
 // ---- launch geometry ------------------------------------------------------
 
 // Blocks of `threads` covering n items, for grid-stride loops: enough to fill

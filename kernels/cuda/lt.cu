@@ -6,41 +6,27 @@
 // fails with the loader's message. The types and function-pointer types come
 // from the real <cublasLt.h>; the version is checked against it.
 //
-// Row-major products through a column-major library: row-major D[M,N] is
-// column-major D^T[N,M] with the same bytes, and D^T = op(B)^T op(A)^T, so
-// cuBLASLt is asked for the product with the operands swapped (its A is our
-// B, its B our A, m = N, n = M) and the same transpose flags (a row-major
-// [r,c] matrix read as column-major is already its transpose). The bias
-// vector is then indexed by cuBLASLt's rows, our columns, as wanted, and the
-// GELU aux matrix has our row length N as its leading dimension. (The
-// alternative, CUBLASLT_ORDER_ROW layouts, has far fewer kernels behind it.)
+// What each product asks of cuBLASLt is lt_call_of() in lt.h (the operand
+// swap that turns our row-major products into its column-major ones, the
+// layouts, the epilogue, the preferences); this file turns that description
+// into descriptors, one field to one attribute, and nothing else, so that
+// the emulator (tests/cuda_emu/lt_emu.cc), which checks and computes the
+// same description, checks this file's requests too. The cuBLASLt rules
+// relied on, each with the page it comes from, are listed in
+// kernels/cuda/README.md, section "cuBLASLt".
 //
-// What this relies on, from the cuBLASLt documentation (cuBLAS guide,
-// "cublasLtMatmul()": the table of supported type combinations, and the
-// attribute comments in cublasLt.h):
-//  - computeType CUBLAS_COMPUTE_32F with scaleType CUDA_R_32F and
-//    A/B/C/D = (32F,32F,32F,32F), (16BF,16BF,16BF,16BF), (16BF,16BF,32F,32F),
-//    (16F,16F,16F,16F), (16F,16F,32F,32F): the mixed ones are the fp32
-//    parameter gradients accumulated with beta = 1.
-//  - CUBLAS_COMPUTE_32F with fp32 inputs is true fp32: cuBLASLt uses TF32
-//    only when asked with CUBLAS_COMPUTE_32F_FAST_TF32 (and BF16x9 emulation
-//    only on Blackwell with CUBLAS_COMPUTE_32F_EMULATED_16BFX9 or the
-//    CUBLAS_EMULATE_SINGLE_PRECISION environment variable), so f32 results
-//    match the CPU to rounding.
-//  - CUBLASLT_EPILOGUE_BIAS / GELU / GELU_BIAS / GELU_AUX / GELU_AUX_BIAS:
-//    bias of the type of D (CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE), length the
-//    rows of D; the aux matrix (the GELU input, x + bias) of the type of D by
-//    default (EPILOGUE_AUX_DATA_TYPE unset), shaped like D, with EPILOGUE_AUX_LD
-//    a multiple of 8 and at least D's rows (lt_epilogue_possible).
-//    cuBLASLt's GELU is the tanh approximation, as ours.
-//  - The heuristic assumes 256-byte aligned A/B/C/D unless told otherwise
-//    (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*_BYTES, default 256), and reads the
-//    bias and aux pointers from the descriptor for their alignment: views
-//    into arenas are often less aligned, so the true alignments are passed
-//    and are part of the cache key.
-//  - A heuristic that returns no algorithm (CUBLAS_STATUS_NOT_SUPPORTED, or a
-//    count of 0) for an epilogue is answered with a plain product and the
-//    epilogue in our kernels (matmul.cu): slower, never wrong.
+// Plans (descriptors and the heuristic's first choice) are cached per
+// shape, dtypes, transposes, epilogue and the alignment of every pointer,
+// the bias and aux ones included: the heuristic picks an algorithm for the
+// alignments it is told (MIN_ALIGNMENT_*_BYTES, and the bias and aux
+// pointers it reads from the descriptor), so a plan is reused only for
+// pointers aligned exactly as those it was made for.
+//
+// No algorithm: a heuristic that returns none for an epilogue is answered
+// with a plain product and the epilogue in our kernels (matmul.cu): slower,
+// never wrong; with DIT_LT_STRICT set it aborts instead, naming the product
+// and the status. For a plain product it is a broken install or a bug:
+// printed, then abort().
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/lt.h"
 
@@ -95,6 +81,7 @@ struct lt_state {
     decltype(&cublasLtMatmul) Matmul;
     cublasLtHandle_t handle;
     int no_epilogue; // DIT_LT_NO_EPILOGUE
+    int strict;      // DIT_LT_STRICT
     int next_evict;
     struct lt_plan plans[LT_PLANS];
 };
@@ -119,40 +106,11 @@ static void lt_fail(const struct lt_state *lt, cublasStatus_t st, const char *ca
             lt_fail((lt), st_, #call, __FILE__, __LINE__);                                    \
     } while (0)
 
-static cudaDataType_t lt_type(int dt)
+// Set, and not "0".
+static int lt_env_flag(const char *name)
 {
-    switch (dt) {
-    case KDT_F32: return CUDA_R_32F;
-    case KDT_BF16: return CUDA_R_16BF;
-    case KDT_F16: return CUDA_R_16F;
-    }
-    fprintf(stderr, "dit: cuBLASLt: unknown dtype %d\n", dt);
-    abort();
-}
-
-static const char *lt_type_name(int dt)
-{
-    return dt == KDT_F32 ? "f32" : dt == KDT_BF16 ? "bf16" : "f16";
-}
-
-// The largest power of two up to 256 that divides the address (256 for
-// NULL): what the MIN_ALIGNMENT preferences ask for.
-static unsigned lt_align(const void *p)
-{
-    uintptr_t v = (uintptr_t)p;
-    unsigned a = 256;
-    while (a > 1 && (v & (a - 1)) != 0)
-        a >>= 1;
-    return a;
-}
-
-static uint32_t lt_epilogue_of(const struct lt_gemm *g)
-{
-    if (!g->gelu)
-        return g->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    if (g->aux)
-        return g->bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
-    return g->bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
 }
 
 // ---- loading ----------------------------------------------------------------
@@ -238,8 +196,8 @@ int lt_init(struct kctx *ctx)
         return -1;
     }
     s->lt_workspace_bytes = LT_WORKSPACE_BYTES;
-    const char *no_epi = getenv("DIT_LT_NO_EPILOGUE");
-    lt->no_epilogue = no_epi && *no_epi && strcmp(no_epi, "0") != 0;
+    lt->no_epilogue = lt_env_flag("DIT_LT_NO_EPILOGUE");
+    lt->strict = lt_env_flag("DIT_LT_STRICT");
     s->lt = lt;
     return 0;
 }
@@ -292,62 +250,61 @@ static void lt_pref_set(struct lt_state *lt, cublasLtMatmulPreference_t pref,
 }
 
 // The bias and aux pointers live in the descriptor: set on every call.
-static void lt_set_pointers(struct lt_state *lt, struct lt_plan *p, const struct lt_gemm *g)
+static void lt_set_pointers(struct lt_state *lt, struct lt_plan *p, const struct lt_call *c)
 {
-    if (g->bias)
-        lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias, sizeof g->bias);
-    if (g->aux)
-        lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g->aux,
-                    sizeof g->aux);
+    if (c->bias)
+        lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &c->bias, sizeof c->bias);
+    if (c->aux)
+        lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &c->aux,
+                    sizeof c->aux);
 }
 
-// Descriptors and the heuristic's first choice for p->key.
+static void lt_layout_create(struct lt_state *lt, cublasLtMatrixLayout_t *out,
+                             const struct lt_layout *l)
+{
+    LT_CHECK(lt, lt->MatrixLayoutCreate(out, l->type, l->rows, l->cols, l->ld));
+}
+
+// Descriptors and the heuristic's first choice for p->key, from
+// lt_call_of(g): every field of the call becomes its attribute here.
 static void lt_plan_build(struct lt_state *lt, struct lt_plan *p, const struct lt_gemm *g,
                           size_t workspace_bytes)
 {
     const struct lt_key *k = &p->key;
-    LT_CHECK(lt, lt->MatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    // Swapped operands: cuBLASLt's A is our B, so its transa is our trans_b.
-    int32_t transa = g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    int32_t transb = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof transa);
-    lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof transb);
-    uint32_t epilogue = k->epilogue;
-    lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue);
-    if (g->bias) {
-        int32_t bias_type = lt_type(g->d_dtype);
-        lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
-                    sizeof bias_type);
-    }
-    if (g->aux) {
-        int64_t aux_ld = g->N;
-        lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld);
-    }
-    lt_set_pointers(lt, p, g);
+    const struct lt_call c = lt_call_of(g);
+    LT_CHECK(lt, lt->MatmulDescCreate(&p->desc, c.compute, c.scale));
+    lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_POINTER_MODE, &c.pointer_mode,
+                sizeof c.pointer_mode);
+    lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &c.transa, sizeof c.transa);
+    lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &c.transb, sizeof c.transb);
+    lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &c.epilogue, sizeof c.epilogue);
+    if (c.bias)
+        lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &c.bias_type,
+                    sizeof c.bias_type);
+    if (c.aux)
+        lt_desc_set(lt, p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &c.aux_ld,
+                    sizeof c.aux_ld);
+    // The heuristic reads these two for their alignment.
+    lt_set_pointers(lt, p, &c);
 
-    // Stored shapes in column-major terms (rows, cols, leading dimension):
-    // row-major [r,c] is column-major [c,r] with ld c.
-    cudaDataType_t ab = lt_type(g->ab_dtype), dt = lt_type(g->d_dtype);
-    const uint64_t M = (uint64_t)g->M, N = (uint64_t)g->N, K = (uint64_t)g->K;
-    if (g->trans_b) // our B stored [N,K]
-        LT_CHECK(lt, lt->MatrixLayoutCreate(&p->la, ab, K, N, (int64_t)K));
-    else // our B stored [K,N]
-        LT_CHECK(lt, lt->MatrixLayoutCreate(&p->la, ab, N, K, (int64_t)N));
-    if (g->trans_a) // our A stored [K,M]
-        LT_CHECK(lt, lt->MatrixLayoutCreate(&p->lb, ab, M, K, (int64_t)M));
-    else // our A stored [M,K]
-        LT_CHECK(lt, lt->MatrixLayoutCreate(&p->lb, ab, K, M, (int64_t)K));
-    LT_CHECK(lt, lt->MatrixLayoutCreate(&p->ld, dt, N, M, (int64_t)N));
+    lt_layout_create(lt, &p->la, &c.a);
+    lt_layout_create(lt, &p->lb, &c.b);
+    lt_layout_create(lt, &p->ld, &c.d); // C is D: same memory, same layout
 
     cublasLtMatmulPreference_t pref;
     LT_CHECK(lt, lt->MatmulPreferenceCreate(&pref));
     uint64_t ws = workspace_bytes;
     lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-    uint32_t align_a = k->align_b, align_b = k->align_a, align_d = k->align_d;
-    lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof align_a);
-    lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof align_b);
-    lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d, sizeof align_d);
-    lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof align_d);
+    lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &c.align_a,
+                sizeof c.align_a);
+    lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &c.align_b,
+                sizeof c.align_b);
+    lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &c.align_c,
+                sizeof c.align_c);
+    lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &c.align_d,
+                sizeof c.align_d);
+    lt_pref_set(lt, pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &c.reduction_mask,
+                sizeof c.reduction_mask);
 
     cublasLtMatmulHeuristicResult_t res;
     memset(&res, 0, sizeof res);
@@ -360,11 +317,13 @@ static void lt_plan_build(struct lt_state *lt, struct lt_plan *p, const struct l
         p->supported = 1;
         return;
     }
-    // An epilogue the library cannot do for these types is ours to do; a
-    // rejected attribute combination reads as INVALID_VALUE here too.
-    if (k->epilogue != CUBLASLT_EPILOGUE_DEFAULT &&
-        (st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED ||
-         st == CUBLAS_STATUS_INVALID_VALUE)) {
+    const cublasStatus_t why = st != CUBLAS_STATUS_SUCCESS ? st : found > 0 ? res.state : st;
+    // An epilogue the library cannot do for these types is ours to do
+    // (NOT_SUPPORTED, or no result); a rejected attribute combination reads
+    // as INVALID_VALUE here too, which DIT_LT_STRICT turns into a failure.
+    if (k->epilogue != CUBLASLT_EPILOGUE_DEFAULT && !lt->strict &&
+        (why == CUBLAS_STATUS_SUCCESS || why == CUBLAS_STATUS_NOT_SUPPORTED ||
+         why == CUBLAS_STATUS_INVALID_VALUE)) {
         struct lt_key keep = *k;
         lt_plan_release(lt, p);
         p->key = keep;
@@ -372,14 +331,14 @@ static void lt_plan_build(struct lt_state *lt, struct lt_plan *p, const struct l
         p->supported = 0;
         return;
     }
+    char what[256];
+    lt_describe(g, what, sizeof what);
     fprintf(stderr,
-            "dit: cuBLASLt has no algorithm for the product [%d,%d] = [%d,%d]%s x [%d,%d]%s "
-            "(%s inputs, %s output, alignments %u/%u/%u): %s\n",
-            g->M, g->N, g->trans_a ? g->K : g->M, g->trans_a ? g->M : g->K,
-            g->trans_a ? "^T" : "", g->trans_b ? g->N : g->K, g->trans_b ? g->K : g->N,
-            g->trans_b ? "^T" : "", lt_type_name(g->ab_dtype), lt_type_name(g->d_dtype),
-            k->align_a, k->align_b, k->align_d,
-            st == CUBLAS_STATUS_SUCCESS ? "no result" : lt->GetStatusString(st));
+            "dit: cuBLASLt has no algorithm for the product %s (alignments A %u, B %u, D %u, "
+            "bias %u, aux %u; epilogue %u%s): %s (%d)\n",
+            what, k->align_a, k->align_b, k->align_d, k->align_bias, k->align_aux, k->epilogue,
+            lt->strict && k->epilogue != CUBLASLT_EPILOGUE_DEFAULT ? ", DIT_LT_STRICT" : "",
+            why == CUBLAS_STATUS_SUCCESS ? "no result" : lt->GetStatusString(why), (int)why);
     abort();
 }
 
@@ -431,10 +390,17 @@ int lt_matmul(struct kctx *ctx, const struct lt_gemm *g)
     struct lt_plan *p = lt_plan_get(lt, g, s->lt_workspace_bytes);
     if (!p->supported)
         return 1;
-    lt_set_pointers(lt, p, g);
-    // cuBLASLt's A is our B and its B our A; C and D are both D, in place.
-    LT_CHECK(lt, lt->Matmul(lt->handle, p->desc, &g->alpha, g->b, p->la, g->a, p->lb, &g->beta,
-                            g->d, p->ld, g->d, p->ld, &p->algo, s->lt_workspace,
-                            s->lt_workspace_bytes, cuda_stream_of(ctx)));
+    const struct lt_call c = lt_call_of(g);
+    lt_set_pointers(lt, p, &c);
+    cublasStatus_t st = lt->Matmul(lt->handle, p->desc, &c.alpha, c.A, p->la, c.B, p->lb,
+                                   &c.beta, c.C, p->ld, c.D, p->ld, &p->algo, s->lt_workspace,
+                                   s->lt_workspace_bytes, cuda_stream_of(ctx));
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        char what[256];
+        lt_describe(g, what, sizeof what);
+        fprintf(stderr, "dit: cublasLtMatmul failed for the product %s: %s (%d)\n", what,
+                lt->GetStatusString(st), (int)st);
+        abort();
+    }
     return 0;
 }

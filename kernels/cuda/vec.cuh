@@ -29,6 +29,9 @@ template <typename T, int N> using vec_raw_t = typename vec_raw<(int)(N * sizeof
 // bf16 and f16); p aligned to N * sizeof(T).
 template <int N, typename T> __device__ __forceinline__ vec_raw_t<T, N> vec_load_raw(const T *p)
 {
+#ifdef DIT_CUDA_EMU
+    emu::check_aligned(p, sizeof(vec_raw_t<T, N>), "vec_load_raw");
+#endif
     return *reinterpret_cast<const vec_raw_t<T, N> *>(p);
 }
 
@@ -93,6 +96,9 @@ template <int N, typename T> __device__ __forceinline__ void vec_store(T *p, con
         e[k] = st<T>(x[k]);
     vec_raw_t<T, N> r;
     memcpy(&r, e, sizeof r);
+#ifdef DIT_CUDA_EMU
+    emu::check_aligned(p, sizeof r, "vec_store");
+#endif
     *reinterpret_cast<vec_raw_t<T, N> *>(p) = r;
 }
 

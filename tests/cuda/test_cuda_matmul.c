@@ -7,9 +7,15 @@
  * absent, accumulating into pre-filled dweight and dbias, and over enough
  * rows that dbias is summed in chunks; f32, bf16 and f16; sizes that are not
  * multiples of 8 or 16, M = 1, and views that are only 2 or 4 bytes aligned.
- * Under the emulator the products are the loops of tests/cuda_emu/lt_emu.cc,
- * so these check matmul.cu; on a GPU (make test-cuda) they check cuBLASLt's
- * descriptors in lt.cu too. */
+ * And what cuBLASLt is allowed to do with our requests: a bf16/f16 product
+ * whose partial sums cancel (split-K partials rounded to the output type
+ * would show), the same shape at other alignments in one context (a cached
+ * plan must not serve less aligned pointers), and the fused epilogues under
+ * DIT_LT_STRICT (cuBLASLt must accept them, not be quietly bypassed).
+ * Under the emulator the products are tests/cuda_emu/lt_emu.cc computing,
+ * from the cuBLASLt-level description lt.cu would pass (lt_call_of), what
+ * NVIDIA documents for it, and checking it against the documented rules; on
+ * a GPU (make test-cuda) they run cuBLASLt itself. */
 #include "tests/cuda/cuda_test_util.h"
 
 #include <stdio.h>
@@ -109,6 +115,66 @@ TEST(gemm_empty_k)
     }
     kctx_free(&gpu);
     kctx_free(&cpu);
+}
+
+/* C[M,N] = A[M,K] B[K,N] with K = 2S + 1 whose two halves cancel: A's row
+ * repeats a[0..S) twice, B's second half is minus its first, and the last
+ * column/row adds e[m] d[n]. The exact product is e[m] d[n] (about 1), but
+ * each half sums to about sqrt(S) = 45: a split-K reduction that keeps its
+ * partial sums in bf16 or f16 (cuBLASLt's INPLACE and OUTPUT_TYPE schemes)
+ * is off by about 45 / 512 = 0.09, where one rounding of the fp32 sum is
+ * off by 2^-9 of 1. K is long and M, N small, the shape a heuristic splits. */
+static void cancel_case(enum kdtype dt)
+{
+    enum { M = 8, N = 16, S = 2048, K = 2 * S + 1 };
+    float *a = test_randn((size_t)M * K, 7100, 1.0f), *b = test_randn((size_t)K * N, 7101, 1.0f);
+    for (int m = 0; m < M; m++) {
+        for (int k = 0; k < S; k++)
+            a[(size_t)m * K + S + k] = a[(size_t)m * K + k];
+        a[(size_t)m * K + 2 * S] = 0.5f + (float)m / 8.0f;
+    }
+    for (int k = 0; k < S; k++)
+        for (int n = 0; n < N; n++)
+            b[(size_t)(S + k) * N + n] = -b[(size_t)k * N + n];
+    for (int n = 0; n < N; n++)
+        b[(size_t)(2 * S) * N + n] = 1.0f + (float)n / 16.0f;
+    test_round_to(dt, a, (size_t)M * K);
+    test_round_to(dt, b, (size_t)K * N);
+
+    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
+    struct tensor ca = test_tensor(&cpu, KDT_F32, a, (size_t)M * K);
+    struct tensor cb = test_tensor(&cpu, KDT_F32, b, (size_t)K * N);
+    struct tensor cc = test_tensor(&cpu, KDT_F32, NULL, (size_t)M * N);
+    k_gemm(&cpu, cc, ca, cb, M, N, K, 0, 0, 1.0f, 0.0f);
+    float *want = test_values(&cpu, cc);
+
+    struct tensor ga = test_tensor(&gpu, dt, a, (size_t)M * K);
+    struct tensor gb = test_tensor(&gpu, dt, b, (size_t)K * N);
+    struct tensor gc = test_tensor(&gpu, dt, NULL, (size_t)M * N);
+    k_gemm(&gpu, gc, ga, gb, M, N, K, 0, 0, 1.0f, 0.0f);
+    char what[96];
+    snprintf(what, sizeof what, "gemm %s M%d N%d K%d with cancelling halves", kdtype_name(dt), M,
+             N, K);
+    check_free(&gpu, &gc, want, (size_t)M * N, tol_for(dt), what);
+
+    k_free(&gpu, &ga);
+    k_free(&gpu, &gb);
+    k_free(&cpu, &ca);
+    k_free(&cpu, &cb);
+    k_free(&cpu, &cc);
+    kctx_free(&gpu);
+    kctx_free(&cpu);
+    free(a);
+    free(b);
+    free(want);
+}
+
+/* (In f32 the output type is the compute type: nothing to lose, and the
+ * cancellation only magnifies fp32's summation-order differences.) */
+TEST(gemm_partial_sums_stay_fp32)
+{
+    cancel_case(KDT_BF16);
+    cancel_case(KDT_F16);
 }
 
 /* ---- Linear forward ---------------------------------------------------------- */
@@ -259,6 +325,45 @@ TEST(linear_forward_repeated_shape)
             struct lf_case c = {ALL_DT[d], 20, 24, 32, 1, rep == 2, 0};
             lf_check(&cpu, &gpu, &c, 900 + 10 * (uint64_t)rep);
         }
+    kctx_free(&gpu);
+    kctx_free(&cpu);
+}
+
+/* One context, one shape, the views aligned to 256, 2 (4 for f32) and 256
+ * bytes again: cuBLASLt picks an algorithm for the alignments the plan was
+ * made with, so a plan must never serve pointers less aligned than that
+ * (on a GPU a misaligned vector load faults). */
+TEST(linear_forward_same_shape_other_alignments)
+{
+    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
+    static const int offsets[] = {0, 1, 0, 1};
+    for (int d = 0; d < 3; d++)
+        for (int gelu = 0; gelu < 2; gelu++)
+            for (int i = 0; i < 4; i++) {
+                struct lf_case c = {ALL_DT[d], 37, 40, 24, 1, gelu, offsets[i]};
+                lf_check(&cpu, &gpu, &c, 980 + 10 * (uint64_t)i);
+            }
+    kctx_free(&gpu);
+    kctx_free(&cpu);
+}
+
+/* Every epilogue lt.cu hands to cuBLASLt (bias for all dtypes; bias + GELU
+ * + aux for bf16 and f16, OC a multiple of 8), on aligned buffers, with
+ * DIT_LT_STRICT: on a GPU, cuBLASLt rejecting one of our fused descriptors
+ * aborts with the product and its status instead of passing through the
+ * fallback, so these results come from the fused epilogues themselves. */
+TEST(linear_fused_epilogues_accepted)
+{
+    setenv("DIT_LT_STRICT", "1", 1);
+    static const int shapes[][3] = {{37, 40, 24}, {64, 64, 128}, {70, 72, 136}};
+    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
+    for (int d = 0; d < 3; d++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int gelu = 0; gelu < (ALL_DT[d] == KDT_F32 ? 1 : 2); gelu++) {
+                struct lf_case c = {ALL_DT[d], shapes[s][0], shapes[s][1], shapes[s][2], 1,
+                                    gelu, 0};
+                lf_check(&cpu, &gpu, &c, 1100 + 10 * (uint64_t)s);
+            }
     kctx_free(&gpu);
     kctx_free(&cpu);
 }

@@ -65,6 +65,33 @@
 //    grid, block, shared memory, milliseconds) to stderr;
 //    DIT_CUDA_EMU_MEM_MB sets the device memory size (default 80 GiB), so
 //    that out-of-memory paths can be tested.
+//  - Alignment, which x86 forgives and a GPU does not (a misaligned vector
+//    access ends the kernel with cudaErrorMisalignedAddress): the 4, 8 and
+//    16-byte accesses of kernels/cuda (vec_load_raw / vec_store in vec.cuh,
+//    ld_vec / st_vec in common.cuh) abort here with the kernel, block and
+//    thread when the address is not a multiple of the access size, and
+//    wmma::load_matrix_sync / store_matrix_sync abort unless the pointer is
+//    32-byte aligned and ldm is a multiple of 16 bytes (8 bf16 or half, 4
+//    float), as the CUDA C++ Programming Guide states for them. Dynamic
+//    shared memory starts 128-byte aligned, or only 16-byte aligned (16 past
+//    a multiple of 128) when the kernel also has static __shared__
+//    variables, the least a GPU guarantees then.
+//  - Dry runs, for shapes far beyond what can run here (DiT-XL/2 at batch
+//    256, 4096-token images): DIT_CUDA_EMU_DRYRUN=1 in the environment
+//    (read at every call: set it before the context is made, and keep it)
+//    checks every launch as above (configuration, shared memory, pointer
+//    arguments) and then skips the kernel body. cudaMalloc reserves address
+//    space without touching it (mmap, MAP_NORESERVE, between PROT_NONE
+//    guards of 1 GiB), so an 80 GiB arena "fits" on a small machine; copies
+//    and memsets into such memory are checked and skipped, copies out of it
+//    give the host zeros, and LeakSanitizer still reports it if never
+//    freed. DIT_CUDA_EMU_DRYRUN=last also runs the last block of every
+//    launch (the largest block index in every dimension, where offsets are
+//    largest) over that memory, now readable (zeros) and writable: an
+//    offset past an allocation faults in its guard (the emulator names the
+//    kernel and the thread), and the SANITIZE=1 build's UBSan names any int
+//    product that overflows. Host code that stands in for a library
+//    (lt_emu.cc) must skip its own loops when emu::dryrun() is true.
 //
 // What it cannot check
 //  - Memory-model races: threads share one coherent x86 memory, so a missing
@@ -77,6 +104,11 @@
 //    what the previous block wrote. And a zero-initialised function-local
 //    static of a kernel that is not __shared__ (a `static __device__`
 //    counter) would be refilled as if it were.
+//  - The PTX ISA's stricter wmma rule (each row of a fragment aligned to the
+//    fragment's size: 32 bytes for half and f32 fragments) is not checked:
+//    nvcc 13 lowers those loads to ldmatrix and 8-byte shared stores on
+//    sm_90, which need 16 bytes, and the kernels' bank-conflict padding
+//    relies on that.
 //  - Timing, occupancy, register and local memory limits, __launch_bounds__,
 //    the static shared memory of a kernel (only the dynamic amount is
 //    checked against the limit), bank conflicts, coalescing, the order of
@@ -168,6 +200,20 @@ uint64_t reduce(reduce_mode mode, int is_signed, unsigned mask, uint64_t value, 
 // The block barrier; returns how many threads arrived with pred != 0.
 int syncthreads(int pred, const char *name);
 [[noreturn]] void trap(const char *what);
+// Whether launches are dry runs (DIT_CUDA_EMU_DRYRUN set and not "0").
+bool dryrun();
+// Prints the message with the kernel, block and thread (when called from
+// one), then aborts.
+[[noreturn]] void abort_kernel(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// A GPU faults on an access of `align` bytes at an address that is not a
+// multiple of it; x86 does not, so the accessors check.
+inline void check_aligned(const void *p, size_t align, const char *what)
+{
+    if ((uintptr_t)p % align != 0)
+        abort_kernel("misaligned address: %s of %zu bytes at %p (a GPU faults with "
+                     "cudaErrorMisalignedAddress)",
+                     what, align, p);
+}
 
 // A launch with its arguments already converted to the kernel's parameters.
 struct launch_args {
@@ -681,6 +727,18 @@ inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 template <typename T> inline T from_float(float v) { return (T)v; }
 template <> inline __half from_float<__half>(float v) { return __float2half(v); }
 template <> inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+
+// The CUDA C++ Programming Guide (Warp Matrix Functions): mptr "must be a
+// 256-bit aligned pointer", ldm "a multiple of 8 for __half element type or
+// multiple of 4 for float element type (i.e., multiple of 16 bytes in both
+// cases)". bf16 follows the __half rule.
+template <typename T> inline void check_ldm(const T *p, unsigned ldm, const char *what)
+{
+    if ((uintptr_t)p % 32 != 0 || (size_t)ldm * sizeof(T) % 16 != 0)
+        emu::abort_kernel("%s: pointer %p must be 32-byte aligned and ldm (%u elements of %zu "
+                          "bytes) a multiple of 16 bytes",
+                          what, (const void *)p, ldm, sizeof(T));
+}
 } // namespace detail
 
 // The element order inside x[] is the tile's row-major order.
@@ -707,6 +765,7 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, L> &f, const T *p, unsign
 {
     static_assert(std::is_same<L, row_major>::value || std::is_same<L, col_major>::value,
                   "a matrix_a or matrix_b fragment names its layout");
+    detail::check_ldm(p, ldm, "wmma::load_matrix_sync");
     __syncwarp();
     const bool row = std::is_same<L, row_major>::value;
     for (int r = 0; r < f.rows; r++)
@@ -718,6 +777,7 @@ template <int M, int N, int K, typename T>
 inline void load_matrix_sync(fragment<accumulator, M, N, K, T, void> &f, const T *p, unsigned ldm,
                              layout_t layout)
 {
+    detail::check_ldm(p, ldm, "wmma::load_matrix_sync");
     __syncwarp();
     for (int r = 0; r < f.rows; r++)
         for (int c = 0; c < f.cols; c++)
@@ -729,6 +789,7 @@ template <int M, int N, int K, typename T>
 inline void store_matrix_sync(T *p, const fragment<accumulator, M, N, K, T, void> &f, unsigned ldm,
                               layout_t layout)
 {
+    detail::check_ldm(p, ldm, "wmma::store_matrix_sync");
     // Every lane holds the same tile: lane 0 stores it, the others wait.
     __syncwarp();
     const unsigned linear =
@@ -754,12 +815,19 @@ inline void mma_sync(fragment<accumulator, M, N, K, TD, void> &d,
 {
     static_assert(std::is_same<TA, __half>::value || std::is_same<TA, __nv_bfloat16>::value,
                   "the emulator has half and bf16 inputs");
-    float out[M * N];
+    // Converted once (b transposed), not once per product: every lane does
+    // the whole tile, and this is where tensor-core kernels spend their time.
+    float af[M * K], bt[N * K], out[M * N];
+    for (int i = 0; i < M * K; i++)
+        af[i] = detail::to_float(a.x[i]);
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++)
+            bt[j * K + k] = detail::to_float(b.x[k * N + j]);
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             float acc = detail::to_float(c.x[i * N + j]);
             for (int k = 0; k < K; k++)
-                acc += detail::to_float(a.x[i * K + k]) * detail::to_float(b.x[k * N + j]);
+                acc += af[i * K + k] * bt[j * K + k];
             out[i * N + j] = acc;
         }
     for (int i = 0; i < M * N; i++)

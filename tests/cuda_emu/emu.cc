@@ -12,6 +12,7 @@
 #include <linux/futex.h>
 #include <link.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,9 @@ const size_t kDefaultSmem = 48 * 1024;
 const size_t kMaxSmemOptin = 232448; // 227 KiB
 const int kSmCount = 132;
 const size_t kDefaultDeviceMemory = (size_t)80 << 30;
+// The PROT_NONE guard on each side of a dry run's allocation: offsets up to
+// this far past either end fault.
+const size_t kDryGuard = (size_t)1 << 30;
 
 // ---- futex waits ------------------------------------------------------------------
 
@@ -249,7 +253,9 @@ struct launch_state {
     dim3 grid, block;
     int nthreads, nwarps;
     long long nblocks;
-    unsigned char *smem;
+    long long first_block; // 0, or the last block in a dry run
+    unsigned char *smem;   // the kernel's view of dynamic shared memory
+    unsigned char *smem_alloc;
     size_t smem_bytes;
     const std::vector<byte_range> *statics; // the kernel's static __shared__
     bool spin;
@@ -425,7 +431,7 @@ void run_blocks(int tid)
     emu_thread_idx_.x = (unsigned)tid % b.x;
     emu_thread_idx_.y = (unsigned)tid / b.x % b.y;
     emu_thread_idx_.z = (unsigned)tid / (b.x * b.y);
-    for (long long blk = 0; blk < L.nblocks; blk++) {
+    for (long long blk = L.first_block; blk < L.nblocks; blk++) {
         emu_block_idx_.x = (unsigned)(blk % g.x);
         emu_block_idx_.y = (unsigned)(blk / g.x % g.y);
         emu_block_idx_.z = (unsigned)(blk / ((long long)g.x * g.y));
@@ -505,6 +511,12 @@ enum mem_kind { MEM_DEVICE, MEM_HOST };
 struct allocation {
     size_t size;
     mem_kind kind;
+    // A dry run's device memory: address space from mmap, never filled,
+    // and a small heap block (its address complemented, so that nothing
+    // points to it) for LeakSanitizer to report if it is never freed.
+    void *map;
+    size_t map_bytes;
+    uintptr_t leak_marker;
 };
 
 // Keyed by the complement of the start address: ordered by decreasing
@@ -548,6 +560,39 @@ bool is_device(const void *p, size_t n)
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     const allocation *al = find_alloc(p, n);
     return al && al->kind == MEM_DEVICE;
+}
+
+// Address space for a dry run's allocation of size bytes: PROT_NONE guards
+// of kDryGuard on both sides, and the allocation at the end of its pages
+// (256-byte aligned, as cudaMalloc's) so that running past its end faults
+// within 255 bytes. Readable and writable when blocks run, lazily (pages
+// never touched cost nothing; read, they are zeros); nullptr when the
+// address space runs out.
+void *dry_map(size_t size, bool access, void **map, size_t *map_bytes)
+{
+    const size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t body = (size + ps - 1) / ps * ps;
+    const size_t total = kDryGuard + body + kDryGuard;
+    void *base = mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+                      0);
+    if (base == MAP_FAILED)
+        return nullptr;
+    char *b = (char *)base + kDryGuard;
+    if (access && mprotect(b, body, PROT_READ | PROT_WRITE) != 0) {
+        munmap(base, total);
+        return nullptr;
+    }
+    *map = base;
+    *map_bytes = total;
+    return b + (body - (size + 255) / 256 * 256);
+}
+
+// Is [p, p + n) in a dry run's allocation? (Its copies are skipped.)
+bool is_dry(const void *p, size_t n)
+{
+    std::lock_guard<std::mutex> lock(g_mem_mutex);
+    const allocation *al = find_alloc(p, n);
+    return al && al->map;
 }
 
 bool is_accessible_from_kernel(const void *p)
@@ -617,6 +662,70 @@ double launch_timeout_s(void)
     return t;
 }
 
+// ---- dry runs ------------------------------------------------------------------------
+
+enum dry_mode { DRY_OFF, DRY_CONFIG, DRY_LAST };
+
+// Read at every call, so that a test can set it after the process started.
+dry_mode dry_mode_now(void)
+{
+    const char *e = getenv("DIT_CUDA_EMU_DRYRUN");
+    if (!e || !*e || strcmp(e, "0") == 0)
+        return DRY_OFF;
+    return strcmp(e, "last") == 0 ? DRY_LAST : DRY_CONFIG;
+}
+
+struct sigaction g_old_segv;
+
+// When a dry run's blocks run, a fault is most likely an offset past an
+// allocation, into its guard: name the kernel, the thread and the nearest
+// allocation, then let the previous action (the default: a core dump) end
+// the process as the access is retried.
+void dry_segv(int sig, siginfo_t *si, void *)
+{
+    const void *a = si->si_addr;
+    char where[160] = "";
+    if (g_mem_mutex.try_lock()) {
+        auto it = g_allocs.lower_bound(alloc_key(a)); // the last start <= a
+        if (it != g_allocs.end())
+            snprintf(where, sizeof where,
+                     ", %zu bytes from the start of the %zu-byte allocation %p",
+                     (size_t)((uintptr_t)a - ~it->first), it->second.size, (void *)~it->first);
+        g_mem_mutex.unlock();
+    }
+    if (t_tid >= 0) {
+        const launch_state &L = g_launch;
+        fprintf(stderr,
+                "cuda_emu: kernel %s, grid (%u,%u,%u) block (%u,%u,%u): block (%u,%u,%u) "
+                "thread (%u,%u,%u): dry run: memory fault at %p%s\n",
+                symbol_name(L.fn).c_str(), L.grid.x, L.grid.y, L.grid.z, L.block.x, L.block.y,
+                L.block.z, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x, threadIdx.y,
+                threadIdx.z, a, where);
+    } else {
+        fprintf(stderr, "cuda_emu: dry run: memory fault outside a kernel at %p%s\n", a, where);
+    }
+    sigaction(sig, &g_old_segv, nullptr);
+}
+
+// Only over the default action: a sanitizer's handler prints more.
+void install_dry_segv(void)
+{
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction old;
+        if (sigaction(SIGSEGV, nullptr, &old) != 0 || (old.sa_flags & SA_SIGINFO) ||
+            old.sa_handler != SIG_DFL)
+            return;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = dry_segv;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        g_old_segv = old;
+        sigaction(SIGSEGV, &sa, nullptr);
+    });
+}
+
 double now_ms(void)
 {
     struct timespec ts;
@@ -662,6 +771,21 @@ void trap(const char *what)
     fail("%s", what);
 }
 
+bool dryrun()
+{
+    return dry_mode_now() != DRY_OFF;
+}
+
+void abort_kernel(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fail("%s", msg);
+}
+
 void launch(const launch_args &a)
 {
     if (t_tid >= 0)
@@ -686,6 +810,16 @@ void launch(const launch_args &a)
         if (a.pointers[i] && !is_accessible_from_kernel(a.pointers[i]))
             fail("kernel %s: argument %d (%p) is not device memory (a host pointer, or freed)",
                  symbol_name(a.fn).c_str(), i + 1, a.pointers[i]);
+    const dry_mode dry = dry_mode_now();
+    if (dry == DRY_CONFIG) {
+        if (trace_on())
+            fprintf(stderr,
+                    "cuda_emu: %s grid (%u,%u,%u) block (%u,%u,%u) dynamic smem %zu: dry run\n",
+                    symbol_name(a.fn).c_str(), g.x, g.y, g.z, b.x, b.y, b.z, a.smem);
+        return;
+    }
+    if (dry == DRY_LAST)
+        install_dry_segv();
 
     std::lock_guard<std::mutex> lock(g_launch_mutex);
     double t0 = trace_on() ? now_ms() : 0;
@@ -703,14 +837,19 @@ void launch(const launch_args &a)
     L.nthreads = (int)threads;
     L.nwarps = (L.nthreads + 31) / 32;
     L.nblocks = (long long)g.x * g.y * g.z;
+    L.first_block = dry == DRY_LAST ? L.nblocks - 1 : 0;
     L.smem_bytes = a.smem;
-    L.smem = nullptr;
-    void *sm = nullptr;
-    // Exactly the size asked for, so that ASan sees accesses past the end.
-    if (posix_memalign(&sm, 128, a.smem) != 0)
-        fail("out of host memory for %zu bytes of shared memory", a.smem);
-    L.smem = (unsigned char *)sm;
     L.statics = &kernel_statics(a.fn);
+    // A GPU puts dynamic shared memory after the kernel's static variables,
+    // promising only the 16-byte alignment DYNAMIC_SMEM declares: with
+    // statics it starts 16 past a multiple of 128 here. Its end is the end
+    // of the buffer, so that ASan sees accesses past it.
+    const size_t skew = L.statics->empty() ? 0 : 16;
+    void *sm = nullptr;
+    if (posix_memalign(&sm, 128, a.smem + skew) != 0)
+        fail("out of host memory for %zu bytes of shared memory", a.smem);
+    L.smem_alloc = (unsigned char *)sm;
+    L.smem = L.smem_alloc + skew;
     grow_pool(L.nthreads);
     L.spin = L.nthreads <= g_ncpu;
     reset_block(L);
@@ -734,17 +873,17 @@ void launch(const launch_args &a)
                  "(DIT_CUDA_EMU_TIMEOUT): an endless loop, or a wait for another block?",
                  symbol_name(a.fn).c_str(), g.x, g.y, g.z, b.x, b.y, b.z, limit_ms / 1e3);
     }
-    free(L.smem);
-    L.smem = nullptr;
+    free(L.smem_alloc);
+    L.smem = L.smem_alloc = nullptr;
     if (trace_on()) {
         size_t st = 0;
         for (const byte_range &r : *L.statics)
             st += r.n;
         fprintf(stderr,
                 "cuda_emu: %s grid (%u,%u,%u) block (%u,%u,%u) dynamic smem %zu, static smem "
-                "%zu: %.2f ms\n",
+                "%zu: %.2f ms%s\n",
                 symbol_name(a.fn).c_str(), g.x, g.y, g.z, b.x, b.y, b.z, a.smem, st,
-                now_ms() - t0);
+                now_ms() - t0, dry == DRY_LAST ? " (dry run: last block only)" : "");
     }
 }
 
@@ -971,6 +1110,13 @@ uint64_t reduce(reduce_mode mode, int is_signed, unsigned mask, uint64_t value, 
 
 extern "C" {
 
+// For tests compiled for both the GPU and the emulator: a weak reference to
+// this is non-NULL only in the emulator's build, where dry runs exist.
+int emu_dryrun_supported(void)
+{
+    return 1;
+}
+
 cudaError_t cudaGetLastError(void)
 {
     cudaError_t e = t_last_error;
@@ -1148,15 +1294,28 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
     *ptr = nullptr;
     if (size == 0)
         return cudaSuccess;
+    const dry_mode dry = dry_mode_now();
     std::lock_guard<std::mutex> lock(g_mem_mutex);
     if (size > device_memory_total() - g_device_bytes)
         return record(cudaErrorMemoryAllocation);
+    if (dry != DRY_OFF) {
+        void *map = nullptr;
+        size_t map_bytes = 0;
+        void *p = dry_map(size, dry == DRY_LAST, &map, &map_bytes);
+        if (!p)
+            return record(cudaErrorMemoryAllocation);
+        g_allocs[alloc_key(p)] = allocation{size, MEM_DEVICE, map, map_bytes,
+                                            ~(uintptr_t)malloc(1)};
+        g_device_bytes += size;
+        *ptr = p;
+        return cudaSuccess;
+    }
     void *p = nullptr;
     if (posix_memalign(&p, 256, size) != 0)
         return record(cudaErrorMemoryAllocation);
     // Uninitialised device memory reads as NaN.
     memset(p, 0xff, size);
-    g_allocs[alloc_key(p)] = allocation{size, MEM_DEVICE};
+    g_allocs[alloc_key(p)] = allocation{size, MEM_DEVICE, nullptr, 0, 0};
     g_device_bytes += size;
     *ptr = p;
     return cudaSuccess;
@@ -1179,8 +1338,16 @@ static cudaError_t free_kind(void *ptr, mem_kind kind)
         return record(cudaErrorInvalidValue);
     if (kind == MEM_DEVICE)
         g_device_bytes -= it->second.size;
+    void *map = it->second.map;
+    const size_t map_bytes = it->second.map_bytes;
+    const uintptr_t marker = it->second.leak_marker;
     g_allocs.erase(it);
-    free(ptr);
+    if (map) {
+        munmap(map, map_bytes);
+        free((void *)~marker);
+    } else {
+        free(ptr);
+    }
     return cudaSuccess;
 }
 
@@ -1205,7 +1372,7 @@ cudaError_t cudaHostAlloc(void **ptr, size_t size, unsigned int flags)
         return record(cudaErrorMemoryAllocation);
     memset(p, 0xff, size ? size : 1);
     std::lock_guard<std::mutex> lock(g_mem_mutex);
-    g_allocs[alloc_key(p)] = allocation{size ? size : 1, MEM_HOST};
+    g_allocs[alloc_key(p)] = allocation{size ? size : 1, MEM_HOST, nullptr, 0, 0};
     *ptr = p;
     return cudaSuccess;
 }
@@ -1249,6 +1416,13 @@ static cudaError_t copy(void *dst, const void *src, size_t n, enum cudaMemcpyKin
         return record(cudaErrorInvalidValue);
     if (src_dev ? !is_device(src, n) : touches_device(src, n))
         return record(cudaErrorInvalidValue);
+    // A dry run's memory is never filled, and reads as zeros on the host.
+    if (dst_dev && is_dry(dst, n))
+        return cudaSuccess;
+    if (src_dev && is_dry(src, n)) {
+        memset(dst, 0, n);
+        return cudaSuccess;
+    }
     memmove(dst, src, n);
     return cudaSuccess;
 }
@@ -1270,6 +1444,8 @@ cudaError_t cudaMemset(void *ptr, int value, size_t n)
         return cudaSuccess;
     if (!is_device(ptr, n))
         return record(cudaErrorInvalidValue);
+    if (is_dry(ptr, n))
+        return cudaSuccess;
     memset(ptr, value, n);
     return cudaSuccess;
 }
