@@ -224,3 +224,34 @@ TEST(dit_device_memory_is_counted_and_released)
     CHECK(peak1 >= pbytes + abytes);
     kctx_free(&gpu);
 }
+
+/* The inference plan on the device in bf16 (no f32 master copy: the host
+ * values are rounded on upload, as k_convert rounds them on the device)
+ * gives the training plan's outputs bit for bit, and holds less. */
+TEST(dit_inference_plan_bf16_matches_training_plan)
+{
+    struct kctx gpu = cuda_test_ctx();
+    struct dit_config cfg = tiny(2, 32, 2);
+    const int B = 3, H = cfg.input_size, CO = dit_out_channels(&cfg);
+    size_t nout = (size_t)B * CO * H * H;
+    float *params = random_params(&cfg, 5), *x = test_randn((size_t)B * cfg.in_channels * H * H, 6, 1.0f);
+    float t[3] = {0.0f, 377.0f, 999.0f};
+    int32_t y[3] = {0, 4, 10};
+    float *out[2];
+    int64_t pbytes[2], abytes[2];
+    for (int mode = 0; mode < 2; mode++) {
+        struct dit_model m;
+        CHECK_INT(dit_model_create(&m, &cfg, &gpu, B, mode ? DIT_MEM_INFERENCE : DIT_MEM_TRAIN, KDT_BF16), 0);
+        CHECK(mode == 0 || (m.params.data == NULL && m.grads.data == NULL));
+        dit_params_upload(&m, params);
+        out[mode] = malloc(nout * sizeof(float));
+        dit_forward(&m, out[mode], x, t, y, B);
+        dit_model_sizes(&m, &pbytes[mode], &abytes[mode]);
+        dit_model_free(&m);
+    }
+    CHECK(memcmp(out[0], out[1], nout * sizeof(float)) == 0);
+    CHECK(abytes[1] * 2 < abytes[0]);
+    CHECK(pbytes[1] * 5 == pbytes[0]); /* bf16 weights only, against f32 master + f32 grads + bf16 */
+    free(out[0]), free(out[1]), free(params), free(x);
+    kctx_free(&gpu);
+}

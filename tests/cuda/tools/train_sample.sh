@@ -67,4 +67,18 @@ paste "$t/st_cpu" "$t/st_gpu" | awk '{
         if (NF != 24) bad = 1 }
     END { exit !(NR == 1 && !bad) }' || fail "latents differ: $(cat "$t/st_cpu") vs $(cat "$t/st_gpu")"
 sample --device cuda -o "$t/s_bf16" 2>"$t/err" || fail "cuda bf16 sample: $(cat "$t/err")"
+
+# A model that does not fit says how big it was and what to change. Only
+# the emulator's device memory can be made small (DIT_CUDA_EMU_MEM_MB).
+case $bin in */emu-bin)
+    # 33 MiB: cuBLASLt's 32 MiB workspace fits, 4.7M parameters do not.
+    if DIT_CUDA_EMU_MEM_MB=33 "$bin/dit-train" --data-path "$t/data" --model DiT-S/4 --depth 2 \
+           --hidden-size 384 --num-heads 6 --train-batch-size 4 --max-steps 4 --ckpt-every 2 \
+           --device cuda --output-dir "$t/oom" 2>"$t/err"; then
+        fail "training a 4.7M-parameter model in 33 MiB of device memory succeeded"
+    fi
+    grep -q 'out of GPU memory' "$t/err" && grep -q 'MiB of bf16 activations for a batch of 4' "$t/err" &&
+        grep -q -- '--gradient-checkpointing' "$t/err" || fail "out-of-memory message: $(cat "$t/err")"
+    [ ! -e "$t/oom/checkpoint-0000002" ] || fail "a checkpoint after running out of memory" ;;
+esac
 echo "train_sample: all checks passed"
