@@ -59,6 +59,17 @@ TEST(paper_configs_have_the_paper_parameter_counts)
     CHECK(dit_config_by_name(&c, "DiT-B/3", 32) != 0);
 }
 
+/* The fixture's int64 labels as the int32 the model takes. */
+static void fixture_labels(const struct st_file *io, int32_t *y, int n)
+{
+    const struct st_tensor *yt = st_find(io, "y");
+    for (int i = 0; i < n; i++) {
+        int64_t v;
+        memcpy(&v, (const char *)yt->data + 8 * i, 8);
+        y[i] = (int32_t)v;
+    }
+}
+
 static int run_original(struct dit_model *m, struct kctx *ctx, enum dit_memory memory, float *out)
 {
     struct dit_config cfg = tiny_config();
@@ -73,13 +84,8 @@ static int run_original(struct dit_model *m, struct kctx *ctx, enum dit_memory m
     CHECK_INT(dit_weights_load(&cfg, (float *)m->params.data, w, DIT_LAYOUT_ORIGINAL), 0);
     const float *x = f32(io, "x", 3 * 4 * 8 * 8);
     const float *t = f32(io, "t_float", 3);
-    const struct st_tensor *yt = st_find(io, "y");
     int32_t y[3];
-    for (int i = 0; i < 3; i++) {
-        int64_t v;
-        memcpy(&v, (const char *)yt->data + 8 * i, 8);
-        y[i] = (int32_t)v;
-    }
+    fixture_labels(io, y, 3);
     dit_forward(m, out, x, t, y, 3);
     dit_zero_grads(m);
     dit_backward(m, f32(io, "R", 3 * 8 * 8 * 8), 3);
@@ -157,13 +163,8 @@ TEST(inference_plan_gives_identical_outputs_in_less_memory)
     dit_params_download(&a, p);
     dit_params_upload(&b, p);
     struct st_file *io = st_open(test_source_path("fixtures/dit/tiny_io.safetensors"));
-    const struct st_tensor *yt = st_find(io, "y");
     int32_t y[3];
-    for (int i = 0; i < 3; i++) {
-        int64_t v;
-        memcpy(&v, (const char *)yt->data + 8 * i, 8);
-        y[i] = (int32_t)v;
-    }
+    fixture_labels(io, y, 3);
     dit_forward(&b, out_b, f32(io, "x", 3 * 4 * 8 * 8), f32(io, "t_float", 3), y, 3);
     CHECK(memcmp(out_a, out_b, sizeof out_a) == 0);
     int64_t pa, aa, pb, ab;
@@ -348,13 +349,8 @@ TEST(forward_and_gradients_match_diffusers)
     struct dit_model m;
     CHECK_INT(dit_model_create(&m, &cfg, &ctx, 3, 0, KDT_F32), 0);
     CHECK_INT(dit_weights_load(&cfg, (float *)m.params.data, w, DIT_LAYOUT_DIFFUSERS), 0);
-    const struct st_tensor *yt = st_find(io, "y");
     int32_t y[3];
-    for (int i = 0; i < 3; i++) {
-        int64_t v;
-        memcpy(&v, (const char *)yt->data + 8 * i, 8);
-        y[i] = (int32_t)v;
-    }
+    fixture_labels(io, y, 3);
     float out[3 * 8 * 8 * 8];
     dit_forward(&m, out, f32(io, "x", 3 * 4 * 8 * 8), f32(io, "t_float", 3), y, 3);
     double e = rel_error(out, f32(dio, "out", 3 * 8 * 8 * 8), 3 * 8 * 8 * 8);

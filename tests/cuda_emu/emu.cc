@@ -305,15 +305,11 @@ void reset_block(launch_state &L)
     }
 }
 
-[[noreturn]] void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-void fail(const char *fmt, ...)
+// The message, naming the kernel, block and thread when inside one; abort.
+[[noreturn]] void vfail(const char *fmt, va_list ap)
 {
     char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     if (t_tid >= 0) {
         launch_state &L = g_launch;
         fprintf(stderr,
@@ -327,6 +323,15 @@ void fail(const char *fmt, ...)
     }
     fflush(stderr);
     abort();
+}
+
+[[noreturn]] void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+void fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(fmt, ap);
 }
 
 void require_kernel(const char *name)
@@ -778,12 +783,9 @@ bool dryrun()
 
 void abort_kernel(const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    fail("%s", msg);
+    vfail(fmt, ap);
 }
 
 void launch(const launch_args &a)
