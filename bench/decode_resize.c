@@ -2,11 +2,11 @@
  * records of a bucketed manifest: the work Pillow's side of
  * bench/precompute_bench.sh does. Usage: decode_resize MANIFEST THREADS [exact]
  * Prints images per second. */
-#include "formats/image_decode.h"
-#include "formats/image_resize.h"
+#include "image/decode.h"
+#include "image/resize.h"
 #include "formats/manifest.h"
 #include "formats/shardset.h"
-#include "formats/source.h"
+#include "data/source.h"
 #include "libcommon/error.h"
 
 #include <limits.h>

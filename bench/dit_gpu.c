@@ -15,11 +15,12 @@
  * matrix products at 2 M N K, attention at 4 T^2 C per block, training at
  * three times the forward. */
 #include "kernels/kernels.h"
+#include "nn/precision.h"
 #include "libcommon/error.h"
-#include "models/dit.h"
-#include "models/generate.h"
-#include "models/sampler.h"
-#include "models/trainer.h"
+#include "models/dit/dit.h"
+#include "diffusion/generate.h"
+#include "diffusion/sampler.h"
+#include "train/trainer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,7 +11,8 @@
  * state at batch B: weights and gradients, AdamW's two f32 moments and the
  * f32 EMA (12 bytes a parameter), and the activations. */
 #include "libcommon/error.h"
-#include "models/dit.h"
+#include "models/dit/dit.h"
+#include "nn/precision.h"
 
 #include <stdio.h>
 #include <stdlib.h>

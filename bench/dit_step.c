@@ -3,7 +3,7 @@
  * Prints one line: model, batch, ms per step, ms per image, images/s. */
 #include "kernels/kernels.h"
 #include "libcommon/philox.h"
-#include "models/dit.h"
+#include "models/dit/dit.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* dit-bucket: gives every record of a manifest a resolution bucket, a resize
  * size and a crop box (formats/bucket.h does the choosing); prints the
  * bucket histogram and warns about buckets smaller than a batch. */
-#include "formats/bucket.h"
+#include "data/bucket.h"
 #include "formats/manifest.h"
 #include "kernels/device.h"
 #include "libcommon/atomic_file.h"

@@ -1,6 +1,6 @@
 /* dit-index: any image collection (CSV, folders, tar/zip shards, lists of
  * paths) becomes a clean manifest; bad input is named, counted and kept out. */
-#include "formats/index.h"
+#include "data/index.h"
 #include "formats/manifest.h"
 #include "kernels/device.h"
 #include "libcommon/atomic_file.h"

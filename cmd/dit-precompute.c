@@ -1,12 +1,12 @@
 /* dit-precompute: decode, resize, crop and encode the images of a bucketed
  * manifest into a shard set, reusing whatever an earlier run (finished or
  * killed) already encoded with the same parameters. */
-#include "formats/image_decode.h"
-#include "formats/image_resize.h"
+#include "image/decode.h"
+#include "image/resize.h"
 #include "formats/manifest.h"
 #include "formats/shardset.h"
 #include "formats/shardset_cache.h"
-#include "formats/source.h"
+#include "data/source.h"
 #include "kernels/device.h"
 #include "libcommon/error.h"
 #include "libcommon/half.h"

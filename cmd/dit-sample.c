@@ -2,21 +2,22 @@
  * or a safetensors file, with DDPM, DDIM or Euler and classifier-free
  * guidance; PNGs with their parameters, a grid, the latents. */
 #include "formats/checkpoint.h"
-#include "formats/png_write.h"
+#include "image/png_write.h"
 #include "kernels/device.h"
 #include "kernels/kernels.h"
+#include "nn/precision.h"
 #include "libcommon/error.h"
 #include "libcommon/json.h"
 #include "libcommon/log.h"
 #include "libcommon/options.h"
 #include "libcommon/progress.h"
 #include "libcommon/safetensors.h"
-#include "models/diffusion.h"
-#include "models/dit.h"
-#include "models/dit_weights.h"
+#include "diffusion/diffusion.h"
+#include "models/dit/dit.h"
+#include "models/dit/weights.h"
 #include "models/encoder.h"
-#include "models/generate.h"
-#include "models/sampler.h"
+#include "diffusion/generate.h"
+#include "diffusion/sampler.h"
 
 #include <errno.h>
 #include <stdio.h>

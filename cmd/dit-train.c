@@ -1,23 +1,24 @@
 /* dit-train: train a class-conditional DiT from a shard set, with
  * checkpoints that resume bit for bit, logs, validation and signals. */
 #include "formats/checkpoint.h"
-#include "formats/loader.h"
+#include "data/loader.h"
 #include "formats/shardset.h"
 #include "kernels/device.h"
 #include "kernels/kernels.h"
+#include "nn/precision.h"
 #include "libcommon/error.h"
 #include "libcommon/json.h"
 #include "libcommon/log.h"
 #include "libcommon/options.h"
 #include "libcommon/safetensors.h"
 #include "libcommon/tfevents.h"
-#include "models/dit.h"
-#include "formats/png_write.h"
-#include "models/dit_weights.h"
+#include "models/dit/dit.h"
+#include "image/png_write.h"
+#include "models/dit/weights.h"
 #include "models/encoder.h"
-#include "models/generate.h"
-#include "models/sampler.h"
-#include "models/trainer.h"
+#include "diffusion/generate.h"
+#include "diffusion/sampler.h"
+#include "train/trainer.h"
 
 #include <errno.h>
 #include <math.h>

@@ -56,12 +56,6 @@ static inline size_t kdtype_bytes(enum kdtype dt)
     return dt == KDT_F32 ? 4 : 2;
 }
 const char *kdtype_name(enum kdtype dt);
-/* The compute dtype a tool asks for (--mixed-precision, --precision): NULL
- * means bf16 on CUDA; "no" and "fp32" mean f32, "bf16" and "fp16" the low
- * precisions. The CPU computes in f32 whatever is asked: then 1 is returned
- * when something else was asked for, for the tool to say so. -1 with
- * err_set() for another name. */
-int kdtype_for_compute(const char *request, enum device_kind device, enum kdtype *out);
 
 /* An fp32 host tensor over data[0..n). */
 static inline struct tensor tensor_f32(float *data, int64_t n)

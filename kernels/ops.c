@@ -49,27 +49,6 @@ const char *kdtype_name(enum kdtype dt)
     return "unknown dtype";
 }
 
-int kdtype_for_compute(const char *request, enum device_kind device, enum kdtype *out)
-{
-    enum kdtype dt;
-    if (!request || strcmp(request, "bf16") == 0)
-        dt = KDT_BF16;
-    else if (strcmp(request, "fp16") == 0)
-        dt = KDT_F16;
-    else if (strcmp(request, "no") == 0 || strcmp(request, "fp32") == 0)
-        dt = KDT_F32;
-    else {
-        err_set("'%s' is not no (fp32), bf16 or fp16", request);
-        return -1;
-    }
-    if (device == DEVICE_CPU) {
-        *out = KDT_F32;
-        return request && dt != KDT_F32;
-    }
-    *out = dt;
-    return 0;
-}
-
 int kctx_init(struct kctx *ctx, enum device_kind device, int threads)
 {
     ctx->device = device;

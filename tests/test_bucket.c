@@ -2,7 +2,7 @@
  * thousands of sizes; --no-upscale; random crops; the ADM recipe; parsing;
  * the histogram and the merge plan. */
 #include "tests/harness.h"
-#include "formats/bucket.h"
+#include "data/bucket.h"
 #include "libcommon/error.h"
 #include "libcommon/hash.h"
 

@@ -3,7 +3,7 @@
  * formulas. */
 #include "tests/harness.h"
 #include "libcommon/safetensors.h"
-#include "models/diffusion.h"
+#include "diffusion/diffusion.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -5,9 +5,9 @@
 #include "kernels/kernels.h"
 #include "libcommon/error.h"
 #include "libcommon/safetensors.h"
-#include "models/dit.h"
-#include "models/dit_weights.h"
-#include "models/trainer.h"
+#include "models/dit/dit.h"
+#include "models/dit/weights.h"
+#include "train/trainer.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -376,7 +376,7 @@ TEST(forward_and_gradients_match_diffusers)
 }
 
 #include "libcommon/philox.h"
-#include "models/diffusion.h"
+#include "diffusion/diffusion.h"
 
 TEST(loss_falls_when_training_on_a_fixed_batch)
 {

@@ -1,6 +1,6 @@
 /* full image decoding against Pillow's pixels (tests/reference/make_decode_goldens.py) */
 #include "tests/harness.h"
-#include "formats/image_decode.h"
+#include "image/decode.h"
 #include "libcommon/error.h"
 #include "libcommon/safetensors.h"
 

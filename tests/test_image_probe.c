@@ -1,6 +1,6 @@
 /* image header probing against the fixtures of tests/reference/make_image_fixtures.py */
 #include "tests/harness.h"
-#include "formats/image_probe.h"
+#include "image/probe.h"
 #include "libcommon/error.h"
 
 #include <dirent.h>

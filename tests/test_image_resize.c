@@ -1,6 +1,6 @@
 /* Pillow-exact resizing against the goldens of tests/reference/make_resize_goldens.py */
 #include "tests/harness.h"
-#include "formats/image_resize.h"
+#include "image/resize.h"
 #include "libcommon/error.h"
 #include "libcommon/hash.h"
 #include "libcommon/json.h"

@@ -1,8 +1,8 @@
 /* PNG writing: round trips through the project's decoder, text chunks read
  * back with libspng, grid layout, bad input, atomic files. */
 #include "tests/harness.h"
-#include "formats/image_decode.h"
-#include "formats/png_write.h"
+#include "image/decode.h"
+#include "image/png_write.h"
 #include "libcommon/atomic_file.h"
 #include "libcommon/error.h"
 

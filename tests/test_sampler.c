@@ -7,8 +7,8 @@
 #include "libcommon/error.h"
 #include "libcommon/philox.h"
 #include "libcommon/safetensors.h"
-#include "models/diffusion.h"
-#include "models/sampler.h"
+#include "diffusion/diffusion.h"
+#include "diffusion/sampler.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -5,8 +5,8 @@
  * adaLN-Zero weight hides a path. */
 #include "tests/cuda/cuda_test_util.h"
 #include "libcommon/error.h"
-#include "models/dit.h"
-#include "models/trainer.h"
+#include "models/dit/dit.h"
+#include "train/trainer.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -21,8 +21,8 @@
  * not fit one device at once: every test here passes with a note. */
 #include "tests/cuda/cuda_test_util.h"
 #include "libcommon/error.h"
-#include "models/dit.h"
-#include "models/trainer.h"
+#include "models/dit/dit.h"
+#include "train/trainer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

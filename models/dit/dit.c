@@ -4,7 +4,7 @@
  * features, PP = patch^2 * in channels (a patch), PO = patch^2 * out channels.
  * The residual stream runs through x[i] (the input of block i); block i adds
  * its attention and MLP branches in place into x[i + 1]. */
-#include "models/dit.h"
+#include "models/dit/dit.h"
 #include "libcommon/error.h"
 
 #include <assert.h>

@@ -1,4 +1,4 @@
-#include "models/diffusion.h"
+#include "diffusion/diffusion.h"
 #include "libcommon/error.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-#include "formats/loader.h"
+#include "data/loader.h"
 #include "libcommon/error.h"
 #include "libcommon/half.h"
 #include "libcommon/philox.h"

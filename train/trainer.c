@@ -1,4 +1,4 @@
-#include "models/trainer.h"
+#include "train/trainer.h"
 #include "libcommon/error.h"
 #include "libcommon/philox.h"
 

@@ -1,7 +1,7 @@
 /* Loading and saving DiT weights in the original and the diffusers layouts.
  * Both are described as a list of on-disk tensors, each a slice of one
  * parameter of the flat buffer, so loading and saving share one table. */
-#include "models/dit_weights.h"
+#include "models/dit/weights.h"
 #include "libcommon/error.h"
 #include "libcommon/half.h"
 #include "libcommon/json.h"

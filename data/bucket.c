@@ -1,4 +1,4 @@
-#include "formats/bucket.h"
+#include "data/bucket.h"
 #include "libcommon/error.h"
 #include "libcommon/hash.h"
 #include "libcommon/philox.h"

@@ -11,7 +11,7 @@
  * and still gets the bytes of the full resize. Integer sums are
  * exact, so their order is free: the vertical pass accumulates a whole row at a
  * time, which vectorises, where Pillow walks down each column. */
-#include "formats/image_resize.h"
+#include "image/resize.h"
 
 #include "libcommon/error.h"
 

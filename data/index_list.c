@@ -1,7 +1,7 @@
 /* List input: one image path per line (e.g. from find(1)), read from stdin
  * when the operand is "-". Keys are the paths without their extension;
  * captions follow the folder rule (sidecar file, else the stem). */
-#include "formats/index.h"
+#include "data/index.h"
 #include "libcommon/error.h"
 
 #include <errno.h>

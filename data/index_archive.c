@@ -3,7 +3,7 @@
  * up to the first dot of the file name form one sample (an image with its
  * .txt caption, .cls label and .json metadata). Records name the archive and
  * the member, so later stages read the image without extracting. */
-#include "formats/index.h"
+#include "data/index.h"
 #include "libcommon/error.h"
 
 #include <archive.h>

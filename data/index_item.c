@@ -1,6 +1,6 @@
 /* What every dit-index reader shares: names, keys, captions, path checks,
  * and the per-item work (read, hash, probe) that runs on worker threads. */
-#include "formats/index.h"
+#include "data/index.h"
 #include "libcommon/error.h"
 #include "libcommon/names.h"
 

@@ -6,8 +6,8 @@
 #ifndef DIT_MODEL_TRAINER_H
 #define DIT_MODEL_TRAINER_H
 
-#include "models/diffusion.h"
-#include "models/dit.h"
+#include "diffusion/diffusion.h"
+#include "models/dit/dit.h"
 
 #include <stdint.h>
 

@@ -1,5 +1,5 @@
 /* DiT configurations, the parameter table and the initialisation. */
-#include "models/dit.h"
+#include "models/dit/dit.h"
 #include "libcommon/error.h"
 #include "libcommon/philox.h"
 

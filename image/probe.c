@@ -1,4 +1,4 @@
-#include "formats/image_probe.h"
+#include "image/probe.h"
 
 #include "libcommon/error.h"
 #include "libcommon/utf8.h"

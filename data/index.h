@@ -5,7 +5,7 @@
 #ifndef DIT_INDEX_H
 #define DIT_INDEX_H
 
-#include "formats/image_probe.h"
+#include "image/probe.h"
 #include "libcommon/hash.h"
 
 #include <stddef.h>

@@ -1,6 +1,6 @@
-#include "formats/image_decode.h"
+#include "image/decode.h"
 
-#include "formats/image_probe.h"
+#include "image/probe.h"
 #include "libcommon/error.h"
 
 #include <limits.h>

@@ -2,7 +2,7 @@
  * quotes and newlines, CRLF, a UTF-8 byte order mark. The file is fed to
  * libcsv a physical line at a time so every record knows the line it starts
  * on, for messages. */
-#include "formats/index.h"
+#include "data/index.h"
 #include "formats/manifest.h"
 #include "libcommon/error.h"
 #include "libcommon/log.h"

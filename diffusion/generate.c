@@ -1,4 +1,4 @@
-#include "models/generate.h"
+#include "diffusion/generate.h"
 #include "libcommon/error.h"
 
 #include <stdlib.h>

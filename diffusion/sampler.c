@@ -1,7 +1,7 @@
-#include "models/sampler.h"
+#include "diffusion/sampler.h"
 #include "libcommon/error.h"
 #include "libcommon/philox.h"
-#include "models/diffusion.h"
+#include "diffusion/diffusion.h"
 
 #include <math.h>
 #include <stdlib.h>

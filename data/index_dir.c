@@ -3,7 +3,7 @@
  * with the image's stem, else from the stem itself; with --class-from-dir the
  * top-level sub-folder is the class, ids in sorted name order as torchvision's
  * ImageFolder gives them. */
-#include "formats/index.h"
+#include "data/index.h"
 #include "libcommon/error.h"
 #include "libcommon/names.h"
 

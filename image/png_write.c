@@ -1,5 +1,5 @@
 /* PNG encoding through libspng; see png_write.h for the text-chunk rules. */
-#include "formats/png_write.h"
+#include "image/png_write.h"
 
 #include "libcommon/atomic_file.h"
 #include "libcommon/error.h"

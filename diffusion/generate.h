@@ -3,8 +3,8 @@
 #ifndef DIT_MODEL_GENERATE_H
 #define DIT_MODEL_GENERATE_H
 
-#include "models/dit.h"
-#include "models/sampler.h"
+#include "models/dit/dit.h"
+#include "diffusion/sampler.h"
 
 #include <stdint.h>
 

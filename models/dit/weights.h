@@ -7,7 +7,7 @@
 #include "libcommon/safetensors.h"
 
 #include <jansson.h>
-#include "models/dit.h"
+#include "models/dit/dit.h"
 
 enum dit_layout {
     DIT_LAYOUT_ORIGINAL, /* x_embedder, blocks.N.attn.qkv, final_layer ... */

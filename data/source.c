@@ -2,7 +2,7 @@
  * last member was found; manifests from dit-index list an archive's members
  * in archive order, so a whole archive is read once. A member behind the
  * current position costs one reopen. */
-#include "formats/source.h"
+#include "data/source.h"
 #include "libcommon/error.h"
 
 #include <archive.h>

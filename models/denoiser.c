@@ -1,0 +1,115 @@
+/* The generic half of the denoiser seam: configurations found through the
+ * registry, instances created through their kind. */
+#include "models/denoiser.h"
+#include "libcommon/error.h"
+#include "libcommon/json.h"
+#include "models/registry.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int config_alloc(struct denoiser_config *c, const struct denoiser_kind *kind)
+{
+    c->kind = kind;
+    c->impl = calloc(1, kind->config_size);
+    if (!c->impl) {
+        err_set("out of memory for a model configuration");
+        return -1;
+    }
+    return 0;
+}
+
+int denoiser_config_preset(struct denoiser_config *c, const char *name, const struct denoiser_spec *spec)
+{
+    memset(c, 0, sizeof *c);
+    const struct denoiser_kind *const *k = registry_denoisers();
+    for (size_t i = 0; k[i]; i++) {
+        if (config_alloc(c, k[i]) != 0)
+            return -1;
+        int rc = k[i]->config_preset(c->impl, name, spec);
+        if (rc == 0)
+            return 0;
+        denoiser_config_free(c);
+        if (rc < 0)
+            return -1;
+    }
+    char known[512] = "";
+    for (size_t i = 0; k[i]; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? "; " : "", k[i]->presets);
+    err_set("--model '%s': not a model this build knows (%s)", name, known);
+    return -1;
+}
+
+int denoiser_config_load_dir(struct denoiser_config *c, const char *dir, float **params)
+{
+    memset(c, 0, sizeof *c);
+    *params = NULL;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *j = json_read_file(path);
+    if (!j)
+        return -1;
+    const char *cls = json_string_value(json_object_get(j, "_class_name"));
+    const struct denoiser_kind *kind = registry_denoiser_by_class(cls);
+    if (!kind) {
+        err_set("%s: _class_name '%s' is not a model this build knows", path, cls ? cls : "(none)");
+        json_decref(j);
+        return -1;
+    }
+    json_decref(j);
+    if (config_alloc(c, kind) != 0)
+        return -1;
+    if (kind->load_dir(dir, c->impl, params) != 0) {
+        denoiser_config_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+int denoiser_config_copy(struct denoiser_config *dst, const struct denoiser_config *src)
+{
+    if (config_alloc(dst, src->kind) != 0)
+        return -1;
+    memcpy(dst->impl, src->impl, src->kind->config_size);
+    return 0;
+}
+
+void denoiser_config_free(struct denoiser_config *c)
+{
+    free(c->impl);
+    memset(c, 0, sizeof *c);
+}
+
+void denoiser_config_info(const struct denoiser_config *c, struct denoiser_info *info)
+{
+    memset(info, 0, sizeof *info);
+    c->kind->config_info(c->impl, info);
+}
+
+int denoiser_config_equal(const struct denoiser_config *a, const struct denoiser_config *b)
+{
+    return a->kind == b->kind && a->kind->config_equal(a->impl, b->impl);
+}
+
+int denoiser_save_dir(const struct denoiser_config *c, const float *params, const char *dir)
+{
+    return c->kind->save_dir(c->impl, params, dir);
+}
+
+int denoiser_create(struct denoiser *d, const struct denoiser_config *c, struct kctx *ctx, int B,
+                    enum denoiser_memory mem, enum kdtype dt)
+{
+    memset(d, 0, sizeof *d);
+    d->kind = c->kind;
+    d->ctx = ctx;
+    denoiser_config_info(c, &d->info);
+    return c->kind->create(d, c->impl, ctx, B, mem, dt);
+}
+
+void denoiser_free(struct denoiser *d)
+{
+    if (d->kind && d->impl)
+        d->kind->destroy(d);
+    memset(d, 0, sizeof *d);
+}

@@ -1,0 +1,171 @@
+/* The denoiser seam: what the trainer, the samplers and the tools know of a
+ * diffusion network. A model (models/dit/, later models/flite/) fills one
+ * struct denoiser_kind and registers it in models/registry.c; nothing
+ * outside its folder knows its structs.
+ *
+ * A denoiser maps noisy latents x[b, C, H, W] at timesteps t[b] under a
+ * condition to out[b, CO, H, W] (CO = 2C when it learns the variance). Its
+ * parameters live in flat f32 buffers on the device (master, gradients)
+ * with a compute copy in the activation dtype; the table of names and
+ * shapes is the model's. Inputs and outputs cross as host f32, as the
+ * samplers and losses around the model run on the host. */
+#ifndef DIT_MODELS_DENOISER_H
+#define DIT_MODELS_DENOISER_H
+
+#include "kernels/kernels.h"
+#include "nn/params.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+/* What a denoiser is conditioned on. */
+enum cond_kind {
+    COND_LABELS, /* class ids; the null condition is the extra label row (DiT) */
+    COND_TEXT,   /* text embeddings with a mask; the null condition is the zero embedding */
+};
+
+/* One batch's condition, host memory; fields of the other kind are NULL. */
+struct cond {
+    const int32_t *labels;   /* [b] class ids */
+    const float *text;       /* [b, text_len, text_dim] */
+    const float *text_mask;  /* [b, text_len]: 1 token, 0 padding; NULL: all tokens */
+    int text_len, text_dim;
+    const uint8_t *null;     /* [b] 1: this sample takes the null condition (guidance dropout, the
+                                unconditional half of guided sampling); NULL: none does */
+};
+
+/* What the activation memory keeps (see the model's own header for sizes). */
+enum denoiser_memory {
+    DENOISER_MEM_TRAIN,      /* every layer's activations for backward */
+    DENOISER_MEM_CHECKPOINT, /* gradient checkpointing: recompute in backward */
+    DENOISER_MEM_INFERENCE,  /* forward only: no gradients, no saved activations */
+};
+
+/* What the generic code needs to know of a configuration. */
+struct denoiser_info {
+    int in_channels, out_channels;
+    int learned_sigma;  /* out_channels = 2 in_channels: eps then the variance values */
+    int height, width;  /* the latent size it takes; 0: any multiple of `multiple` */
+    int multiple;       /* latent sides must be multiples of this (the patch size) */
+    enum cond_kind cond;
+    int num_classes;    /* COND_LABELS */
+    int text_dim;       /* COND_TEXT: the width of the text embeddings */
+    float cond_dropout; /* the probability of the null condition in training (0: never) */
+    int64_t n_params;
+};
+
+/* A model's configuration: its kind and its own config struct. */
+struct denoiser_config {
+    const struct denoiser_kind *kind;
+    void *impl; /* kind->config_size bytes, malloc'd */
+};
+
+/* What the data and the command line say, for a configuration by name. */
+struct denoiser_spec {
+    int channels, height, width;       /* latents of the data */
+    int num_classes;                   /* 0: the model's default */
+    int depth, hidden_size, num_heads; /* 0: the preset's */
+};
+
+struct denoiser;
+
+struct denoiser_kind {
+    const char *name;       /* the family: "dit" */
+    const char *class_name; /* diffusers' _class_name of its model dir */
+    const char *class_alias; /* another _class_name it reads (NULL: none) */
+    const char *presets;    /* for messages: "DiT-S/2 ... DiT-XL/8" */
+    size_t config_size;
+
+    /* A preset by --model name ("DiT-XL/2"): 1 when the name is not this
+     * kind's, 0 done, -1 with err_set() for a bad spec. */
+    int (*config_preset)(void *cfg, const char *name, const struct denoiser_spec *spec);
+    void (*config_info)(const void *cfg, struct denoiser_info *info);
+    int (*config_equal)(const void *a, const void *b);
+    json_t *(*config_to_json)(const void *cfg);
+    /* The model dir (diffusers layout; formats/model_dir): configuration and
+     * host f32 parameters (*params malloc'd). */
+    int (*load_dir)(const char *dir, void *cfg, float **params);
+    int (*save_dir)(const void *cfg, const float *params, const char *dir);
+    /* The reference's initialisation, host f32. */
+    void (*init)(const void *cfg, float *params, uint64_t seed);
+    int (*plan_bytes)(const void *cfg, enum device_kind device, int B, enum denoiser_memory mem,
+                      enum kdtype dt, int64_t *param_bytes, int64_t *activation_bytes);
+
+    /* The model on a device for batch size B; fills d->impl and the tensors. */
+    int (*create)(struct denoiser *d, const void *cfg, struct kctx *ctx, int B, enum denoiser_memory mem,
+                  enum kdtype dt);
+    void (*destroy)(struct denoiser *d);
+    void (*forward)(struct denoiser *d, float *out, const float *x, const float *t, const struct cond *c, int b);
+    void (*backward)(struct denoiser *d, const float *dout, int b);
+    void (*params_upload)(struct denoiser *d, const float *host);
+    void (*params_download)(struct denoiser *d, float *host);
+    void (*weights_set)(struct denoiser *d, struct tensor src);
+    void (*zero_grads)(struct denoiser *d);
+    void (*sizes)(const struct denoiser *d, int64_t *param_bytes, int64_t *activation_bytes);
+};
+
+struct denoiser {
+    const struct denoiser_kind *kind;
+    struct denoiser_info info;
+    void *impl;            /* the model's own struct */
+    struct kctx *ctx;
+    enum kdtype dt;        /* activations and compute weights */
+    int B;                 /* the batch size its memory was planned for */
+    int inference;
+    int64_t n_params;
+    struct tensor params;  /* f32 master weights (absent for inference in a low precision) */
+    struct tensor grads;   /* f32, accumulated (absent for inference) */
+    struct tensor weights; /* the compute copy the ops read (params itself in f32) */
+    const struct nn_params *table;
+};
+
+/* Configurations. */
+int denoiser_config_preset(struct denoiser_config *c, const char *name, const struct denoiser_spec *spec);
+/* A model dir: the kind from config.json's _class_name; *params malloc'd. */
+int denoiser_config_load_dir(struct denoiser_config *c, const char *dir, float **params);
+int denoiser_config_copy(struct denoiser_config *dst, const struct denoiser_config *src);
+void denoiser_config_free(struct denoiser_config *c);
+void denoiser_config_info(const struct denoiser_config *c, struct denoiser_info *info);
+int denoiser_config_equal(const struct denoiser_config *a, const struct denoiser_config *b);
+int denoiser_save_dir(const struct denoiser_config *c, const float *params, const char *dir);
+
+/* Instances. -1 with err_set() (an out-of-memory message names sizes). */
+int denoiser_create(struct denoiser *d, const struct denoiser_config *c, struct kctx *ctx, int B,
+                    enum denoiser_memory mem, enum kdtype dt);
+void denoiser_free(struct denoiser *d);
+
+/* out[b, CO, H, W] for b <= B samples; keeps what backward needs. */
+static inline void denoiser_forward(struct denoiser *d, float *out, const float *x, const float *t,
+                                    const struct cond *c, int b)
+{
+    d->kind->forward(d, out, x, t, c, b);
+}
+/* Accumulates into d->grads the gradient for dout[b, CO, H, W]. */
+static inline void denoiser_backward(struct denoiser *d, const float *dout, int b)
+{
+    d->kind->backward(d, dout, b);
+}
+static inline void denoiser_zero_grads(struct denoiser *d)
+{
+    d->kind->zero_grads(d);
+}
+/* Host f32 parameters in and out (master and compute copy together). */
+static inline void denoiser_params_upload(struct denoiser *d, const float *host)
+{
+    d->kind->params_upload(d, host);
+}
+static inline void denoiser_params_download(struct denoiser *d, float *host)
+{
+    d->kind->params_download(d, host);
+}
+/* The weights from an f32 buffer on the same device (EMA for samples). */
+static inline void denoiser_weights_set(struct denoiser *d, struct tensor src)
+{
+    d->kind->weights_set(d, src);
+}
+static inline void denoiser_sizes(const struct denoiser *d, int64_t *param_bytes, int64_t *activation_bytes)
+{
+    d->kind->sizes(d, param_bytes, activation_bytes);
+}
+
+#endif
