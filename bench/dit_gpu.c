@@ -18,6 +18,7 @@
 #include "nn/precision.h"
 #include "libcommon/error.h"
 #include "models/dit/dit.h"
+#include "models/dit/denoiser.h"
 #include "diffusion/generate.h"
 #include "diffusion/sampler.h"
 #include "train/trainer.h"
@@ -117,6 +118,11 @@ int main(int argc, char **argv)
             params[i] = 1e-3f * (float)((i * 2654435761u) % 2001 - 1000) / 1000.0f;
     dit_params_upload(&m, params);
     free(params);
+    struct denoiser dn;
+    if (dit_denoiser_wrap(&dn, &m) != 0) {
+        fprintf(stderr, "dit_gpu: %s\n", err_get());
+        return 1;
+    }
 
     const int64_t per = (int64_t)cfg.in_channels * latent * latent;
     double t_total = 0, flops_per_image = forward_flops(&cfg) * (train ? 3 : 2 * sample_steps);
@@ -127,7 +133,7 @@ int main(int argc, char **argv)
                                     .grad_accum = 1, .ema_decay = 0.9999, .seed = 0,
                                     .loss_scaling = dt == KDT_F16};
         struct trainer tr;
-        if (trainer_init(&tr, &m, &tc) != 0) {
+        if (trainer_init(&tr, &dn, &tc) != 0) {
             fprintf(stderr, "dit_gpu: %s\n", err_get());
             return 1;
         }
@@ -144,7 +150,7 @@ int main(int argc, char **argv)
                 k_sync(&ctx);
                 t0 = now();
             }
-            trainer_micro_step(&tr, x, labels, records, batch, s);
+            trainer_micro_step(&tr, x, &(struct cond){.labels = labels}, records, batch, s);
             trainer_optimizer_step(&tr);
         }
         k_sync(&ctx);
@@ -158,7 +164,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "dit_gpu: %s\n", err_get());
             return 1;
         }
-        int *labels = malloc((size_t)batch * sizeof *labels);
+        int32_t *labels = malloc((size_t)batch * sizeof *labels);
         float *lat = malloc((size_t)(batch * per) * sizeof *lat);
         for (int i = 0; i < batch; i++)
             labels[i] = (i * 37) % cfg.num_classes;
@@ -169,7 +175,8 @@ int main(int argc, char **argv)
                 k_sync(&ctx);
                 t0 = now();
             }
-            if (dit_generate(&m, &s, labels, batch, &go, lat) != 0) {
+            struct cond cd = {.labels = labels};
+            if (generate(&dn, &s, &cd, batch, &go, lat) != 0) {
                 fprintf(stderr, "dit_gpu: %s\n", err_get());
                 return 1;
             }
@@ -189,6 +196,7 @@ int main(int argc, char **argv)
            mode, model, batch, kdtype_name(dt), device_name(dev), steps, per_step * 1e3, ips, flops_per_image,
            tflops, tflops / peak, peak, (long long)mem_peak,
            train ? "" : ",\"note\":\"ms_per_step is one whole sampling loop of the batch\"");
+    denoiser_free(&dn);
     dit_model_free(&m);
     kctx_free(&ctx);
     return 0;

@@ -17,6 +17,8 @@
 #include "models/dit/weights.h"
 #include "models/encoder.h"
 #include "diffusion/generate.h"
+#include "models/denoiser.h"
+#include "models/dit/denoiser.h"
 #include "diffusion/sampler.h"
 
 #include <errno.h>
@@ -46,7 +48,7 @@ static int is_dir(const char *p)
 /* The checkpoint's objective, when --objective does not say. */
 static char checkpoint_objective[16];
 
-static void load_model(struct options *o, struct dit_config *cfg, float **params, char *encoder_id,
+static void load_model(struct options *o, struct denoiser_config *mc, float **params, char *encoder_id,
                        size_t encoder_size)
 {
     char path[4096];
@@ -69,16 +71,18 @@ static void load_model(struct options *o, struct dit_config *cfg, float **params
         snprintf(path, sizeof path, "%s/ema", o->model_path);
         if (o->no_ema || !is_dir(path))
             snprintf(path, sizeof path, "%s/transformer", o->model_path);
-        if (dit_load_dir(path, cfg, params) != 0)
+        if (denoiser_config_load_dir(mc, path, params) != 0)
             die(DIT_EXIT_FAILURE, "%s", err_get());
         log_info("model: %s (%s weights)", path, strstr(path, "/ema") ? "EMA" : "raw");
         return;
     }
     if (is_dir(o->model_path)) {
-        if (dit_load_dir(o->model_path, cfg, params) != 0)
+        if (denoiser_config_load_dir(mc, o->model_path, params) != 0)
             die(DIT_EXIT_FAILURE, "%s", err_get());
         return;
     }
+    /* A bare state dict of the original DiT or diffusers names. */
+    struct dit_config dcfg, *cfg = &dcfg;
     if (!o->model_name || !o->latent_size)
         opt_usage_error("a safetensors file needs --model and --latent-size (e.g. DiT-XL/2 and 32)");
     if (dit_config_by_name(cfg, o->model_name, o->latent_size) != 0)
@@ -99,6 +103,10 @@ static void load_model(struct options *o, struct dit_config *cfg, float **params
     if (!*params || dit_weights_load(cfg, *params, set, (enum dit_layout)layout) != 0)
         die(DIT_EXIT_FAILURE, "%s", *params ? err_get() : "out of memory");
     st_set_close(set);
+    mc->kind = &dit_denoiser_kind;
+    if (!(mc->impl = malloc(sizeof dcfg)))
+        die(DIT_EXIT_FAILURE, "out of memory");
+    memcpy(mc->impl, &dcfg, sizeof dcfg);
 }
 
 static void progress_step(void *bar)
@@ -224,16 +232,21 @@ int main(int argc, char **argv)
     if (cpu_note)
         log_info("--precision %s: the CPU backend computes in fp32", o.precision);
 
-    struct dit_config cfg;
+    struct denoiser_config mc;
     float *params = NULL;
     char encoder_id[128] = "pixel";
-    load_model(&o, &cfg, &params, encoder_id, sizeof encoder_id);
+    load_model(&o, &mc, &params, encoder_id, sizeof encoder_id);
+    struct denoiser_info info;
+    denoiser_config_info(&mc, &info);
+    if (info.cond != COND_LABELS)
+        die(DIT_EXIT_FAILURE, "%s: a text-conditioned model samples from prompts, which this build cannot encode yet",
+            o.model_path);
     struct encoder enc;
     if (encoder_open(&enc, o.decoder ? o.decoder : encoder_id) != 0)
         die(DIT_EXIT_FAILURE, "%s", err_get());
     if (!enc.decode)
         die(DIT_EXIT_FAILURE, "encoder '%s' has no decoder", enc.identity);
-    const int C = cfg.in_channels, L = cfg.input_size;
+    const int C = info.in_channels, L = info.height;
     const int W = L * enc.factor;
     if (enc.channels != C)
         die(DIT_EXIT_FAILURE, "the decoder %s gives %d channels, the model %d", enc.identity, enc.channels, C);
@@ -271,21 +284,21 @@ int main(int argc, char **argv)
     if (guided > C)
         opt_usage_error("--cfg-channels %d: the model has %d latent channels", guided, C);
     const int use_cfg = o.cfg != 1.0;
-    if (use_cfg && cfg.class_dropout_prob <= 0)
+    if (use_cfg && info.cond_dropout <= 0)
         die(DIT_EXIT_FAILURE, "guidance needs the null class, and this model was made without one (--cfg-scale 1)");
 
     int n_images;
-    int *labels = parse_labels(&o, cfg.num_classes, &n_images);
+    int *labels = parse_labels(&o, info.num_classes, &n_images);
     struct kctx ctx;
-    struct dit_model m;
+    struct denoiser m;
     const int B = o.batch < n_images ? o.batch : n_images;
     if (kctx_init(&ctx, dev, o.threads) != 0 ||
-        dit_model_create(&m, &cfg, &ctx, use_cfg ? 2 * B : B, DIT_MEM_INFERENCE, cdt) != 0)
+        denoiser_create(&m, &mc, &ctx, use_cfg ? 2 * B : B, DENOISER_MEM_INFERENCE, cdt) != 0)
         die(DIT_EXIT_FAILURE, "%s", err_get());
-    dit_params_upload(&m, params);
+    denoiser_params_upload(&m, params);
     free(params);
     int64_t pbytes, abytes, mem_now, mem_peak;
-    dit_model_sizes(&m, &pbytes, &abytes);
+    denoiser_sizes(&m, &pbytes, &abytes);
     k_mem_usage(&ctx, &mem_now, &mem_peak);
     log_info("model %.1f MB, activations %.1f MB (%s, batch %d); %.1f MB allocated on the %s, peak %.1f MB",
              pbytes / 1e6, abytes / 1e6, kdtype_name(cdt), m.B, mem_now / 1e6, device_name(dev), mem_peak / 1e6);
@@ -299,7 +312,13 @@ int main(int argc, char **argv)
         die(DIT_EXIT_FAILURE, "out of memory");
     struct progress *bar = progress_start("sample", "steps", (uint64_t)((n_images + B - 1) / B) * steps);
     struct generate_options go = {(float)o.cfg, guided, (uint64_t)o.seed, progress_step, bar};
-    if (dit_generate(&m, &s, labels, n_images, &go, latents) != 0)
+    int32_t *labels32 = malloc((size_t)n_images * sizeof *labels32);
+    if (!labels32)
+        die(DIT_EXIT_FAILURE, "out of memory");
+    for (int k = 0; k < n_images; k++)
+        labels32[k] = labels[k];
+    struct cond cd = {.labels = labels32};
+    if (generate(&m, &s, &cd, n_images, &go, latents) != 0)
         die(DIT_EXIT_FAILURE, "%s", err_get());
     for (int k = 0; k < n_images; k++) {
         images[k] = malloc((size_t)W * W * 3);
@@ -349,7 +368,9 @@ int main(int argc, char **argv)
         free(images[k]);
     free(images), free(latents), free(labels);
     sampler_free(&s);
-    dit_model_free(&m);
+    denoiser_free(&m);
+    denoiser_config_free(&mc);
+    free(labels32);
     kctx_free(&ctx);
     encoder_close(&enc);
     return 0;

@@ -4,25 +4,65 @@
 #include <stdlib.h>
 #include <string.h>
 
-int dit_generate(struct dit_model *m, const struct sampler *s, const int *labels, int n,
-                 const struct generate_options *opt, float *latents)
+/* The condition of a guided batch: samples k0 .. k0 + b - 1, then the same
+ * samples under the null condition. */
+struct batch_cond {
+    struct cond c;
+    int32_t *labels;
+    float *text, *mask;
+    uint8_t *null;
+};
+
+static int batch_cond_alloc(struct batch_cond *bc, const struct cond *c, int B2)
 {
-    const struct dit_config *cfg = &m->cfg;
+    memset(bc, 0, sizeof *bc);
+    const size_t tokens = (size_t)c->text_len;
+    bc->null = malloc((size_t)B2);
+    bc->labels = c->labels ? malloc((size_t)B2 * sizeof *bc->labels) : NULL;
+    bc->text = c->text ? malloc((size_t)B2 * tokens * (size_t)c->text_dim * sizeof *bc->text) : NULL;
+    bc->mask = c->text_mask ? malloc((size_t)B2 * tokens * sizeof *bc->mask) : NULL;
+    bc->c = (struct cond){bc->labels, bc->text, bc->mask, c->text_len, c->text_dim, bc->null};
+    return bc->null && (!c->labels || bc->labels) && (!c->text || bc->text) && (!c->text_mask || bc->mask) ? 0 : -1;
+}
+
+static void batch_cond_free(struct batch_cond *bc)
+{
+    free(bc->labels), free(bc->text), free(bc->mask), free(bc->null);
+}
+
+/* Row i of the batch takes sample k's condition, null or not. */
+static void batch_cond_set(struct batch_cond *bc, const struct cond *c, int i, int k, int null)
+{
+    const size_t td = (size_t)c->text_len * c->text_dim;
+    if (c->labels)
+        bc->labels[i] = c->labels[k];
+    if (c->text)
+        memcpy(bc->text + i * td, c->text + k * td, td * sizeof *bc->text);
+    if (c->text_mask)
+        memcpy(bc->mask + (size_t)i * c->text_len, c->text_mask + (size_t)k * c->text_len,
+               (size_t)c->text_len * sizeof *bc->mask);
+    bc->null[i] = (uint8_t)(null || (c->null && c->null[k]));
+}
+
+int generate(struct denoiser *m, const struct sampler *s, const struct cond *c, int n,
+             const struct generate_options *opt, float *latents)
+{
+    const struct denoiser_info *info = &m->info;
     const int use_cfg = opt->cfg_scale != 1.0f;
     const int B = use_cfg ? m->B / 2 : m->B;
     if (B < 1) {
         err_set("a model planned for %d samples cannot run guided pairs", m->B);
         return -1;
     }
-    const int C = cfg->in_channels, CO = dit_out_channels(cfg), L = cfg->input_size;
-    const int64_t hw = (int64_t)L * L, per = C * hw;
+    const int C = info->in_channels, CO = info->out_channels;
+    const int64_t hw = (int64_t)info->height * info->width, per = C * hw;
     const int steps = sampler_num_steps(s);
     float *x = malloc((size_t)(2 * B * per) * sizeof *x);
     float *out = malloc((size_t)(2 * B) * CO * hw * sizeof *out);
     float *noise = malloc((size_t)(B * per) * sizeof *noise);
     float *t = malloc((size_t)(2 * B) * sizeof *t);
-    int32_t *y = malloc((size_t)(2 * B) * sizeof *y);
-    int rc = x && out && noise && t && y ? 0 : -1;
+    struct batch_cond bc;
+    int rc = batch_cond_alloc(&bc, c, 2 * B) == 0 && x && out && noise && t ? 0 : -1;
     if (rc)
         err_set("out of memory for sampling");
     for (int k0 = 0; rc == 0 && k0 < n; k0 += B) {
@@ -33,8 +73,8 @@ int dit_generate(struct dit_model *m, const struct sampler *s, const int *labels
 #pragma omp parallel for schedule(static) if (b > 1)
         for (int i = 0; i < b; i++) {
             sampler_noise(x + i * per, opt->seed, (uint64_t)(k0 + i), 0, per);
-            y[i] = labels[k0 + i];
-            y[b + i] = cfg->num_classes; /* the null class */
+            batch_cond_set(&bc, c, i, k0 + i, 0);
+            batch_cond_set(&bc, c, b + i, k0 + i, 1);
         }
         for (int st = 0; st < steps; st++) {
             const float ts = sampler_model_timestep(s, st);
@@ -42,21 +82,22 @@ int dit_generate(struct dit_model *m, const struct sampler *s, const int *labels
                 t[i] = ts;
             if (use_cfg) {
                 memcpy(x + b * per, x, (size_t)(b * per) * sizeof *x);
-                dit_forward(m, out, x, t, y, 2 * b);
+                denoiser_forward(m, out, x, t, &bc.c, 2 * b);
                 sampler_cfg_combine(out, out, out + (int64_t)b * CO * hw, opt->cfg_scale, b, opt->guided, CO, hw);
             } else {
-                dit_forward(m, out, x, t, y, b);
+                denoiser_forward(m, out, x, t, &bc.c, b);
             }
             if (sampler_step_noise(s, st))
 #pragma omp parallel for schedule(static) if (b > 1)
                 for (int i = 0; i < b; i++)
                     sampler_noise(noise + i * per, opt->seed, (uint64_t)(k0 + i), st + 1, per);
-            sampler_step(s, st, x, out, cfg->learn_sigma, noise, b, C, hw);
+            sampler_step(s, st, x, out, info->learned_sigma, noise, b, C, hw);
             if (opt->on_step)
                 opt->on_step(opt->ctx);
         }
         memcpy(latents + (int64_t)k0 * per, x, (size_t)(b * per) * sizeof *x);
     }
-    free(x), free(out), free(noise), free(t), free(y);
+    free(x), free(out), free(noise), free(t);
+    batch_cond_free(&bc);
     return rc;
 }

@@ -1,10 +1,10 @@
-/* Sampling latents from a DiT: the loop dit-sample runs, shared with
+/* Sampling latents from any denoiser: the loop dit-sample runs, shared with
  * dit-train's samples during training. */
-#ifndef DIT_MODEL_GENERATE_H
-#define DIT_MODEL_GENERATE_H
+#ifndef DIT_DIFFUSION_GENERATE_H
+#define DIT_DIFFUSION_GENERATE_H
 
-#include "models/dit/dit.h"
 #include "diffusion/sampler.h"
+#include "models/denoiser.h"
 
 #include <stdint.h>
 
@@ -16,12 +16,13 @@ struct generate_options {
     void *ctx;
 };
 
-/* Samples latents[n, C, L, L] for labels[n] (num_classes is the null class),
- * in batches of what the model was planned for (half of it with guidance,
- * which runs the conditional and the null-class halves together). Image k
- * is the same whatever the batch size. -1 with err_set() when the model
- * cannot take a single guided pair. */
-int dit_generate(struct dit_model *m, const struct sampler *s, const int *labels, int n,
-                 const struct generate_options *opt, float *latents);
+/* Samples latents[n, C, H, W] under the conditions c of n samples (labels
+ * or text, and which take the null condition), in batches of what the
+ * model was planned for (half of it with guidance, which runs the
+ * conditional and the null halves together). Image k is the same whatever
+ * the batch size. -1 with err_set() when the model cannot take a single
+ * guided pair. */
+int generate(struct denoiser *m, const struct sampler *s, const struct cond *c, int n,
+             const struct generate_options *opt, float *latents);
 
 #endif

@@ -5,7 +5,7 @@
  * size, colour and background vary, so a model has something to learn
  * beyond a lookup. Every image is a pure function of (seed, class, index).
  * See examples/README.md. */
-#include "formats/png_write.h"
+#include "image/png_write.h"
 #include "libcommon/atomic_file.h"
 #include "libcommon/error.h"
 #include "libcommon/log.h"

@@ -6,6 +6,7 @@
 #include "libcommon/error.h"
 #include "libcommon/safetensors.h"
 #include "models/dit/dit.h"
+#include "models/dit/denoiser.h"
 #include "models/dit/weights.h"
 #include "train/trainer.h"
 
@@ -189,8 +190,11 @@ TEST(inference_plan_gives_identical_outputs_in_less_memory)
     CHECK(memcmp(p, a.grads.data, (size_t)a.n_params * sizeof *p) == 0);
     struct trainer tr;
     struct trainer_config tc = {.grad_accum = 1};
-    CHECK(trainer_init(&tr, &b, &tc) != 0);
+    struct denoiser bd;
+    CHECK_INT(dit_denoiser_wrap(&bd, &b), 0);
+    CHECK(trainer_init(&tr, &bd, &tc) != 0);
     CHECK_CONTAINS(err_get(), "inference");
+    denoiser_free(&bd);
     free(p);
     st_close(io);
     dit_model_free(&a);
@@ -440,14 +444,16 @@ static float *trainer_run(int loss_scaling, int overflow, int steps, struct trai
                                 .grad_accum = 1, .max_grad_norm = 0.5, .ema_decay = 0.9, .seed = 4,
                                 .loss_scaling = loss_scaling};
     struct trainer tr;
-    CHECK_INT(trainer_init(&tr, &m, &tc), 0);
+    static struct denoiser dn;
+    CHECK_INT(dit_denoiser_wrap(&dn, &m), 0);
+    CHECK_INT(trainer_init(&tr, &dn, &tc), 0);
     float x[4 * 256];
     struct rng_stream rs = rng_stream(12, RNG_NOISE, 0, 0);
     rng_normal_f32(&rs, 0, 4 * 256, x);
     int32_t labels[4] = {1, 2, 3, 4};
     uint64_t records[4] = {5, 6, 7, 8};
     for (int s = 0; s < steps; s++) {
-        trainer_micro_step(&tr, x, labels, records, B, 0);
+        trainer_micro_step(&tr, x, &(struct cond){.labels = labels}, records, B, 0);
         if (overflow)
             ((float *)m.grads.data)[m.n_params / 2] = INFINITY;
         trainer_optimizer_step(&tr);
@@ -457,6 +463,7 @@ static float *trainer_run(int loss_scaling, int overflow, int steps, struct trai
     *out_tr = tr;
     out_tr->m = NULL; /* freed below */
     trainer_free(&tr);
+    denoiser_free(&dn);
     dit_model_free(&m);
     kctx_free(&ctx);
     return after;

@@ -6,42 +6,35 @@
 #include <stdlib.h>
 #include <string.h>
 
-int lr_schedule_parse(const char *name, enum lr_schedule *out)
+int objective_parse(const char *name, enum objective *out)
 {
-    if (strcmp(name, "constant") == 0)
-        *out = LR_CONSTANT;
-    else if (strcmp(name, "linear") == 0)
-        *out = LR_LINEAR;
-    else if (strcmp(name, "cosine") == 0)
-        *out = LR_COSINE;
+    if (strcmp(name, "ddpm") == 0)
+        *out = OBJECTIVE_DDPM;
+    else if (strcmp(name, "flow") == 0)
+        *out = OBJECTIVE_FLOW;
     else
         return -1;
     return 0;
 }
 
-double lr_at(const struct trainer_config *c, int64_t step)
+const char *objective_name(enum objective o)
 {
-    double w = (double)c->warmup_steps;
-    if (step < c->warmup_steps)
-        return c->lr * (double)step / fmax(1.0, w);
-    double progress = (double)(step - c->warmup_steps) / fmax(1.0, (double)(c->total_steps - c->warmup_steps));
-    switch (c->schedule) {
-    case LR_LINEAR:
-        return c->lr * fmax(0.0, 1.0 - progress);
-    case LR_COSINE:
-        return c->lr * fmax(0.0, 0.5 * (1.0 + cos(M_PI * progress)));
-    default:
-        return c->lr;
-    }
+    return o == OBJECTIVE_FLOW ? "flow" : "ddpm";
 }
 
-int trainer_init(struct trainer *tr, struct dit_model *m, const struct trainer_config *cfg)
+struct lr_config trainer_lr_config(const struct trainer_config *c)
+{
+    struct lr_config l = {c->schedule, c->lr, c->warmup_steps, c->total_steps};
+    return l;
+}
+
+int trainer_init(struct trainer *tr, struct denoiser *m, const struct trainer_config *cfg)
 {
     memset(tr, 0, sizeof *tr);
     tr->cfg = *cfg;
     tr->m = m;
     if (m->inference) {
-        err_set("a DiT planned for inference cannot be trained");
+        err_set("a model planned for inference cannot be trained");
         return -1;
     }
     if (cfg->grad_accum < 1) {
@@ -52,18 +45,20 @@ int trainer_init(struct trainer *tr, struct dit_model *m, const struct trainer_c
         return -1;
     tr->loss_scale = cfg->loss_scaling ? LOSS_SCALE_INIT : 1.0;
     const size_t np = (size_t)m->n_params;
-    const int B = m->B, C = m->cfg.in_channels, CO = dit_out_channels(&m->cfg), H = m->cfg.input_size;
-    const size_t n = (size_t)B * C * H * H, no = (size_t)B * CO * H * H;
+    const int B = m->B, C = m->info.in_channels, CO = m->info.out_channels;
+    const size_t hw = (size_t)m->info.height * m->info.width;
+    const size_t n = (size_t)B * C * hw, no = (size_t)B * CO * hw;
     struct kctx *k = m->ctx;
-    if (k_alloc(k, &tr->adam_m, KDT_F32, (int64_t)np) != 0 ||
-        k_alloc(k, &tr->adam_v, KDT_F32, (int64_t)np) != 0 ||
-        (cfg->ema_decay > 0 && k_alloc(k, &tr->ema, KDT_F32, (int64_t)np) != 0)) {
+    struct optimizer_config oc = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
+    if (optimizer_create(&tr->opt, cfg->optimizer ? cfg->optimizer : "adamw", k, (int64_t)np, &oc) != 0) {
+        trainer_free(tr);
+        return -1;
+    }
+    if (cfg->ema_decay > 0 && k_alloc(k, &tr->ema, KDT_F32, (int64_t)np) != 0) {
         err_prefix("the optimizer state");
         trainer_free(tr);
         return -1;
     }
-    k_fill(k, tr->adam_m, 0.0f, (int64_t)np);
-    k_fill(k, tr->adam_v, 0.0f, (int64_t)np);
     tr->x_t = malloc(n * sizeof(float));
     tr->noise = malloc(n * sizeof(float));
     tr->target = malloc(n * sizeof(float));
@@ -71,9 +66,9 @@ int trainer_init(struct trainer *tr, struct dit_model *m, const struct trainer_c
     tr->out = malloc(no * sizeof(float));
     tr->dout = malloc(no * sizeof(float));
     tr->tsteps = malloc((size_t)B * sizeof(int32_t));
-    tr->labels = malloc((size_t)B * sizeof(int32_t));
+    tr->null = malloc((size_t)B);
     if (!tr->x_t || !tr->noise || !tr->target || !tr->t || !tr->out || !tr->dout || !tr->tsteps ||
-        !tr->labels) {
+        !tr->null) {
         trainer_free(tr);
         err_set("out of memory for the optimizer state");
         return -1;
@@ -87,8 +82,7 @@ void trainer_free(struct trainer *tr)
 {
     ddpm_schedule_free(&tr->ddpm);
     if (tr->m) {
-        k_free(tr->m->ctx, &tr->adam_m);
-        k_free(tr->m->ctx, &tr->adam_v);
+        optimizer_free(&tr->opt);
         k_free(tr->m->ctx, &tr->ema);
     }
     free(tr->x_t);
@@ -98,15 +92,15 @@ void trainer_free(struct trainer *tr)
     free(tr->out);
     free(tr->dout);
     free(tr->tsteps);
-    free(tr->labels);
+    free(tr->null);
     memset(tr, 0, sizeof *tr);
 }
 
 /* The draws of sample `rec` in `epoch` (or, for validation, fixed ones). */
-static void draw(struct trainer *tr, int i, uint64_t rec, uint64_t epoch, int validation, int32_t label)
+static void draw(struct trainer *tr, int i, uint64_t rec, uint64_t epoch, int validation, int null)
 {
-    const struct dit_config *c = &tr->m->cfg;
-    const size_t n = (size_t)c->in_channels * c->input_size * c->input_size;
+    const struct denoiser_info *c = &tr->m->info;
+    const size_t n = (size_t)c->in_channels * c->height * c->width;
     const uint64_t seed = tr->cfg.seed;
     struct rng_stream noise = validation ? rng_stream(seed, RNG_VALIDATION, 1, rec)
                                          : rng_stream(seed, RNG_NOISE, epoch, rec);
@@ -120,31 +114,34 @@ static void draw(struct trainer *tr, int i, uint64_t rec, uint64_t epoch, int va
         float z;
         rng_normal_f32(&ts, 0, 1, &z);
         float shift = tr->cfg.flow_shift > 0 ? tr->cfg.flow_shift
-                                             : flow_resolution_shift(c->input_size, c->input_size);
+                                             : flow_resolution_shift(c->height, c->width);
         tr->t[i] = flow_timestep(z, 0.0f, 1.0f, shift);
     }
-    tr->labels[i] = label;
-    if (!validation && c->class_dropout_prob > 0) {
-        /* Classifier-free guidance: drop the label to the null class. */
+    tr->null[i] = (uint8_t)null;
+    if (!validation && c->cond_dropout > 0) {
+        /* Classifier-free guidance: drop the condition to the null one. */
         struct rng_stream ds = rng_stream(seed, RNG_LABEL_DROP, epoch, rec);
         float u;
         rng_uniform_f32(&ds, 0, 1, &u);
-        if (u < c->class_dropout_prob)
-            tr->labels[i] = c->num_classes;
+        if (u < c->cond_dropout)
+            tr->null[i] = 1;
     }
 }
 
 /* Forward and loss; dout (when wanted) is d(mean loss)/d(out) times scale. */
-static double forward_loss(struct trainer *tr, const float *x, int n, float scale, int want_grad)
+static double forward_loss(struct trainer *tr, const float *x, const struct cond *cond, int n, float scale,
+                           int want_grad)
 {
-    struct dit_model *m = tr->m;
-    const struct dit_config *c = &m->cfg;
-    const int C = c->in_channels, CO = dit_out_channels(c), H = c->input_size;
-    const int64_t hw = (int64_t)H * H, per = (int64_t)C * hw;
+    struct denoiser *m = tr->m;
+    const struct denoiser_info *c = &m->info;
+    const int C = c->in_channels, CO = c->out_channels;
+    const int64_t hw = (int64_t)c->height * c->width, per = (int64_t)C * hw;
+    struct cond cd = *cond;
+    cd.null = tr->null;
     double loss;
     if (tr->cfg.objective == OBJECTIVE_DDPM) {
         ddpm_q_sample(&tr->ddpm, tr->x_t, x, tr->noise, tr->tsteps, n, per);
-        dit_forward(m, tr->out, tr->x_t, tr->t, tr->labels, n);
+        denoiser_forward(m, tr->out, tr->x_t, tr->t, &cd, n);
         loss = ddpm_training_loss(&tr->ddpm, tr->out, x, tr->x_t, tr->noise, tr->tsteps, n, C, hw, NULL,
                                   want_grad ? tr->dout : NULL);
     } else {
@@ -156,7 +153,7 @@ static double forward_loss(struct trainer *tr, const float *x, int n, float scal
         flow_interpolate(tr->x_t, tr->target, x, tr->noise, tr->t, n, per);
         for (int i = 0; i < n; i++)
             tm[i] = tr->t[i] * 1000.0f;
-        dit_forward(m, tr->out, tr->x_t, tm, tr->labels, n);
+        denoiser_forward(m, tr->out, tr->x_t, tm, &cd, n);
         free(tm);
         /* The prediction: the first C output channels of each sample. */
         for (int i = 0; i < n; i++)
@@ -174,27 +171,36 @@ static double forward_loss(struct trainer *tr, const float *x, int n, float scal
     return loss;
 }
 
-double trainer_micro_step(struct trainer *tr, const float *x, const int32_t *labels,
+/* A sample without a condition of its own takes the null one. */
+static int null_of(const struct denoiser *m, const struct cond *c, int i)
+{
+    if (c->null && c->null[i])
+        return 1;
+    return m->info.cond == COND_LABELS ? !c->labels : !c->text;
+}
+
+double trainer_micro_step(struct trainer *tr, const float *x, const struct cond *c,
                           const uint64_t *records, int n, int64_t epoch)
 {
     /* Each sample's draws come from its own stream: parallel, same bits. */
 #pragma omp parallel for schedule(static) if (n > 1)
     for (int i = 0; i < n; i++)
-        draw(tr, i, records[i], (uint64_t)epoch, 0, labels ? labels[i] : tr->m->cfg.num_classes);
-    double loss = forward_loss(tr, x, n, (float)(tr->loss_scale / tr->cfg.grad_accum), 1);
+        draw(tr, i, records[i], (uint64_t)epoch, 0, null_of(tr->m, c, i));
+    double loss = forward_loss(tr, x, c, n, (float)(tr->loss_scale / tr->cfg.grad_accum), 1);
     if (isfinite(loss))
-        dit_backward(tr->m, tr->dout, n);
+        denoiser_backward(tr->m, tr->dout, n);
     tr->micro++;
     return loss;
 }
 
 double trainer_optimizer_step(struct trainer *tr)
 {
-    struct dit_model *m = tr->m;
+    struct denoiser *m = tr->m;
     struct kctx *k = m->ctx;
     const int64_t np = m->n_params;
     struct tensor g = m->grads;
-    double lr = lr_at(&tr->cfg, tr->step);
+    const struct lr_config lc = trainer_lr_config(&tr->cfg);
+    double lr = lr_at(&lc, tr->step);
     double norm = sqrt(k_sum_squares(k, g, np));
     double unscale = 1.0;
     if (tr->cfg.loss_scaling) {
@@ -202,7 +208,7 @@ double trainer_optimizer_step(struct trainer *tr)
             tr->loss_scale *= 0.5;
             tr->scale_good_steps = 0;
             tr->skipped_steps++;
-            dit_zero_grads(m);
+            denoiser_zero_grads(m);
             tr->step++;
             tr->micro = 0;
             tr->last_lr = lr;
@@ -223,13 +229,12 @@ double trainer_optimizer_step(struct trainer *tr)
         coef = unscale * (tr->cfg.max_grad_norm / (norm + 1e-6));
     if (coef != 1.0)
         k_scale(k, g, (float)coef, np);
-    struct adamw_params hp = {lr, tr->cfg.beta1, tr->cfg.beta2, tr->cfg.eps, tr->cfg.weight_decay, tr->step + 1};
     /* The compute copy of mixed precision is refreshed in the same pass. */
     struct tensor copy = m->weights.data != m->params.data ? m->weights : tensor_none();
-    k_adamw_update(k, m->params, g, tr->adam_m, tr->adam_v, copy, np, &hp);
+    optimizer_step(&tr->opt, m->params, g, copy, lr, tr->step + 1);
     if (tr->ema.data) /* DiT's update_ema: ema = decay * ema + (1 - decay) * param. */
         k_ema_update(k, tr->ema, m->params, (float)tr->cfg.ema_decay, np);
-    dit_zero_grads(m);
+    denoiser_zero_grads(m);
     tr->step++;
     tr->micro = 0;
     tr->last_lr = lr;
@@ -237,11 +242,11 @@ double trainer_optimizer_step(struct trainer *tr)
     return norm;
 }
 
-double trainer_validation_loss(struct trainer *tr, const float *x, const int32_t *labels,
+double trainer_validation_loss(struct trainer *tr, const float *x, const struct cond *c,
                                const uint64_t *records, int n)
 {
 #pragma omp parallel for schedule(static) if (n > 1)
     for (int i = 0; i < n; i++)
-        draw(tr, i, records[i], 0, 1, labels ? labels[i] : tr->m->cfg.num_classes);
-    return forward_loss(tr, x, n, 1.0f, 0);
+        draw(tr, i, records[i], 0, 1, null_of(tr->m, c, i));
+    return forward_loss(tr, x, c, n, 1.0f, 0);
 }

@@ -1,22 +1,28 @@
-/* One DiT training step: the per-sample draws, the objective, the gradient
- * (accumulated over micro-batches), clipping, the learning-rate schedule,
- * AdamW and the EMA. Every random draw of a sample comes from the Philox
+/* One training step of any denoiser: the per-sample draws, the objective,
+ * the gradient (accumulated over micro-batches), clipping, the
+ * learning-rate schedule, the optimizer and the EMA. Every random draw of a sample comes from the Philox
  * stream (seed, purpose, epoch, record): it does not depend on the batch
  * size, the number of ranks, the device or where a run was resumed. */
-#ifndef DIT_MODEL_TRAINER_H
-#define DIT_MODEL_TRAINER_H
+#ifndef DIT_TRAIN_TRAINER_H
+#define DIT_TRAIN_TRAINER_H
 
 #include "diffusion/diffusion.h"
-#include "models/dit/dit.h"
+#include "models/denoiser.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
 
 #include <stdint.h>
 
 enum objective { OBJECTIVE_DDPM, OBJECTIVE_FLOW };
-enum lr_schedule { LR_CONSTANT, LR_LINEAR, LR_COSINE };
+
+/* "ddpm", "flow"; -1 otherwise. */
+int objective_parse(const char *name, enum objective *out);
+const char *objective_name(enum objective o);
 
 struct trainer_config {
     enum objective objective;
     double lr, beta1, beta2, eps, weight_decay;
+    const char *optimizer;  /* NULL: "adamw" */
     enum lr_schedule schedule;
     int64_t warmup_steps, total_steps;
     int grad_accum;        /* micro-batches per optimizer step */
@@ -35,9 +41,9 @@ struct trainer_config {
 
 struct trainer {
     struct trainer_config cfg;
-    struct dit_model *m;
-    /* f32 on the model's device, n_params each; ema absent without EMA */
-    struct tensor adam_m, adam_v, ema;
+    struct denoiser *m;
+    struct optimizer opt;
+    struct tensor ema; /* f32 on the model's device, n_params; absent without EMA */
     struct ddpm_schedule ddpm;
     int64_t step;  /* optimizer steps done */
     int micro;     /* micro-batches accumulated since the last step */
@@ -47,25 +53,22 @@ struct trainer {
     int64_t skipped_steps;      /* updates skipped on overflow, in all */
     /* [B * ...] scratch for one micro-batch */
     float *x_t, *noise, *target, *t, *out, *dout;
-    int32_t *tsteps, *labels;
+    int32_t *tsteps;
+    uint8_t *null; /* [B] the samples that take the null condition */
 };
 
-int trainer_init(struct trainer *tr, struct dit_model *m, const struct trainer_config *cfg);
+int trainer_init(struct trainer *tr, struct denoiser *m, const struct trainer_config *cfg);
 void trainer_free(struct trainer *tr);
-/* Parses "linear", "cosine", "constant"; -1 otherwise. */
-int lr_schedule_parse(const char *name, enum lr_schedule *out);
-/* The learning rate at optimizer step `step` (0-based), as diffusers'
- * get_scheduler gives it: linear warmup from 0, then constant, linear decay
- * to 0 at total_steps, or half a cosine to 0. */
-double lr_at(const struct trainer_config *cfg, int64_t step);
+/* The schedule part of the configuration. */
+struct lr_config trainer_lr_config(const struct trainer_config *cfg);
 
-/* Forward and backward of one micro-batch x[n, C, H, W] with class labels
+/* Forward and backward of one micro-batch x[n, C, H, W] under condition c
  * (records identify the samples for their draws; epoch too). Gradients
  * accumulate, scaled by 1 / grad_accum. Returns the mean loss of the batch
  * (NaN or Inf are returned as they are: the caller stops). */
-double trainer_micro_step(struct trainer *tr, const float *x, const int32_t *labels,
+double trainer_micro_step(struct trainer *tr, const float *x, const struct cond *c,
                           const uint64_t *records, int n, int64_t epoch);
-/* After grad_accum micro-batches: clip, AdamW at lr_at(step), EMA, zero the
+/* After grad_accum micro-batches: clip, the optimizer at lr_at(step), EMA, zero the
  * gradients, step++. Returns the gradient norm before clipping. With loss
  * scaling, gradients that overflowed skip the update (the step still
  * counts, so schedules and checkpoints stay aligned) and NaN is returned. */
@@ -74,7 +77,7 @@ double trainer_optimizer_step(struct trainer *tr);
 /* The loss on a batch at fixed timesteps and fixed noise (drawn from the
  * validation stream by record, whatever the step), without gradients, so
  * that curves compare across runs. */
-double trainer_validation_loss(struct trainer *tr, const float *x, const int32_t *labels,
+double trainer_validation_loss(struct trainer *tr, const float *x, const struct cond *c,
                                const uint64_t *records, int n);
 
 #endif

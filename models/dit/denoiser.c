@@ -88,39 +88,78 @@ static int plan_bytes(const void *cfg, enum device_kind device, int B, enum deno
 
 /* The labels the model sees: the null condition is the extra row. */
 struct dit_impl {
-    struct dit_model m;
+    struct dit_model *m;
+    int owned;       /* created here, freed with the denoiser */
     int32_t *labels; /* [B] */
 };
 
-static int create(struct denoiser *d, const void *cfg, struct kctx *ctx, int B, enum denoiser_memory mem,
-                  enum kdtype dt)
+static void fill(struct denoiser *d, struct dit_impl *p)
+{
+    struct dit_model *m = p->m;
+    d->impl = p;
+    d->kind = &dit_denoiser_kind;
+    d->ctx = m->ctx;
+    config_info(&m->cfg, &d->info);
+    d->dt = m->dt;
+    d->B = m->B;
+    d->inference = m->inference;
+    d->n_params = m->n_params;
+    d->params = m->params;
+    d->grads = m->grads;
+    d->weights = m->weights;
+}
+
+static struct dit_impl *impl_new(int B)
 {
     struct dit_impl *p = calloc(1, sizeof *p);
     if (!p || !(p->labels = malloc((size_t)B * sizeof *p->labels))) {
         free(p);
         err_set("out of memory for the model");
+        return NULL;
+    }
+    return p;
+}
+
+int dit_denoiser_wrap(struct denoiser *d, struct dit_model *m)
+{
+    memset(d, 0, sizeof *d);
+    struct dit_impl *p = impl_new(m->B);
+    if (!p)
+        return -1;
+    p->m = m;
+    fill(d, p);
+    return 0;
+}
+
+static int create(struct denoiser *d, const void *cfg, struct kctx *ctx, int B, enum denoiser_memory mem,
+                  enum kdtype dt)
+{
+    struct dit_impl *p = impl_new(B);
+    if (!p || !(p->m = calloc(1, sizeof *p->m))) {
+        if (p)
+            free(p->labels);
+        free(p);
+        err_set("out of memory for the model");
         return -1;
     }
-    if (dit_model_create(&p->m, cfg, ctx, B, memory_of(mem), dt) != 0) {
+    p->owned = 1;
+    if (dit_model_create(p->m, cfg, ctx, B, memory_of(mem), dt) != 0) {
+        free(p->m);
         free(p->labels);
         free(p);
         return -1;
     }
-    d->impl = p;
-    d->dt = p->m.dt;
-    d->B = p->m.B;
-    d->inference = p->m.inference;
-    d->n_params = p->m.n_params;
-    d->params = p->m.params;
-    d->grads = p->m.grads;
-    d->weights = p->m.weights;
+    fill(d, p);
     return 0;
 }
 
 static void destroy(struct denoiser *d)
 {
     struct dit_impl *p = d->impl;
-    dit_model_free(&p->m);
+    if (p->owned) {
+        dit_model_free(p->m);
+        free(p->m);
+    }
     free(p->labels);
     free(p);
 }
@@ -128,40 +167,40 @@ static void destroy(struct denoiser *d)
 static void forward(struct denoiser *d, float *out, const float *x, const float *t, const struct cond *c, int b)
 {
     struct dit_impl *p = d->impl;
-    const int null_row = p->m.cfg.num_classes;
+    const int null_row = p->m->cfg.num_classes;
     for (int i = 0; i < b; i++)
         p->labels[i] = (c->null && c->null[i]) || !c->labels ? null_row : c->labels[i];
-    dit_forward(&p->m, out, x, t, p->labels, b);
+    dit_forward(p->m, out, x, t, p->labels, b);
 }
 
 static void backward(struct denoiser *d, const float *dout, int b)
 {
-    dit_backward(&((struct dit_impl *)d->impl)->m, dout, b);
+    dit_backward(((struct dit_impl *)d->impl)->m, dout, b);
 }
 
 static void params_upload(struct denoiser *d, const float *host)
 {
-    dit_params_upload(&((struct dit_impl *)d->impl)->m, host);
+    dit_params_upload(((struct dit_impl *)d->impl)->m, host);
 }
 
 static void params_download(struct denoiser *d, float *host)
 {
-    dit_params_download(&((struct dit_impl *)d->impl)->m, host);
+    dit_params_download(((struct dit_impl *)d->impl)->m, host);
 }
 
 static void weights_set(struct denoiser *d, struct tensor src)
 {
-    dit_weights_set(&((struct dit_impl *)d->impl)->m, src);
+    dit_weights_set(((struct dit_impl *)d->impl)->m, src);
 }
 
 static void zero_grads(struct denoiser *d)
 {
-    dit_zero_grads(&((struct dit_impl *)d->impl)->m);
+    dit_zero_grads(((struct dit_impl *)d->impl)->m);
 }
 
 static void sizes(const struct denoiser *d, int64_t *param_bytes, int64_t *activation_bytes)
 {
-    dit_model_sizes(&((const struct dit_impl *)d->impl)->m, param_bytes, activation_bytes);
+    dit_model_sizes(((const struct dit_impl *)d->impl)->m, param_bytes, activation_bytes);
 }
 
 const struct denoiser_kind dit_denoiser_kind = {

@@ -4,6 +4,12 @@
 
 #include "models/denoiser.h"
 
+struct dit_model;
+
 extern const struct denoiser_kind dit_denoiser_kind;
+
+/* A denoiser over a DiT the caller created and frees (tests, benchmarks);
+ * denoiser_free releases only the wrapper. */
+int dit_denoiser_wrap(struct denoiser *d, struct dit_model *m);
 
 #endif

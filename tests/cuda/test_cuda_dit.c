@@ -6,6 +6,7 @@
 #include "tests/cuda/cuda_test_util.h"
 #include "libcommon/error.h"
 #include "models/dit/dit.h"
+#include "models/dit/denoiser.h"
 #include "train/trainer.h"
 
 #include <math.h>
@@ -127,13 +128,14 @@ static float *train_two_steps(struct kctx *ctx, enum kdtype dt, float **ema_out)
                                 .total_steps = 2, .grad_accum = 1, .max_grad_norm = 1.0,
                                 .ema_decay = 0.99, .seed = 3, .loss_scaling = dt == KDT_F16};
     struct trainer tr;
-    if (trainer_init(&tr, &m, &tc) != 0)
+    struct denoiser dn;
+    if (dit_denoiser_wrap(&dn, &m) != 0 || trainer_init(&tr, &dn, &tc) != 0)
         test_fail(__FILE__, __LINE__, "trainer_init: %s", err_get());
     float *x = test_randn((size_t)B * 4 * 64, 10, 1.0f);
     int32_t labels[4] = {0, 3, 7, 9};
     uint64_t records[4] = {11, 12, 13, 14};
     for (int step = 0; step < 2; step++) {
-        double loss = trainer_micro_step(&tr, x, labels, records, B, step);
+        double loss = trainer_micro_step(&tr, x, &(struct cond){.labels = labels}, records, B, step);
         if (!isfinite(loss))
             test_fail(__FILE__, __LINE__, "loss %g at step %d", loss, step);
         trainer_optimizer_step(&tr);
@@ -143,6 +145,7 @@ static float *train_two_steps(struct kctx *ctx, enum kdtype dt, float **ema_out)
     dit_params_download(&m, after);
     k_download(ctx, *ema_out, tr.ema, m.n_params);
     trainer_free(&tr);
+    denoiser_free(&dn);
     dit_model_free(&m);
     free(params), free(x);
     return after;

@@ -22,6 +22,7 @@
 #include "tests/cuda/cuda_test_util.h"
 #include "libcommon/error.h"
 #include "models/dit/dit.h"
+#include "models/dit/denoiser.h"
 #include "train/trainer.h"
 
 #include <stdio.h>
@@ -421,7 +422,8 @@ static void dry_training_step(enum kdtype dt)
                                     .max_grad_norm = 1.0, .ema_decay = 0.9999, .seed = 1,
                                     .loss_scaling = dt == KDT_F16};
         struct trainer tr;
-        if (trainer_init(&tr, &m, &tc) != 0) {
+        struct denoiser dn;
+        if (dit_denoiser_wrap(&dn, &m) != 0 || trainer_init(&tr, &dn, &tc) != 0) {
             test_fail(__FILE__, __LINE__, "trainer_init: %s", err_get());
         } else {
             const int H = m.cfg.input_size;
@@ -432,11 +434,12 @@ static void dry_training_step(enum kdtype dt)
                 labels[i] = i % m.cfg.num_classes;
                 records[i] = (uint64_t)i;
             }
-            trainer_micro_step(&tr, x, labels, records, B, 0);
+            trainer_micro_step(&tr, x, &(struct cond){.labels = labels}, records, B, 0);
             trainer_optimizer_step(&tr);
             dry_end(&ctx);
             free(x), free(labels), free(records);
             trainer_free(&tr);
+            denoiser_free(&dn);
         }
         dit_model_free(&m);
     }

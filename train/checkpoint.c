@@ -1,0 +1,198 @@
+#include "train/checkpoint.h"
+#include "formats/checkpoint.h"
+#include "libcommon/error.h"
+#include "libcommon/json.h"
+#include "libcommon/log.h"
+#include "libcommon/safetensors.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int save_model(const struct denoiser_config *mc, struct kctx *k, float *host, struct tensor src, int64_t n,
+                      const char *dir)
+{
+    k_download(k, host, src, n);
+    return mkdir(dir, 0777) || denoiser_save_dir(mc, host, dir);
+}
+
+static int save_state(const char *path, struct trainer *tr, const struct train_position *pos,
+                      const struct checkpoint_info *info)
+{
+    struct kctx *k = tr->m->ctx;
+    struct st_writer *w = st_writer_new();
+    json_t *state = json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:i, s:f, s:I, s:f, s:I, s:I}", "step",
+                              (json_int_t)pos->step, "epoch", (json_int_t)pos->epoch, "batch_index",
+                              (json_int_t)pos->index, "seed", (json_int_t)info->seed, "objective", info->objective,
+                              "model", info->model, "gradient_accumulation_steps", info->grad_accum, "log_loss_sum",
+                              pos->loss_sum, "log_loss_n", (json_int_t)pos->loss_n, "loss_scale", tr->loss_scale,
+                              "loss_scale_good_steps", (json_int_t)tr->scale_good_steps, "skipped_steps",
+                              (json_int_t)tr->skipped_steps);
+    char *text = state ? json_to_string(state) : NULL;
+    float *host[OPTIMIZER_MAX_STATE] = {0};
+    int rc = !w || !text;
+    /* Whatever the optimizer lists, by its own names. */
+    for (int i = 0; rc == 0 && i < tr->opt.nstate; i++) {
+        const struct optimizer_state *s = &tr->opt.state[i];
+        int64_t shape[1] = {s->t.n};
+        host[i] = malloc((size_t)s->t.n * sizeof(float));
+        rc = !host[i];
+        if (rc == 0) {
+            k_download(k, host[i], s->t, s->t.n);
+            rc = st_writer_add(w, s->name, ST_F32, 1, shape, host[i]);
+        }
+    }
+    rc = rc || st_writer_meta(w, "state", text) || st_writer_meta(w, "format", "dit-training-state/1") ||
+         st_writer_write(w, path);
+    st_writer_free(w);
+    for (int i = 0; i < OPTIMIZER_MAX_STATE; i++)
+        free(host[i]);
+    free(text);
+    json_decref(state);
+    return rc;
+}
+
+int train_checkpoint_save(const char *out, int limit, const struct denoiser_config *mc, struct trainer *tr,
+                          const struct train_position *pos, const struct checkpoint_info *info)
+{
+    char *tmp;
+    if (checkpoint_begin(out, pos->step, &tmp) != 0)
+        return -1;
+    char path[4096];
+    struct kctx *k = tr->m->ctx;
+    const int64_t np = tr->m->n_params;
+    /* The model's state comes off the device one tensor at a time. */
+    float *host = malloc((size_t)np * sizeof *host);
+    int rc = !host;
+    snprintf(path, sizeof path, "%s/transformer", tmp);
+    if (rc == 0)
+        rc = save_model(mc, k, host, tr->m->params, np, path);
+    if (rc == 0 && tr->ema.data) {
+        snprintf(path, sizeof path, "%s/ema", tmp);
+        rc = save_model(mc, k, host, tr->ema, np, path);
+    }
+    free(host);
+    if (rc == 0) {
+        /* How to use the model: which objective it learnt and which encoder
+         * made its latents (dit-sample decodes with that encoder). */
+        json_t *j = json_pack("{s:s, s:s, s:s, s:I}", "objective", info->objective, "encoder", info->encoder,
+                              "model", info->model, "step", (json_int_t)pos->step);
+        snprintf(path, sizeof path, "%s/checkpoint.json", tmp);
+        rc = !j || json_write_file(path, j) != 0;
+        json_decref(j);
+    }
+    if (rc == 0) {
+        snprintf(path, sizeof path, "%s/training_state.safetensors", tmp);
+        rc = save_state(path, tr, pos, info);
+    }
+    if (rc != 0) {
+        if (!*err_get())
+            err_set("%s: %s", path, strerror(errno));
+        checkpoint_abort(tmp);
+        return -1;
+    }
+    char *final = NULL;
+    if (checkpoint_commit(out, tmp, pos->step, &final) != 0)
+        return -1;
+    log_info("checkpoint %s", final);
+    free(final);
+    if (limit > 0 && checkpoint_prune(out, limit) != 0)
+        log_warn("%s", err_get());
+    return 0;
+}
+
+/* A model dir of the checkpoint into dst (the master weights or the EMA). */
+static int load_model(const char *path, const struct denoiser_config *mc, struct trainer *tr, int ema)
+{
+    struct denoiser_config cfg;
+    float *p = NULL;
+    if (denoiser_config_load_dir(&cfg, path, &p) != 0)
+        return -1;
+    int same = denoiser_config_equal(&cfg, mc);
+    denoiser_config_free(&cfg);
+    if (!same) {
+        free(p);
+        err_set("%s: the checkpoint's model configuration differs from this run's", path);
+        return -1;
+    }
+    if (ema) {
+        k_upload(tr->m->ctx, tr->ema, p, tr->m->n_params);
+        k_sync(tr->m->ctx);
+    } else {
+        denoiser_params_upload(tr->m, p);
+    }
+    free(p);
+    return 0;
+}
+
+int train_checkpoint_load(const char *dir, const struct denoiser_config *mc, struct trainer *tr,
+                          struct train_position *pos)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/transformer", dir);
+    if (load_model(path, mc, tr, 0) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/ema", dir);
+    if (tr->ema.data && load_model(path, mc, tr, 1) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/training_state.safetensors", dir);
+    struct st_file *f = st_open(path);
+    if (!f)
+        return -1;
+    const char *state = st_meta_get(f, "state");
+    json_t *j = state ? json_read_buffer(path, state, strlen(state)) : NULL;
+    json_int_t step, epoch, index, loss_n;
+    double loss_sum;
+    int rc = -1;
+    int fits = 1;
+    for (int i = 0; i < tr->opt.nstate; i++) {
+        const struct st_tensor *t = st_find(f, tr->opt.state[i].name);
+        fits &= t && t->nelem == (uint64_t)tr->opt.state[i].t.n && t->dtype == ST_F32;
+    }
+    if (!fits || !j ||
+        json_unpack(j, "{s:I, s:I, s:I, s:F, s:I}", "step", &step, "epoch", &epoch, "batch_index", &index,
+                    "log_loss_sum", &loss_sum, "log_loss_n", &loss_n) != 0) {
+        char names[256] = "";
+        for (int i = 0; i < tr->opt.nstate; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s, ", tr->opt.state[i].name);
+        err_set("%s: not a training state of this model and optimizer (%sstate)", path, names);
+    } else {
+        for (int i = 0; i < tr->opt.nstate; i++)
+            k_upload(tr->m->ctx, tr->opt.state[i].t, st_find(f, tr->opt.state[i].name)->data, tr->opt.state[i].t.n);
+        k_sync(tr->m->ctx); /* the mapped file closes below */
+        pos->step = step, pos->epoch = epoch, pos->index = index;
+        pos->loss_sum = loss_sum, pos->loss_n = loss_n;
+        tr->step = step;
+        /* Loss scaling's state (absent from runs without it). */
+        json_t *ls = json_object_get(j, "loss_scale");
+        if (tr->cfg.loss_scaling && json_is_number(ls)) {
+            tr->loss_scale = json_number_value(ls);
+            tr->scale_good_steps = json_integer_value(json_object_get(j, "loss_scale_good_steps"));
+            tr->skipped_steps = json_integer_value(json_object_get(j, "skipped_steps"));
+        }
+        rc = 0;
+    }
+    json_decref(j);
+    st_close(f);
+    return rc;
+}
+
+int train_checkpoint_info(const char *dir, char **objective, char **encoder)
+{
+    char path[4096];
+    *objective = *encoder = NULL;
+    snprintf(path, sizeof path, "%s/checkpoint.json", dir);
+    json_t *j = json_read_file(path);
+    if (!j)
+        return -1;
+    const char *enc = json_string_value(json_object_get(j, "encoder"));
+    const char *obj = json_string_value(json_object_get(j, "objective"));
+    if (enc && *enc)
+        *encoder = strdup(enc);
+    if (obj)
+        *objective = strdup(obj);
+    json_decref(j);
+    return 0;
+}

@@ -1,0 +1,34 @@
+/* What a training run is asked to do: dit-train's options after parsing,
+ * in one struct that train_run() takes (and, later, the porcelain that
+ * prepares raw data first). */
+#ifndef DIT_TRAIN_CONFIG_H
+#define DIT_TRAIN_CONFIG_H
+
+#include "kernels/kernels.h"
+#include "train/trainer.h"
+
+#include <stdint.h>
+
+struct train_config {
+    const char *data, *val_data, *output;
+    const char *model;      /* a preset name ("DiT-XL/2") */
+    const char *pretrained; /* a model dir, or NULL */
+    const char *resume;     /* a checkpoint dir, "latest", or NULL */
+    enum device_kind device;
+    enum kdtype dtype;      /* activations and compute weights (nn/precision.h) */
+    int tensorboard;
+    const char *sample_labels; /* "0,1,2" or NULL: the first 8 classes */
+    int batch, epochs, num_classes, image_size, threads, checkpointing, limit;
+    int depth, hidden, heads, sample_steps;
+    double sample_cfg;
+    int64_t max_steps, log_every, ckpt_every, eval_every, sample_every;
+    struct trainer_config tc; /* the step's hyperparameters; total_steps is derived */
+};
+
+/* Runs the whole training: data, model, resume, the loop with its log,
+ * validation, sample and checkpoint cadences, signals (SIGINT/SIGTERM
+ * checkpoint and stop) and the NaN stop. Returns the exit status (0, or 1
+ * after a failure that is logged). */
+int train_run(const struct train_config *cfg);
+
+#endif

@@ -1,0 +1,377 @@
+/* train_run: the training loop and everything around it for any denoiser
+ * the registry knows. */
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/metrics.h"
+#include "train/samples.h"
+#include "data/loader.h"
+#include "formats/checkpoint.h"
+#include "formats/shardset.h"
+#include "kernels/device.h"
+#include "libcommon/error.h"
+#include "libcommon/log.h"
+#include "libcommon/safetensors.h"
+#include "models/registry.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Everything a run holds, released in one place. */
+struct run {
+    const struct train_config *cfg;
+    struct shardset *data, *val_set;
+    struct loader *loader, *val;
+    struct denoiser_config mc;
+    struct kctx ctx;
+    int have_ctx;
+    struct denoiser model;
+    struct trainer tr;
+    struct metrics mx;
+    struct samples sp;
+    int sampling;
+    char encoder[128]; /* the identity of the encoder that made the latents */
+    int factor;        /* its spatial factor, when the identity says */
+};
+
+static void run_free(struct run *r)
+{
+    if (r->sampling)
+        samples_free(&r->sp);
+    metrics_close(&r->mx);
+    loader_close(r->val);
+    shardset_close(r->val_set);
+    trainer_free(&r->tr);
+    denoiser_free(&r->model);
+    if (r->have_ctx)
+        kctx_free(&r->ctx);
+    denoiser_config_free(&r->mc);
+    loader_close(r->loader);
+    shardset_close(r->data);
+}
+
+static int fail(struct run *r)
+{
+    log_error("%s", err_get());
+    run_free(r);
+    return DIT_EXIT_FAILURE;
+}
+
+/* Which encoder made a shard set's latents (pixel/1 s2d=F gives F). */
+static void read_encoder(struct run *r)
+{
+    const struct st_file *f = shardset_shard(r->data, 0);
+    const char *enc = f ? st_meta_get(f, "encoder") : NULL;
+    if (enc)
+        snprintf(r->encoder, sizeof r->encoder, "%s", enc);
+    if (!enc || sscanf(enc, "pixel/1 s2d=%d", &r->factor) != 1)
+        r->factor = 0;
+}
+
+/* What to change when the model or its optimizer state did not fit. */
+static const char *memory_hint(const struct train_config *c, const char *err)
+{
+    if (!strstr(err, "out of GPU memory") && !strstr(err, "out of memory"))
+        return "";
+    if (!c->checkpointing)
+        return " (--gradient-checkpointing keeps one block's activations at a time; a smaller "
+               "--train-batch-size with --gradient-accumulation-steps keeps the effective batch)";
+    return " (try a smaller --train-batch-size with --gradient-accumulation-steps to keep the "
+           "effective batch)";
+}
+
+static int open_data(struct run *r)
+{
+    const struct train_config *c = r->cfg;
+    if (!(r->data = shardset_open(c->data)))
+        return -1;
+    struct loader_config lc = {c->batch, c->tc.seed, "label"};
+    if (!(r->loader = loader_open(r->data, &lc)))
+        return -1;
+    int C, H, W;
+    loader_shape(r->loader, &C, &H, &W);
+    char why[256];
+    if (loader_count_mismatched(r->loader, C, H, W, why, sizeof why) > 0 || H != W) {
+        err_set("%s: a class-conditional DiT trains on one square latent size; %s", c->data,
+                H != W ? "the latents are not square" : why);
+        return -1;
+    }
+    read_encoder(r);
+    if (c->image_size && r->factor && c->image_size != H * r->factor) {
+        err_set("--image-size %d, but %s holds %dx%d latents of a factor-%d encoder (%d px)", c->image_size,
+                c->data, H, W, r->factor, H * r->factor);
+        return -1;
+    }
+    if (c->val_data) {
+        struct loader_config vc = {c->batch, 0, "label"};
+        if (!(r->val_set = shardset_open(c->val_data)) || !(r->val = loader_open(r->val_set, &vc)))
+            return -1;
+    }
+    return 0;
+}
+
+/* The configuration from --pretrained-model-path or the preset, checked
+ * against the data; *pretrained gets the weights of a model dir. */
+static int model_config(struct run *r, float **pretrained)
+{
+    const struct train_config *c = r->cfg;
+    int C, H, W;
+    loader_shape(r->loader, &C, &H, &W);
+    int max_label = loader_max_label(r->loader);
+    *pretrained = NULL;
+    struct denoiser_spec spec = {C, H, W, c->num_classes ? c->num_classes : max_label + 1, c->depth, c->hidden,
+                                 c->heads};
+    if (c->pretrained ? denoiser_config_load_dir(&r->mc, c->pretrained, pretrained)
+                      : denoiser_config_preset(&r->mc, c->model, &spec))
+        return -1;
+    struct denoiser_info info;
+    denoiser_config_info(&r->mc, &info);
+    if (c->pretrained && c->num_classes && c->num_classes != info.num_classes) {
+        err_set("--num-classes %d, but %s has %d", c->num_classes, c->pretrained, info.num_classes);
+        return -1;
+    }
+    if (info.cond == COND_LABELS && max_label >= info.num_classes) {
+        err_set("%s: label %d is outside the model's %d classes", c->data, max_label, info.num_classes);
+        return -1;
+    }
+    if (info.in_channels != C || info.height != H || info.width != W) {
+        err_set("%s holds %dx%dx%d latents, the model takes %dx%dx%d", c->data, C, H, W, info.in_channels,
+                info.height, info.width);
+        return -1;
+    }
+    return 0;
+}
+
+static int create_model(struct run *r, struct trainer_config *tc)
+{
+    const struct train_config *c = r->cfg;
+    float *pretrained;
+    if (model_config(r, &pretrained) != 0)
+        return -1;
+    if (kctx_init(&r->ctx, c->device, c->threads) != 0)
+        return -1;
+    r->have_ctx = 1;
+    if (denoiser_create(&r->model, &r->mc, &r->ctx, c->batch,
+                        c->checkpointing ? DENOISER_MEM_CHECKPOINT : DENOISER_MEM_TRAIN, c->dtype) != 0) {
+        free(pretrained);
+        err_set("%s%s", err_get(), memory_hint(c, err_get()));
+        return -1;
+    }
+    if (!pretrained) {
+        pretrained = malloc((size_t)r->model.n_params * sizeof *pretrained);
+        if (!pretrained) {
+            err_set("out of memory for %lld parameters", (long long)r->model.n_params);
+            return -1;
+        }
+        r->mc.kind->init(r->mc.impl, pretrained, c->tc.seed);
+    }
+    denoiser_params_upload(&r->model, pretrained);
+    free(pretrained);
+    int64_t per_epoch = loader_batches_per_epoch(r->loader);
+    int64_t steps_per_epoch = (per_epoch + tc->grad_accum - 1) / tc->grad_accum;
+    tc->total_steps = c->max_steps ? c->max_steps : steps_per_epoch * c->epochs;
+    if (trainer_init(&r->tr, &r->model, tc) != 0) {
+        err_set("%s%s", err_get(), memory_hint(c, err_get()));
+        return -1;
+    }
+    return 0;
+}
+
+static int resume(struct run *r, struct train_position *pos)
+{
+    const struct train_config *c = r->cfg;
+    if (!c->resume)
+        return 0;
+    char *dir = NULL;
+    int64_t s;
+    if (strcmp(c->resume, "latest") == 0) {
+        int rc = checkpoint_latest(c->output, &dir, &s);
+        if (rc < 0)
+            return -1;
+        if (rc == 1)
+            log_info("--resume latest: no checkpoint in %s yet, starting from step 0", c->output);
+    } else {
+        dir = strdup(c->resume);
+    }
+    if (!dir)
+        return 0;
+    int rc = train_checkpoint_load(dir, &r->mc, &r->tr, pos) != 0 || loader_seek(r->loader, pos->epoch, pos->index);
+    if (rc == 0)
+        log_info("resumed from %s: step %lld, epoch %lld, batch %lld", dir, (long long)pos->step,
+                 (long long)pos->epoch, (long long)pos->index);
+    free(dir);
+    return rc ? -1 : 0;
+}
+
+static void report_sizes(struct run *r)
+{
+    const struct train_config *c = r->cfg;
+    int64_t pbytes, abytes, mem_now, mem_peak;
+    denoiser_sizes(&r->model, &pbytes, &abytes);
+    int64_t state_bytes = optimizer_state_bytes(&r->tr.opt) + (r->tr.ema.data ? r->model.n_params * 4 : 0);
+    k_mem_usage(&r->ctx, &mem_now, &mem_peak);
+    log_info("%s: %lld parameters; weights and gradients %.1f MB, AdamW moments%s %.1f MB, "
+             "activations %.1f MB (%s%s); %.1f MB allocated on the %s, peak %.1f MB",
+             c->model, (long long)r->model.n_params, pbytes / 1e6,
+             r->tr.ema.data ? " and EMA" : "", state_bytes / 1e6, abytes / 1e6, kdtype_name(r->model.dt),
+             c->checkpointing ? ", gradient checkpointing" : "", mem_now / 1e6, device_name(c->device),
+             mem_peak / 1e6);
+    log_info("%zu records, %lld batches of up to %d per epoch, %lld optimizer steps", loader_records(r->loader),
+             (long long)loader_batches_per_epoch(r->loader), c->batch, (long long)r->tr.cfg.total_steps);
+}
+
+static double validate(struct trainer *tr, struct loader *val)
+{
+    double sum = 0;
+    int64_t n = 0;
+    if (loader_seek(val, 0, 0) != 0)
+        return NAN;
+    for (int64_t i = 0; i < loader_batches_per_epoch(val); i++) {
+        const struct loader_batch *b;
+        if (loader_next(val, &b) != 0)
+            return NAN;
+        struct cond cd = {.labels = b->labels};
+        sum += trainer_validation_loss(tr, b->x, &cd, b->records, b->n) * b->n;
+        n += b->n;
+    }
+    return n ? sum / n : NAN;
+}
+
+static int save(struct run *r, const struct train_position *pos)
+{
+    const struct train_config *c = r->cfg;
+    struct checkpoint_info info = {objective_name(c->tc.objective), r->encoder, c->model, c->tc.seed,
+                                   c->tc.grad_accum};
+    return train_checkpoint_save(c->output, c->limit, &r->mc, &r->tr, pos, &info);
+}
+
+/* One optimizer step of grad_accum micro-batches; its mean loss in *loss
+ * (NaN or Inf stop the run), the images it took in *images. */
+static int step(struct run *r, struct train_position *pos, double *loss, int *images)
+{
+    const int64_t per_epoch = loader_batches_per_epoch(r->loader);
+    double sum = 0;
+    int n = 0;
+    for (int a = 0; a < r->tr.cfg.grad_accum; a++) {
+        const struct loader_batch *b;
+        if (loader_next(r->loader, &b) != 0)
+            return -1;
+        struct cond cd = {.labels = b->labels};
+        double l = trainer_micro_step(&r->tr, b->x, &cd, b->records, b->n, b->epoch);
+        if (!isfinite(l)) {
+            err_set("loss is %s at step %lld (epoch %lld, batch %lld): stopping; the last checkpoint in %s is "
+                    "intact", isnan(l) ? "NaN" : "infinite", (long long)pos->step + 1, (long long)b->epoch,
+                    (long long)b->index, r->cfg->output);
+            return -1;
+        }
+        sum += l * b->n;
+        n += b->n;
+        pos->epoch = b->index + 1 == per_epoch ? b->epoch + 1 : b->epoch;
+        pos->index = b->index + 1 == per_epoch ? 0 : b->index + 1;
+    }
+    *loss = sum / n;
+    *images = n;
+    return 0;
+}
+
+static int loop(struct run *r, struct train_position *pos)
+{
+    const struct train_config *c = r->cfg;
+    const int64_t total = r->tr.cfg.total_steps;
+    int64_t mem_now, mem_peak;
+    k_mem_usage(&r->ctx, &mem_now, &mem_peak);
+    double t_log = metrics_now();
+    int64_t images = 0, steps_since = 0;
+    while (pos->step < total) {
+        double loss;
+        int n;
+        if (step(r, pos, &loss, &n) != 0)
+            return -1;
+        double gnorm = trainer_optimizer_step(&r->tr);
+        if (!isfinite(gnorm)) {
+            log_warn("step %lld: the fp16 gradients overflowed; update skipped, loss scale now %g",
+                     (long long)r->tr.step, r->tr.loss_scale);
+            gnorm = 0.0; /* logs stay JSON */
+        }
+        pos->step = r->tr.step;
+        pos->loss_sum += loss;
+        pos->loss_n++;
+        images += n;
+        steps_since++;
+        if (pos->step % c->log_every == 0 || pos->step == total) {
+            double t = metrics_now(), dt = t - t_log;
+            struct step_metrics sm = {pos->step, pos->epoch, pos->loss_sum / pos->loss_n, r->tr.last_lr, gnorm,
+                                      steps_since / dt, images / dt, mem_peak};
+            metrics_log_step(&r->mx, &sm);
+            t_log = t, pos->loss_sum = 0, pos->loss_n = 0, images = 0, steps_since = 0;
+        }
+        if (r->val && c->eval_every && pos->step % c->eval_every == 0)
+            metrics_log_validation(&r->mx, pos->step, validate(&r->tr, r->val));
+        if (r->sampling && pos->step % c->sample_every == 0 && samples_make(&r->sp, &r->tr, &r->mx, pos->step) != 0) {
+            err_prefix("samples at step %lld", (long long)pos->step);
+            return -1;
+        }
+        if (pos->step % c->ckpt_every == 0 && pos->step < total && save(r, pos) != 0) {
+            err_prefix("checkpoint at step %lld failed, the previous ones are intact", (long long)pos->step);
+            return -1;
+        }
+        if (stop_requested) {
+            log_info("signal received: checkpointing at step %lld and stopping", (long long)pos->step);
+            break;
+        }
+    }
+    if (save(r, pos) != 0) {
+        err_prefix("final checkpoint at step %lld failed, the previous ones are intact", (long long)pos->step);
+        return -1;
+    }
+    return 0;
+}
+
+int train_run(const struct train_config *c)
+{
+    struct run r;
+    memset(&r, 0, sizeof r);
+    r.cfg = c;
+    struct trainer_config tc = c->tc;
+    tc.loss_scaling = c->dtype == KDT_F16;
+    if (open_data(&r) != 0 || create_model(&r, &tc) != 0)
+        return fail(&r);
+    struct train_position pos = {0, 0, 0, 0.0, 0};
+    if (resume(&r, &pos) != 0)
+        return fail(&r);
+    report_sizes(&r);
+    if (mkdir(c->output, 0777) != 0 && errno != EEXIST) {
+        err_set("%s: %s", c->output, strerror(errno));
+        return fail(&r);
+    }
+    if (metrics_open(&r.mx, c->output, pos.step, c->tensorboard) != 0)
+        return fail(&r);
+    r.sampling = c->sample_every > 0;
+    struct samples_config sc = {c->output, c->sample_labels, r.encoder, c->sample_steps, c->sample_cfg, c->tc.seed,
+                                c->tc.objective};
+    if (r.sampling && samples_setup(&r.sp, &sc, &r.mc, r.model.dt, &r.ctx) != 0) {
+        r.sampling = 0;
+        return fail(&r);
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    /* Past a file-size limit, a write should fail (and name its file) rather
+     * than kill the run: the checkpoint then fails cleanly. */
+    signal(SIGXFSZ, SIG_IGN);
+    if (loop(&r, &pos) != 0)
+        return fail(&r);
+    run_free(&r);
+    return DIT_EXIT_OK;
+}

@@ -1,0 +1,39 @@
+/* Sample grids during training, for any denoiser: a fixed set of
+ * conditions sampled from the EMA weights (or the raw ones without EMA) at
+ * a fixed seed, so grids compare across steps; written to
+ * OUT/samples/step-NNNNNNN.png and to TensorBoard. */
+#ifndef DIT_TRAIN_SAMPLES_H
+#define DIT_TRAIN_SAMPLES_H
+
+#include "diffusion/sampler.h"
+#include "models/denoiser.h"
+#include "models/encoder.h"
+#include "train/metrics.h"
+#include "train/trainer.h"
+
+struct samples_config {
+    const char *output;
+    const char *labels;     /* "0,1,2" or NULL: the first 8 classes */
+    const char *encoder;    /* the identity of the encoder that made the latents */
+    int steps;              /* 0: 50 DDIM for ddpm, 28 Euler for flow */
+    double cfg_scale;
+    uint64_t seed;
+    enum objective objective;
+};
+
+struct samples {
+    struct samples_config cfg;
+    struct encoder enc;
+    struct sampler s;
+    struct denoiser m;
+    int32_t *labels;
+    int n, guided;
+    float cfg_scale;
+};
+
+int samples_setup(struct samples *sp, const struct samples_config *cfg, const struct denoiser_config *mc,
+                  enum kdtype dt, struct kctx *ctx);
+int samples_make(struct samples *sp, const struct trainer *tr, struct metrics *mx, int64_t step);
+void samples_free(struct samples *sp);
+
+#endif
