@@ -80,6 +80,10 @@ static void read_encoder(struct run *r)
         r->factor = 0;
 }
 
+/* Appends what to change when the model or its optimizer state did not fit
+ * (the message is copied first: err_set() writes over err_get()'s buffer). */
+static void add_memory_hint(const struct train_config *c);
+
 /* What to change when the model or its optimizer state did not fit. */
 static const char *memory_hint(const struct train_config *c, const char *err)
 {
@@ -90,6 +94,13 @@ static const char *memory_hint(const struct train_config *c, const char *err)
                "--train-batch-size with --gradient-accumulation-steps keeps the effective batch)";
     return " (try a smaller --train-batch-size with --gradient-accumulation-steps to keep the "
            "effective batch)";
+}
+
+static void add_memory_hint(const struct train_config *c)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", err_get());
+    err_set("%s%s", msg, memory_hint(c, msg));
 }
 
 static int open_data(struct run *r)
@@ -166,7 +177,7 @@ static int create_model(struct run *r, struct trainer_config *tc)
     if (denoiser_create(&r->model, &r->mc, &r->ctx, c->batch,
                         c->checkpointing ? DENOISER_MEM_CHECKPOINT : DENOISER_MEM_TRAIN, c->dtype) != 0) {
         free(pretrained);
-        err_set("%s%s", err_get(), memory_hint(c, err_get()));
+        add_memory_hint(c);
         return -1;
     }
     if (!pretrained) {
@@ -183,7 +194,7 @@ static int create_model(struct run *r, struct trainer_config *tc)
     int64_t steps_per_epoch = (per_epoch + tc->grad_accum - 1) / tc->grad_accum;
     tc->total_steps = c->max_steps ? c->max_steps : steps_per_epoch * c->epochs;
     if (trainer_init(&r->tr, &r->model, tc) != 0) {
-        err_set("%s%s", err_get(), memory_hint(c, err_get()));
+        add_memory_hint(c);
         return -1;
     }
     return 0;
