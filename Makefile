@@ -37,7 +37,7 @@ ifneq ($(NVCC),)
   LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 endif
 
-LIB_SRCS  = $(wildcard libcommon/*.c formats/*.c image/*.c data/*.c kernels/*.c kernels/cpu/*.c nn/*.c models/*.c models/*/*.c diffusion/*.c train/*.c)
+LIB_SRCS  = $(wildcard libcommon/*.c formats/*.c image/*.c data/*.c kernels/*.c kernels/ops/*.c kernels/cpu/*.c nn/*.c models/*.c models/*/*.c diffusion/*.c train/*.c)
 LIB_OBJS  = $(LIB_SRCS:%.c=$(OBJDIR)/%.o)
 CUDA_SRCS = $(wildcard kernels/cuda/*.cu)
 CUDA_OBJS = $(if $(HAVE_CUDA),$(CUDA_SRCS:%.cu=$(OBJDIR)/%.cu.o))

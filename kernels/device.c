@@ -1,20 +1,14 @@
 #include "kernels/device.h"
+#include "kernels/backend.h"
 #include "libcommon/error.h"
 #include "libcommon/log.h"
 
 #include <string.h>
 
-#ifdef DIT_HAVE_CUDA
-int cuda_device_count(void); /* kernels/cuda/device_cuda.cu */
-#endif
-
 int device_cuda_count(void)
 {
-#ifdef DIT_HAVE_CUDA
-    return cuda_device_count();
-#else
-    return 0;
-#endif
+    const struct kbackend *be = kbackend_for(DEVICE_CUDA);
+    return be ? be->device_count() : 0;
 }
 
 const char *device_name(enum device_kind kind)
@@ -33,17 +27,17 @@ int device_resolve(const char *request, enum device_kind *out)
         return 0;
     }
     if (strcmp(request, "cuda") == 0) {
-#ifndef DIT_HAVE_CUDA
-        err_set("--device cuda: this build has no CUDA backend (nvcc was not found at build time)");
-        return -1;
-#else
+        if (!kbackend_for(DEVICE_CUDA)) {
+            err_set("--device cuda: this build has no CUDA backend (nvcc was not found at build "
+                    "time)");
+            return -1;
+        }
         if (device_cuda_count() <= 0) {
             err_set("--device cuda: no CUDA GPU is visible to this process");
             return -1;
         }
         *out = DEVICE_CUDA;
         return 0;
-#endif
     }
     err_set("--device: '%s' is not one of cpu, cuda, auto", request);
     return -1;

@@ -2,11 +2,13 @@
  *
  * One call per op, forward and backward as explicit pairs in the style of
  * llm.c, with the shapes in the comments. Every tensor argument carries its
- * dtype and device; the dispatcher (kernels/ops.c) sends the call to the CPU
- * backend (kernels/cpu/, the reference: fp32, OpenMP, OpenBLAS) or the CUDA
- * backend (kernels/cuda/), and refuses mixed devices or a dtype a backend
- * lacks with a message naming the op. Ops never allocate: every buffer,
- * scratch included, comes from arenas the model plans before the first step.
+ * dtype and device; the dispatcher (kernels/ops/, one file per family of
+ * ops) checks the call and sends it through the context's backend table
+ * (kernels/backend.h): the CPU backend (kernels/cpu/, the reference: fp32,
+ * OpenMP, OpenBLAS) or the CUDA backend (kernels/cuda/). It refuses mixed
+ * devices or a dtype a backend lacks with a message naming the op. Ops
+ * never allocate: every buffer, scratch included, comes from arenas the
+ * model plans before the first step.
  *
  * Conventions:
  *  - Row-major, contiguous. B batch, T tokens, C channels, NH heads,
@@ -39,10 +41,13 @@ struct tensor {
     int64_t n; /* elements; the op checks it against the shape it is given */
 };
 
+struct kbackend;
+
 /* The context of a run: device, threads, and the backend's state. */
 struct kctx {
     enum device_kind device;
     int threads; /* CPU threads for OpenMP and OpenBLAS; 0 = all */
+    const struct kbackend *ops; /* the device's backend table, set by kctx_init */
     void *backend; /* backend-private state: CUDA's stream and handles */
     int64_t mem_now, mem_peak; /* bytes k_alloc holds on the CPU */
 };

@@ -4,7 +4,8 @@
  * written here; the fused adaLN ops against the unfused sequence of
  * layernorm and modulate; the accumulate and overwrite rules of kernels.h;
  * bit-identical results across thread counts; a CUDA context refused
- * without a GPU. */
+ * without a GPU; the dispatcher aborting on a broken contract, naming the
+ * op and the problem. */
 #include "tests/harness.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/kernels.h"
@@ -12,9 +13,13 @@
 #include "libcommon/philox.h"
 #include "libcommon/safetensors.h"
 
+#include <fcntl.h>
 #include <float.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------- helpers */
 
@@ -1343,4 +1348,86 @@ TEST(cuda_context_without_a_gpu_is_refused)
     CHECK_INT(cpu.device, DEVICE_CPU);
     CHECK_INT(cpu.threads, 2);
     kctx_free(&cpu);
+}
+
+/* Runs fn in a child with stderr to a file; returns what it wrote
+ * (malloc'd) and sets *sig to the signal that ended it (0: it returned). */
+static char *stderr_of(void (*fn)(void), int *sig)
+{
+    const char *path = test_tmp_path("stderr.txt");
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0)
+            dup2(fd, 2);
+        fn();
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    *sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    return test_read_file(path, NULL);
+}
+
+static float four[4];
+
+static void bf16_on_the_cpu(void)
+{
+    struct kctx ctx = cpu_ctx(0);
+    uint16_t x[4] = {0};
+    struct tensor t = {x, KDT_BF16, DEVICE_CPU, 4};
+    k_gelu_forward(&ctx, t32(four, 4), t, 4);
+}
+
+static void a_short_output(void)
+{
+    struct kctx ctx = cpu_ctx(0);
+    k_add(&ctx, t32(four, 3), t32(four, 4), t32(four, 4), 4);
+}
+
+static void a_tensor_of_the_other_device(void)
+{
+    struct kctx ctx = cpu_ctx(0);
+    struct tensor t = {four, KDT_F32, DEVICE_CUDA, 4};
+    k_add(&ctx, t32(four, 4), t, t32(four, 4), 4);
+}
+
+static void no_context(void)
+{
+    k_sync(NULL);
+}
+
+static void a_zero_step(void)
+{
+    struct kctx ctx = cpu_ctx(0);
+    struct adamw_params hp = {1e-3, 0.9, 0.999, 1e-8, 0.0, 0};
+    k_adamw_update(&ctx, t32(four, 4), t32(four, 4), t32(four, 4), t32(four, 4), tensor_none(),
+                   4, &hp);
+}
+
+/* A broken contract is the caller's bug: the dispatcher aborts, naming the
+ * op and what is wrong. */
+TEST(dispatcher_aborts_naming_the_op_and_the_problem)
+{
+    static const struct {
+        void (*fn)(void);
+        const char *want;
+    } cases[] = {
+        {bf16_on_the_cpu, "dit: kernel gelu_forward: inp is bf16; the cpu backend computes in f32 "
+                          "only (a bug in the caller)"},
+        {a_short_output, "dit: kernel add: out has 3 elements, the shape needs 4 (a bug in the "
+                         "caller)"},
+        {a_tensor_of_the_other_device, "dit: kernel add: a is on cuda but the context is on cpu"},
+        {no_context, "dit: kernel sync: no kernel context"},
+        {a_zero_step, "dit: kernel adamw_update: step 0 is below 1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int sig = 0;
+        char *msg = stderr_of(cases[i].fn, &sig);
+        CHECK_INT(sig, SIGABRT);
+        CHECK_CONTAINS(msg, cases[i].want);
+        free(msg);
+    }
 }

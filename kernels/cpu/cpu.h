@@ -1,8 +1,9 @@
 /* The CPU backend: fp32, OpenMP, OpenBLAS; the reference every other
  * backend is checked against.
  *
- * Plain pointers: kernels/ops.c has already checked devices, dtypes and
- * sizes, so these functions trust their arguments. NULL stands for an absent
+ * Plain pointers: the dispatcher (kernels/ops/) has already checked
+ * devices, dtypes and sizes, so these functions trust their arguments.
+ * backend.c puts them behind the entry points of kernels/backend.h. NULL stands for an absent
  * tensor where kernels/kernels.h allows one. Shapes and the accumulate or
  * overwrite semantics are those of the k_* op of the same name.
  *
@@ -161,5 +162,9 @@ double cpu_sum_squares(const float *x, int64_t n);
 /* adamw.c */
 void cpu_adamw_update(float *param, const float *grad, float *m, float *v, int64_t n,
                       const struct adamw_params *hp);
+
+/* convert.c: dst[n] = src[n] from one dtype to another, rounding to
+ * nearest even; host memory (the f32 transfers of every backend use it). */
+void cpu_convert(void *dst, enum kdtype ddt, const void *src, enum kdtype sdt, int64_t n);
 
 #endif

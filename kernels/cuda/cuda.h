@@ -1,5 +1,6 @@
-/* The CUDA backend's entry points, called by the dispatcher (kernels/ops.c)
- * once it has checked shapes, devices and dtypes.
+/* The CUDA backend's entry points, the table of kernels/backend.h
+ * (registered in kernels/backends.c) that the dispatchers (kernels/ops/)
+ * call once they have checked shapes, devices and dtypes.
  *
  * Plain pointers into device memory, as in kernels/cpu/cpu.h; `dt` is the
  * storage dtype of the activations of the call (f32, bf16 or f16): every
@@ -32,6 +33,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* device_cuda.cu: GPUs visible; 0 without a driver (safe to call then). */
+int cuda_device_count(void);
 
 /* context.cu: a stream, the cuBLASLt handle and its workspace. */
 int cuda_ctx_init(struct kctx *ctx);

@@ -75,12 +75,12 @@ static void run_free(struct run *r)
 static void check_grads(const struct dit_config *cfg, const float *got, const float *want,
                         double tol)
 {
-    size_t np;
-    struct dit_param *table = dit_param_table(cfg, &np);
-    for (size_t i = 0; i < np; i++)
-        test_check_parity(__FILE__, __LINE__, table[i].name, got + table[i].offset,
-                          want + table[i].offset, (size_t)table[i].n, tol);
-    free(table);
+    struct nn_params table;
+    CHECK_INT(dit_param_table(cfg, &table, NULL), 0);
+    for (size_t i = 0; i < table.count; i++)
+        test_check_parity(__FILE__, __LINE__, table.p[i].name, got + table.p[i].offset,
+                          want + table.p[i].offset, (size_t)table.p[i].n, tol);
+    nn_params_free(&table);
 }
 
 static void check_model(enum kdtype dt, int checkpointing)

@@ -1,17 +1,14 @@
-/* Matrix products on CUDA (kernels/cuda/matmul.cu through lt.h) against the
- * CPU backend, from the same random inputs rounded to the storage dtype:
- * gemm in all four transpose combinations with alpha and beta, K = 0; the
- * Linear forward with and without bias; the fused Linear + GELU, both through
- * the epilogue and through the fallback (OC not a multiple of 8, f32,
- * DIT_LT_NO_EPILOGUE); the Linear backward with every output present, each
- * absent, accumulating into pre-filled dweight and dbias, and over enough
- * rows that dbias is summed in chunks; f32, bf16 and f16; sizes that are not
- * multiples of 8 or 16, M = 1, and views that are only 2 or 4 bytes aligned.
- * And what cuBLASLt is allowed to do with our requests: a bf16/f16 product
- * whose partial sums cancel (split-K partials rounded to the output type
- * would show), the same shape at other alignments in one context (a cached
- * plan must not serve less aligned pointers), and the fused epilogues under
- * DIT_LT_STRICT (cuBLASLt must accept them, not be quietly bypassed).
+/* What cuBLASLt is allowed to do with our requests (kernels/cuda/matmul.cu
+ * through lt.h), against the CPU backend: a bf16/f16 product whose partial
+ * sums cancel (split-K partials rounded to the output type would show), the
+ * Linear through the fallback of every epilogue (DIT_LT_NO_EPILOGUE), the
+ * same shape again with other buffers (a cached plan must take the new bias
+ * and aux pointers) and at other alignments in one context (a cached plan
+ * must not serve less aligned pointers), and the fused epilogues under
+ * DIT_LT_STRICT (cuBLASLt must accept them, not be quietly bypassed). The
+ * products' parity in general (transposes, alpha and beta, bias, GELU,
+ * backward, unaligned views, empty shapes) is the table's
+ * (tests/cuda/parity_gemm.c).
  * Under the emulator the products are tests/cuda_emu/lt_emu.cc computing,
  * from the cuBLASLt-level description lt.cu would pass (lt_call_of), what
  * NVIDIA documents for it, and checking it against the documented rules; on
@@ -43,79 +40,6 @@ static void check_free(struct kctx *gpu, struct tensor *t, const float *want, si
 }
 
 /* ---- gemm ------------------------------------------------------------------ */
-
-static void gemm_case(struct kctx *cpu, struct kctx *gpu, enum kdtype dt, int M, int N, int K,
-                      int ta, int tb, float alpha, float beta, uint64_t seed)
-{
-    size_t na = (size_t)M * K, nb = (size_t)K * N, nc = (size_t)M * N;
-    float *a = rand_in(dt, na, seed, 1.0f), *b = rand_in(dt, nb, seed + 1, 1.0f);
-    float *c = rand_in(dt, nc, seed + 2, 1.0f);
-
-    struct tensor ca = test_tensor(cpu, KDT_F32, a, na), cb = test_tensor(cpu, KDT_F32, b, nb);
-    struct tensor cc = test_tensor(cpu, KDT_F32, c, nc);
-    k_gemm(cpu, cc, ca, cb, M, N, K, ta, tb, alpha, beta);
-    float *want = test_values(cpu, cc);
-
-    struct tensor ga = test_tensor(gpu, dt, a, na), gb = test_tensor(gpu, dt, b, nb);
-    struct tensor gc = test_tensor(gpu, dt, c, nc);
-    k_gemm(gpu, gc, ga, gb, M, N, K, ta, tb, alpha, beta);
-    char what[128];
-    snprintf(what, sizeof what, "gemm %s M%d N%d K%d%s%s alpha %g beta %g", kdtype_name(dt), M,
-             N, K, ta ? " A^T" : "", tb ? " B^T" : "", (double)alpha, (double)beta);
-    check_free(gpu, &gc, want, nc, tol_for(dt), what);
-
-    k_free(gpu, &ga);
-    k_free(gpu, &gb);
-    k_free(cpu, &ca);
-    k_free(cpu, &cb);
-    k_free(cpu, &cc);
-    free(a);
-    free(b);
-    free(c);
-    free(want);
-}
-
-static void gemm_all_transposes(enum kdtype dt)
-{
-    static const int shapes[][3] = {{7, 13, 19}, {1, 9, 33}, {17, 1, 5}, {24, 16, 40}};
-    static const float scales[][2] = {{1.0f, 0.0f}, {0.75f, -1.25f}, {-2.0f, 1.0f}};
-    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
-    uint64_t seed = 100;
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int t = 0; t < 4; t++)
-            for (size_t k = 0; k < sizeof scales / sizeof scales[0]; k++)
-                gemm_case(&cpu, &gpu, dt, shapes[s][0], shapes[s][1], shapes[s][2], t & 1,
-                          t >> 1, scales[k][0], scales[k][1], seed += 3);
-    kctx_free(&gpu);
-    kctx_free(&cpu);
-}
-
-TEST(gemm_f32_transposes_alpha_beta)
-{
-    gemm_all_transposes(KDT_F32);
-}
-
-TEST(gemm_bf16_transposes_alpha_beta)
-{
-    gemm_all_transposes(KDT_BF16);
-}
-
-TEST(gemm_f16_transposes_alpha_beta)
-{
-    gemm_all_transposes(KDT_F16);
-}
-
-/* An empty sum: C = beta C, and beta = 0 clears whatever C held. */
-TEST(gemm_empty_k)
-{
-    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
-    for (int d = 0; d < 3; d++) {
-        gemm_case(&cpu, &gpu, ALL_DT[d], 5, 11, 0, 0, 0, 1.0f, 0.5f, 7);
-        gemm_case(&cpu, &gpu, ALL_DT[d], 5, 11, 0, 1, 1, 1.0f, 0.0f, 8);
-    }
-    kctx_free(&gpu);
-    kctx_free(&cpu);
-}
 
 /* C[M,N] = A[M,K] B[K,N] with K = 2S + 1 whose two halves cancel: A's row
  * repeats a[0..S) twice, B's second half is minus its first, and the last
@@ -285,26 +209,6 @@ static void lf_all(int gelu, int offset)
     kctx_free(&cpu);
 }
 
-TEST(linear_forward_bias_and_none)
-{
-    lf_all(0, 0);
-}
-
-TEST(linear_forward_unaligned_views)
-{
-    lf_all(0, 1);
-}
-
-TEST(linear_gelu_forward)
-{
-    lf_all(1, 0);
-}
-
-TEST(linear_gelu_forward_unaligned_views)
-{
-    lf_all(1, 1);
-}
-
 /* The plain product + our bias and GELU kernels, in place of every epilogue
  * (the context reads the variable when it is made; the test is a child
  * process of its own). */
@@ -364,153 +268,6 @@ TEST(linear_fused_epilogues_accepted)
                                     gelu, 0};
                 lf_check(&cpu, &gpu, &c, 1100 + 10 * (uint64_t)s);
             }
-    kctx_free(&gpu);
-    kctx_free(&cpu);
-}
-
-/* C = 0: out = bias (and gelu(bias)); M = 0: nothing. */
-TEST(linear_forward_empty)
-{
-    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
-    for (int d = 0; d < 3; d++)
-        for (int gelu = 0; gelu < 2; gelu++) {
-            struct lf_case c = {ALL_DT[d], 6, 0, 16, 1, gelu, 0};
-            lf_check(&cpu, &gpu, &c, 950);
-            struct lf_case e = {ALL_DT[d], 0, 8, 16, 1, gelu, 0};
-            lf_check(&cpu, &gpu, &e, 960);
-        }
-    kctx_free(&gpu);
-    kctx_free(&cpu);
-}
-
-/* ---- Linear backward --------------------------------------------------------- */
-
-struct lb_case {
-    enum kdtype dt;
-    int M, C, OC;
-    int dinp, dweight, dbias; /* which outputs are wanted */
-};
-
-static void lb_check(struct kctx *cpu, struct kctx *gpu, const struct lb_case *c, uint64_t seed)
-{
-    size_t ni = (size_t)c->M * c->C, nw = (size_t)c->OC * c->C, no = (size_t)c->M * c->OC;
-    float *dout = rand_in(c->dt, no, seed, 1.0f);
-    float *inp = rand_in(c->dt, ni, seed + 1, 1.0f);
-    float *w = rand_in(c->dt, nw, seed + 2, 0.3f);
-    /* Gradients accumulated so far (f32 whatever dt is). */
-    float *dw0 = test_randn(nw, seed + 3, 2.0f), *db0 = test_randn((size_t)c->OC, seed + 4, 2.0f);
-    float *junk = test_filled(ni, 7.0f);
-
-    struct tensor cdo = test_tensor(cpu, KDT_F32, dout, no);
-    struct tensor ci = test_tensor(cpu, KDT_F32, inp, ni), cw = test_tensor(cpu, KDT_F32, w, nw);
-    struct tensor cdi = c->dinp ? test_tensor(cpu, KDT_F32, junk, ni) : tensor_none();
-    struct tensor cdw = c->dweight ? test_tensor(cpu, KDT_F32, dw0, nw) : tensor_none();
-    struct tensor cdb = c->dbias ? test_tensor(cpu, KDT_F32, db0, (size_t)c->OC) : tensor_none();
-    k_linear_backward(cpu, cdi, cdw, cdb, cdo, ci, cw, c->M, c->C, c->OC);
-
-    struct tensor gdo = test_tensor(gpu, c->dt, dout, no);
-    struct tensor gi = test_tensor(gpu, c->dt, inp, ni), gw = test_tensor(gpu, c->dt, w, nw);
-    struct tensor gdi = c->dinp ? test_tensor(gpu, c->dt, junk, ni) : tensor_none();
-    struct tensor gdw = c->dweight ? test_tensor(gpu, KDT_F32, dw0, nw) : tensor_none();
-    struct tensor gdb = c->dbias ? test_tensor(gpu, KDT_F32, db0, (size_t)c->OC) : tensor_none();
-    k_linear_backward(gpu, gdi, gdw, gdb, gdo, gi, gw, c->M, c->C, c->OC);
-    k_sync(gpu);
-
-    char what[128];
-    const char *dn = kdtype_name(c->dt);
-    if (c->dinp) {
-        float *want = test_values(cpu, cdi);
-        snprintf(what, sizeof what, "%s M%d C%d OC%d dinp", dn, c->M, c->C, c->OC);
-        check_free(gpu, &gdi, want, ni, tol_for(c->dt), what);
-        free(want);
-    }
-    /* Parameter gradients are f32 sums of products of the same (rounded)
-     * numbers on both sides: only the order of the sums differs. */
-    if (c->dweight) {
-        float *want = test_values(cpu, cdw);
-        snprintf(what, sizeof what, "%s M%d C%d OC%d dweight", dn, c->M, c->C, c->OC);
-        check_free(gpu, &gdw, want, nw, TOL_F32, what);
-        free(want);
-    }
-    if (c->dbias) {
-        float *want = test_values(cpu, cdb);
-        snprintf(what, sizeof what, "%s M%d C%d OC%d dbias", dn, c->M, c->C, c->OC);
-        check_free(gpu, &gdb, want, (size_t)c->OC, TOL_F32, what);
-        free(want);
-    }
-
-    k_free(gpu, &gdo);
-    k_free(gpu, &gi);
-    k_free(gpu, &gw);
-    k_free(cpu, &cdo);
-    k_free(cpu, &ci);
-    k_free(cpu, &cw);
-    k_free(cpu, &cdi);
-    k_free(cpu, &cdw);
-    k_free(cpu, &cdb);
-    free(dout);
-    free(inp);
-    free(w);
-    free(dw0);
-    free(db0);
-    free(junk);
-}
-
-static const int LB_SHAPES[][3] = {{1, 5, 3}, {33, 19, 13}, {37, 40, 24}, {70, 72, 136}};
-
-static void lb_all(enum kdtype dt)
-{
-    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
-    uint64_t seed = 2000 + 100 * (uint64_t)dt;
-    for (size_t s = 0; s < sizeof LB_SHAPES / sizeof LB_SHAPES[0]; s++) {
-        struct lb_case c = {dt, LB_SHAPES[s][0], LB_SHAPES[s][1], LB_SHAPES[s][2], 1, 1, 1};
-        lb_check(&cpu, &gpu, &c, seed += 7);
-    }
-    kctx_free(&gpu);
-    kctx_free(&cpu);
-}
-
-TEST(linear_backward_f32)
-{
-    lb_all(KDT_F32);
-}
-
-TEST(linear_backward_bf16)
-{
-    lb_all(KDT_BF16);
-}
-
-TEST(linear_backward_f16)
-{
-    lb_all(KDT_F16);
-}
-
-/* Every subset of the three outputs, none included. */
-TEST(linear_backward_absent_outputs)
-{
-    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
-    for (int d = 0; d < 3; d++)
-        for (int mask = 0; mask < 8; mask++) {
-            struct lb_case c = {ALL_DT[d], 21, 18, 11, mask & 1, (mask >> 1) & 1, mask >> 2};
-            lb_check(&cpu, &gpu, &c, 3000 + 10 * (uint64_t)mask);
-        }
-    kctx_free(&gpu);
-    kctx_free(&cpu);
-}
-
-/* Enough rows that dbias is summed in several chunks (256 rows each), one of
- * them short; and the empty cases: M = 0 adds nothing, OC = 0 clears dinp. */
-TEST(linear_backward_many_rows_and_empty)
-{
-    struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
-    for (int d = 0; d < 3; d++) {
-        struct lb_case many = {ALL_DT[d], 600, 7, 37, 1, 1, 1};
-        lb_check(&cpu, &gpu, &many, 4000);
-        struct lb_case no_rows = {ALL_DT[d], 0, 9, 5, 1, 1, 1};
-        lb_check(&cpu, &gpu, &no_rows, 4010);
-        struct lb_case no_out = {ALL_DT[d], 6, 9, 0, 1, 1, 1};
-        lb_check(&cpu, &gpu, &no_out, 4020);
-    }
     kctx_free(&gpu);
     kctx_free(&cpu);
 }

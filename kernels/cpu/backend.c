@@ -1,0 +1,383 @@
+/* The CPU backend's table (kernels/backend.h): host memory, OpenMP threads,
+ * and the kernels of this folder behind the entry points every backend
+ * shares. The CPU computes in f32 only, so `dt` is always f32 here and the
+ * entries drop it; ctx is needed only for threads and the memory count. */
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu.h"
+#include "libcommon/error.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- context and memory ------------------------------------------------- */
+
+static int be_no_devices(void)
+{
+    return 0;
+}
+
+static int be_ctx_init(struct kctx *ctx)
+{
+    if (ctx->threads > 0)
+        omp_set_num_threads(ctx->threads);
+    /* One pool of threads, OpenMP's: the CPU backend splits every product
+     * into per-thread sgemm calls itself (gemm.c), and OpenBLAS threads of
+     * its own would only spin against those. */
+    openblas_set_num_threads(1);
+    return 0;
+}
+
+/* No state: the context's memory count lives in the kctx itself. */
+static void be_ctx_free(struct kctx *ctx)
+{
+}
+
+static int be_mem_alloc(struct kctx *ctx, void **ptr, size_t bytes)
+{
+    *ptr = NULL;
+    if (bytes == 0)
+        return 0;
+    /* Rounded up to the alignment, as aligned_alloc wants. */
+    *ptr = aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!*ptr) {
+        err_set("out of memory: %.1f MiB wanted", bytes / 1048576.0);
+        return -1;
+    }
+    ctx->mem_now += (int64_t)bytes;
+    if (ctx->mem_now > ctx->mem_peak)
+        ctx->mem_peak = ctx->mem_now;
+    return 0;
+}
+
+static void be_mem_free(struct kctx *ctx, void *ptr, size_t bytes)
+{
+    free(ptr);
+    ctx->mem_now -= (int64_t)bytes;
+}
+
+static void be_mem_usage(struct kctx *ctx, size_t *now, size_t *peak)
+{
+    *now = (size_t)ctx->mem_now;
+    *peak = (size_t)ctx->mem_peak;
+}
+
+static void be_mem_upload(struct kctx *ctx, void *dst, const void *host_src, size_t bytes)
+{
+    memcpy(dst, host_src, bytes);
+}
+
+static void be_mem_download(struct kctx *ctx, void *host_dst, const void *src, size_t bytes)
+{
+    memcpy(host_dst, src, bytes);
+}
+
+static void be_mem_copy(struct kctx *ctx, void *dst, const void *src, size_t bytes)
+{
+    memmove(dst, src, bytes);
+}
+
+static void be_sync(struct kctx *ctx)
+{
+}
+
+/* The CPU works one (batch, head) at a time per thread, on at most two
+ * blocks of scores of 256 query rows by T keys. */
+static int64_t be_attention_scratch(const struct kctx *ctx, int B, int T, int NH)
+{
+    return cpu_attention_scratch(T, ctx->threads);
+}
+
+/* ---- gemm --------------------------------------------------------------- */
+
+static void be_gemm(struct kctx *ctx, void *c, const void *a, const void *b, enum kdtype dt,
+                    int M, int N, int K, int trans_a, int trans_b, float alpha, float beta)
+{
+    cpu_gemm(c, a, b, M, N, K, trans_a, trans_b, alpha, beta);
+}
+
+static void be_linear_forward(struct kctx *ctx, void *out, const void *inp, const void *weight,
+                              const void *bias, enum kdtype dt, int M, int C, int OC)
+{
+    cpu_linear_forward(out, inp, weight, bias, M, C, OC);
+}
+
+/* No fused epilogue on the CPU: the product, then GELU over it. */
+static void be_linear_gelu_forward(struct kctx *ctx, void *out, void *pre, const void *inp,
+                                   const void *weight, const void *bias, enum kdtype dt, int M,
+                                   int C, int OC)
+{
+    cpu_linear_forward(pre, inp, weight, bias, M, C, OC);
+    cpu_gelu_forward(out, pre, (int64_t)M * OC);
+}
+
+static void be_linear_backward(struct kctx *ctx, void *dinp, float *dweight, float *dbias,
+                               const void *dout, const void *inp, const void *weight,
+                               enum kdtype dt, int M, int C, int OC)
+{
+    cpu_linear_backward(dinp, dweight, dbias, dout, inp, weight, M, C, OC);
+}
+
+/* ---- norm --------------------------------------------------------------- */
+
+static void be_layernorm_forward(struct kctx *ctx, void *out, float *mean, float *rstd,
+                                 const void *inp, enum kdtype dt, int M, int C, float eps)
+{
+    cpu_layernorm_forward(out, mean, rstd, inp, M, C, eps);
+}
+
+static void be_layernorm_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                                  const float *mean, const float *rstd, enum kdtype dt, int M,
+                                  int C)
+{
+    cpu_layernorm_backward(dinp, dout, inp, mean, rstd, M, C);
+}
+
+static void be_modulate_forward(struct kctx *ctx, void *out, const void *x, const void *shift,
+                                const void *scale, enum kdtype dt, int B, int T, int C,
+                                int mod_stride)
+{
+    cpu_modulate_forward(out, x, shift, scale, B, T, C, mod_stride);
+}
+
+static void be_modulate_backward(struct kctx *ctx, void *dx, void *dshift, void *dscale,
+                                 const void *dout, const void *x, const void *scale,
+                                 enum kdtype dt, int B, int T, int C, int mod_stride)
+{
+    cpu_modulate_backward(dx, dshift, dscale, dout, x, scale, B, T, C, mod_stride);
+}
+
+static void be_adaln_forward(struct kctx *ctx, void *out, float *mean, float *rstd, const void *x,
+                             const void *shift, const void *scale, enum kdtype dt, int B, int T,
+                             int C, int mod_stride, float eps)
+{
+    cpu_adaln_forward(out, mean, rstd, x, shift, scale, B, T, C, mod_stride, eps);
+}
+
+static void be_adaln_backward(struct kctx *ctx, void *dx, void *dshift, void *dscale,
+                              const void *dout, const void *x, const float *mean,
+                              const float *rstd, const void *scale, enum kdtype dt, int B, int T,
+                              int C, int mod_stride)
+{
+    cpu_adaln_backward(dx, dshift, dscale, dout, x, mean, rstd, scale, B, T, C, mod_stride);
+}
+
+static void be_gated_residual_forward(struct kctx *ctx, void *out, const void *res, const void *y,
+                                      const void *gate, enum kdtype dt, int B, int T, int C,
+                                      int mod_stride)
+{
+    cpu_gated_residual_forward(out, res, y, gate, B, T, C, mod_stride);
+}
+
+static void be_gated_residual_backward(struct kctx *ctx, void *dy, void *dgate, const void *dres,
+                                       const void *y, const void *gate, enum kdtype dt, int B,
+                                       int T, int C, int mod_stride)
+{
+    cpu_gated_residual_backward(dy, dgate, dres, y, gate, B, T, C, mod_stride);
+}
+
+/* ---- activation --------------------------------------------------------- */
+
+static void be_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
+                            int64_t n)
+{
+    cpu_gelu_forward(out, inp, n);
+}
+
+static void be_gelu_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                             enum kdtype dt, int64_t n)
+{
+    cpu_gelu_backward(dinp, dout, inp, n);
+}
+
+static void be_silu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
+                            int64_t n)
+{
+    cpu_silu_forward(out, inp, n);
+}
+
+static void be_silu_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                             enum kdtype dt, int64_t n)
+{
+    cpu_silu_backward(dinp, dout, inp, n);
+}
+
+/* ---- attention ---------------------------------------------------------- */
+
+static void be_attention_forward(struct kctx *ctx, void *out, float *lse, const void *qkv,
+                                 float *scratch, int64_t scratch_n, enum kdtype dt, int B, int T,
+                                 int C, int NH)
+{
+    cpu_attention_forward(out, lse, qkv, scratch, scratch_n, B, T, C, NH);
+}
+
+static void be_attention_backward(struct kctx *ctx, void *dqkv, const void *dout, const void *out,
+                                  const float *lse, const void *qkv, float *scratch,
+                                  int64_t scratch_n, enum kdtype dt, int B, int T, int C, int NH)
+{
+    cpu_attention_backward(dqkv, dout, out, lse, qkv, scratch, scratch_n, B, T, C, NH);
+}
+
+/* ---- patch -------------------------------------------------------------- */
+
+static void be_patchify_forward(struct kctx *ctx, void *out, const void *img, enum kdtype dt,
+                                int B, int CH, int H, int W, int p)
+{
+    cpu_patchify_forward(out, img, B, CH, H, W, p);
+}
+
+static void be_unpatchify_forward(struct kctx *ctx, void *img, const void *tok, enum kdtype dt,
+                                  int B, int CH, int H, int W, int p)
+{
+    cpu_unpatchify_forward(img, tok, B, CH, H, W, p);
+}
+
+static void be_unpatchify_backward(struct kctx *ctx, void *dtok, const void *dimg, enum kdtype dt,
+                                   int B, int CH, int H, int W, int p)
+{
+    cpu_unpatchify_backward(dtok, dimg, B, CH, H, W, p);
+}
+
+/* ---- embedding ---------------------------------------------------------- */
+
+static void be_embedding_forward(struct kctx *ctx, void *out, const void *table,
+                                 const int32_t *ids, enum kdtype dt, int B, int C)
+{
+    cpu_embedding_forward(out, table, ids, B, C);
+}
+
+static void be_embedding_backward(struct kctx *ctx, float *dtable, const void *dout,
+                                  const int32_t *ids, enum kdtype dt, int B, int C)
+{
+    cpu_embedding_backward(dtable, dout, ids, B, C);
+}
+
+static void be_timestep_embedding(struct kctx *ctx, void *out, const float *t, enum kdtype dt,
+                                  int B, int D, float max_period, float freq_shift)
+{
+    cpu_timestep_embedding(out, t, B, D, max_period, freq_shift);
+}
+
+/* ---- elementwise -------------------------------------------------------- */
+
+static void be_add_broadcast_forward(struct kctx *ctx, void *out, const void *a, const void *b,
+                                     enum kdtype dt, int B, int T, int C)
+{
+    cpu_add_broadcast_forward(out, a, b, B, T, C);
+}
+
+static void be_add(struct kctx *ctx, void *out, const void *a, const void *b, enum kdtype dt,
+                   int64_t n)
+{
+    cpu_add(out, a, b, n);
+}
+
+static void be_axpy(struct kctx *ctx, void *y, float alpha, const void *x, enum kdtype dt,
+                    int64_t n)
+{
+    cpu_axpy(y, alpha, x, n);
+}
+
+static void be_fill(struct kctx *ctx, void *x, float value, enum kdtype dt, int64_t n)
+{
+    cpu_fill(x, value, n);
+}
+
+static void be_scale(struct kctx *ctx, void *x, float s, enum kdtype dt, int64_t n)
+{
+    cpu_scale(x, s, n);
+}
+
+static float be_mse_forward_backward(struct kctx *ctx, void *dpred, const void *pred,
+                                     const void *target, enum kdtype dt, int64_t n, float s)
+{
+    return cpu_mse_forward_backward(dpred, pred, target, n, s);
+}
+
+static double be_sum_squares(struct kctx *ctx, const void *x, enum kdtype dt, int64_t n)
+{
+    return cpu_sum_squares(x, n);
+}
+
+/* ---- adamw -------------------------------------------------------------- */
+
+/* The update, then the compute copy converted from the new parameters. */
+static void be_adamw_update(struct kctx *ctx, float *param, const float *grad, float *m, float *v,
+                            void *copy, enum kdtype copy_dt, int64_t n,
+                            const struct adamw_params *hp)
+{
+    cpu_adamw_update(param, grad, m, v, n, hp);
+    if (copy)
+        cpu_convert(copy, copy_dt, param, KDT_F32, n);
+}
+
+/* As DiT rounds it: ema * decay, then plus (1 - decay) * param. */
+static void be_ema_update(struct kctx *ctx, float *ema, const float *param, float decay,
+                          int64_t n)
+{
+    cpu_scale(ema, decay, n);
+    cpu_axpy(ema, 1.0f - decay, param, n);
+}
+
+/* ---- convert ------------------------------------------------------------ */
+
+static void be_convert(struct kctx *ctx, void *dst, enum kdtype ddt, const void *src,
+                       enum kdtype sdt, int64_t n)
+{
+    cpu_convert(dst, ddt, src, sdt, n);
+}
+
+const struct kbackend kbackend_cpu = {
+    .name = "cpu",
+    .device = DEVICE_CPU,
+    .act_dtypes = KDT_BIT(KDT_F32),
+    .host_memory = 1,
+    .stateful = 0,
+    .max_head_size = 0,
+    .device_count = be_no_devices,
+    .ctx_init = be_ctx_init,
+    .ctx_free = be_ctx_free,
+    .mem_alloc = be_mem_alloc,
+    .mem_free = be_mem_free,
+    .mem_usage = be_mem_usage,
+    .mem_upload = be_mem_upload,
+    .mem_download = be_mem_download,
+    .mem_copy = be_mem_copy,
+    .sync = be_sync,
+    .attention_scratch = be_attention_scratch,
+    .gemm = be_gemm,
+    .linear_forward = be_linear_forward,
+    .linear_gelu_forward = be_linear_gelu_forward,
+    .linear_backward = be_linear_backward,
+    .layernorm_forward = be_layernorm_forward,
+    .layernorm_backward = be_layernorm_backward,
+    .modulate_forward = be_modulate_forward,
+    .modulate_backward = be_modulate_backward,
+    .adaln_forward = be_adaln_forward,
+    .adaln_backward = be_adaln_backward,
+    .gated_residual_forward = be_gated_residual_forward,
+    .gated_residual_backward = be_gated_residual_backward,
+    .gelu_forward = be_gelu_forward,
+    .gelu_backward = be_gelu_backward,
+    .silu_forward = be_silu_forward,
+    .silu_backward = be_silu_backward,
+    .attention_forward = be_attention_forward,
+    .attention_backward = be_attention_backward,
+    .patchify_forward = be_patchify_forward,
+    .unpatchify_forward = be_unpatchify_forward,
+    .unpatchify_backward = be_unpatchify_backward,
+    .embedding_forward = be_embedding_forward,
+    .embedding_backward = be_embedding_backward,
+    .timestep_embedding = be_timestep_embedding,
+    .add_broadcast_forward = be_add_broadcast_forward,
+    .add = be_add,
+    .axpy = be_axpy,
+    .fill = be_fill,
+    .scale = be_scale,
+    .mse_forward_backward = be_mse_forward_backward,
+    .sum_squares = be_sum_squares,
+    .adamw_update = be_adamw_update,
+    .ema_update = be_ema_update,
+    .convert = be_convert,
+};

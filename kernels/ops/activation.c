@@ -1,0 +1,52 @@
+/* Activations: GELU (tanh) and SiLU. */
+#include "kernels/ops/dispatch.h"
+
+void k_gelu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int64_t n)
+{
+    const char *op = "gelu_forward";
+    op_check_ctx(ctx, op);
+    op_check_count(op, n);
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *po = OUT(out, n);
+    void *pi = IN(inp, n);
+    ctx->ops->gelu_forward(ctx, po, pi, dt, n);
+}
+
+void k_gelu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, struct tensor inp,
+                     int64_t n)
+{
+    const char *op = "gelu_backward";
+    op_check_ctx(ctx, op);
+    op_check_count(op, n);
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *pdi = GRAD(dinp, n);
+    void *pdo = IN(dout, n);
+    void *pi = IN(inp, n);
+    if (pdi)
+        ctx->ops->gelu_backward(ctx, pdi, pdo, pi, dt, n);
+}
+
+void k_silu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int64_t n)
+{
+    const char *op = "silu_forward";
+    op_check_ctx(ctx, op);
+    op_check_count(op, n);
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *po = OUT(out, n);
+    void *pi = IN(inp, n);
+    ctx->ops->silu_forward(ctx, po, pi, dt, n);
+}
+
+void k_silu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, struct tensor inp,
+                     int64_t n)
+{
+    const char *op = "silu_backward";
+    op_check_ctx(ctx, op);
+    op_check_count(op, n);
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *pdi = GRAD(dinp, n);
+    void *pdo = IN(dout, n);
+    void *pi = IN(inp, n);
+    if (pdi)
+        ctx->ops->silu_backward(ctx, pdi, pdo, pi, dt, n);
+}

@@ -1,0 +1,14 @@
+/* Conversion between dtypes on the device (the only op whose tensors may
+ * be of any dtype on any backend). */
+#include "kernels/ops/dispatch.h"
+
+void k_convert(struct kctx *ctx, struct tensor dst, struct tensor src, int64_t n)
+{
+    const char *op = "convert";
+    op_check_ctx(ctx, op);
+    op_check_count(op, n);
+    void *pd = op_check_any(ctx, op, "dst", dst, n);
+    void *ps = op_check_any(ctx, op, "src", src, n);
+    if (n > 0)
+        ctx->ops->convert(ctx, pd, dst.dtype, ps, src.dtype, n);
+}

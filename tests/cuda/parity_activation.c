@@ -1,0 +1,89 @@
+/* Parity specs of the activations (tests/cuda/parity.h): GELU (tanh) and
+ * SiLU, forward and backward, on sizes from one element to several blocks,
+ * aligned and only 2 or 4 bytes aligned (the scalar tails), an absent
+ * gradient. Saturation at large |x| is test_cuda_ops.c's. */
+#include "tests/cuda/parity.h"
+
+enum { A_OUT, A_INP, A_DINP = 0, A_DOUT = 2 };
+
+static void act_layout(const struct kctx *ctx, const struct parity_case *c, int64_t *n,
+                       int64_t *at)
+{
+    n[A_OUT] = n[A_INP] = n[A_DOUT] = c->d[0];
+}
+
+static double gelu_forward_call(struct kctx *ctx, struct tensor *t, const struct parity_case *c,
+                                int step)
+{
+    k_gelu_forward(ctx, t[A_OUT], t[A_INP], c->d[0]);
+    return 0;
+}
+
+static double gelu_backward_call(struct kctx *ctx, struct tensor *t,
+                                 const struct parity_case *c, int step)
+{
+    k_gelu_backward(ctx, t[A_DINP], t[A_DOUT], t[A_INP], c->d[0]);
+    return 0;
+}
+
+static double silu_forward_call(struct kctx *ctx, struct tensor *t, const struct parity_case *c,
+                                int step)
+{
+    k_silu_forward(ctx, t[A_OUT], t[A_INP], c->d[0]);
+    return 0;
+}
+
+static double silu_backward_call(struct kctx *ctx, struct tensor *t,
+                                 const struct parity_case *c, int step)
+{
+    k_silu_backward(ctx, t[A_DINP], t[A_DOUT], t[A_INP], c->d[0]);
+    return 0;
+}
+
+static const struct parity_case ACT_CASES[] = {
+    {PD(1)},    {PD(7)},    {PD(7), .offset = 1},    {PD(1000)},
+    {PD(1000), .offset = 1}, {PD(4096)}, {PD(4096), .offset = 1},
+};
+
+static const struct parity_case ACT_BACKWARD_CASES[] = {
+    {PD(1)},    {PD(7)},    {PD(7), .offset = 1},    {PD(1000)},
+    {PD(1000), .offset = 1}, {PD(4096)}, {PD(4096), .offset = 1}, {PD(1000), .absent = 1},
+};
+
+/* x spread over the curved part and both tails */
+#define FORWARD_ARGS {[A_OUT] = ARG("out", PA_OUT), [A_INP] = ARG("inp", PA_IN, .scale = 3.0f)}
+#define BACKWARD_ARGS                                                                         \
+    {[A_DINP] = ARG("dinp", PA_OUT | PA_OPT), [A_INP] = ARG("inp", PA_IN, .scale = 3.0f),     \
+     [A_DOUT] = ARG("dout", PA_IN)}
+
+const struct parity_op parity_gelu_forward = {
+    .name = "gelu_forward",
+    .args = FORWARD_ARGS,
+    .layout = act_layout,
+    .call = gelu_forward_call,
+    PARITY_CASES(ACT_CASES),
+};
+
+const struct parity_op parity_gelu_backward = {
+    .name = "gelu_backward",
+    .args = BACKWARD_ARGS,
+    .layout = act_layout,
+    .call = gelu_backward_call,
+    PARITY_CASES(ACT_BACKWARD_CASES),
+};
+
+const struct parity_op parity_silu_forward = {
+    .name = "silu_forward",
+    .args = FORWARD_ARGS,
+    .layout = act_layout,
+    .call = silu_forward_call,
+    PARITY_CASES(ACT_CASES),
+};
+
+const struct parity_op parity_silu_backward = {
+    .name = "silu_backward",
+    .args = BACKWARD_ARGS,
+    .layout = act_layout,
+    .call = silu_backward_call,
+    PARITY_CASES(ACT_BACKWARD_CASES),
+};
