@@ -122,5 +122,7 @@ const struct st_tensor *st_set_find(const struct st_set *s, const char *name, co
    Shards take consecutive runs of the layout order, each holding at most max_shard_bytes of tensor data unless a single tensor
    is larger (it then gets a shard of its own); every shard carries the writer's metadata; the index is written last. */
 int st_write_sharded(struct st_writer *w, const char *dir, const char *base, uint64_t max_shard_bytes);
+/* How many shards st_write_sharded would write for the writer's tensors under that limit (1: one file, no index). */
+size_t st_shard_count(struct st_writer *w, uint64_t max_shard_bytes);
 
 #endif

@@ -266,6 +266,32 @@ const struct st_tensor *st_set_find(const struct st_set *s, const char *name,
     return e->t;
 }
 
+/* Consecutive runs of the layout order: shard k spans [starts[k],
+ * starts[k+1]) (starts may be NULL to count only); the number of shards. */
+static size_t plan_shards(struct st_writer *w, uint64_t max_shard_bytes, size_t *starts)
+{
+    size_t n = st_writer_count(w), n_shards = 0;
+    for (size_t i = 0; i < n;) {
+        if (starts)
+            starts[n_shards] = i;
+        n_shards++;
+        uint64_t size = st_writer_tensor(w, i++)->nbytes;
+        /* A tensor larger than the limit ends up alone, as in huggingface_hub. */
+        while (i < n && (max_shard_bytes == 0 ||
+                         (size <= max_shard_bytes &&
+                          st_writer_tensor(w, i)->nbytes <= max_shard_bytes - size)))
+            size += st_writer_tensor(w, i++)->nbytes;
+    }
+    if (starts)
+        starts[n_shards] = n;
+    return n_shards;
+}
+
+size_t st_shard_count(struct st_writer *w, uint64_t max_shard_bytes)
+{
+    return w ? plan_shards(w, max_shard_bytes, NULL) : 0;
+}
+
 int st_write_sharded(struct st_writer *w, const char *dir, const char *base,
                      uint64_t max_shard_bytes)
 {
@@ -275,23 +301,12 @@ int st_write_sharded(struct st_writer *w, const char *dir, const char *base,
         return -1;
     }
     size_t n = st_writer_count(w);
-    /* Consecutive runs of the layout order; shard k spans [starts[k], starts[k+1]). */
     size_t *starts = malloc((n + 1) * sizeof *starts);
     if (!starts) {
         err_set("%s: out of memory", dir);
         return -1;
     }
-    size_t n_shards = 0;
-    for (size_t i = 0; i < n;) {
-        starts[n_shards++] = i;
-        uint64_t size = st_writer_tensor(w, i++)->nbytes;
-        /* A tensor larger than the limit ends up alone, as in huggingface_hub. */
-        while (i < n && (max_shard_bytes == 0 ||
-                         (size <= max_shard_bytes &&
-                          st_writer_tensor(w, i)->nbytes <= max_shard_bytes - size)))
-            size += st_writer_tensor(w, i++)->nbytes;
-    }
-    starts[n_shards] = n;
+    size_t n_shards = plan_shards(w, max_shard_bytes, starts);
 
     size_t dir_len = strlen(dir);
     int rc = -1;

@@ -107,8 +107,8 @@ TEST(forward_and_gradients_match_facebookresearch_dit)
     double e = rel_error(out, f32(io, "out", 3 * 8 * 8 * 8), 3 * 8 * 8 * 8);
     fprintf(stderr, "    output relative error %.3g\n", e);
     CHECK(e < 1e-5);
-    size_t np;
-    struct dit_param *table = dit_param_table(&m.cfg, &np);
+    const struct nn_param *table = m.table.p;
+    size_t np = m.table.count;
     double worst = 0;
     for (size_t i = 0; i < np; i++) {
         char name[128];
@@ -122,7 +122,6 @@ TEST(forward_and_gradients_match_facebookresearch_dit)
         worst = fmax(worst, ge);
     }
     fprintf(stderr, "    worst gradient relative error %.3g over %zu tensors\n", worst, np);
-    free(table);
     st_close(io);
     dit_model_free(&m);
     kctx_free(&ctx);
@@ -230,8 +229,10 @@ TEST(initialisation_follows_dit)
     dit_init(&cfg, p, 1234);
     struct st_file *ref = st_open(test_source_path("fixtures/dit/tiny_init_original.safetensors"));
     CHECK(ref != NULL);
-    size_t np;
-    struct dit_param *table = dit_param_table(&cfg, &np);
+    struct nn_params params;
+    CHECK_INT(dit_param_table(&cfg, &params, NULL), 0);
+    const struct nn_param *table = params.p;
+    size_t np = params.count;
     for (size_t i = 0; ref && i < np; i++) {
         const struct st_tensor *t = st_find(ref, table[i].name);
         CHECK(t != NULL);
@@ -255,7 +256,7 @@ TEST(initialisation_follows_dit)
                 test_fail(__FILE__, __LINE__, "%s: std ratio %.3f to DiT's", table[i].name, ratio);
         }
     }
-    free(table);
+    nn_params_free(&params);
     st_close(ref);
     free(p);
 }
@@ -363,14 +364,13 @@ TEST(forward_and_gradients_match_diffusers)
     dit_zero_grads(&m);
     dit_backward(&m, f32(dio, "R", 3 * 8 * 8 * 8), 3);
     float *want = diffusers_expected_grads(&cfg, dio);
-    size_t np;
-    struct dit_param *table = dit_param_table(&cfg, &np);
+    const struct nn_param *table = m.table.p;
+    size_t np = m.table.count;
     for (size_t i = 0; i < np; i++) {
         double ge = rel_error((const float *)m.grads.data + table[i].offset, want + table[i].offset, table[i].n);
         if (ge > 1e-4)
             test_fail(__FILE__, __LINE__, "gradient of %s: relative error %.3g", table[i].name, ge);
     }
-    free(table);
     free(want);
     dit_model_free(&m);
     kctx_free(&ctx);

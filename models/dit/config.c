@@ -1,4 +1,5 @@
-/* DiT configurations, the parameter table and the initialisation. */
+/* DiT configurations, the parameter table (written once) and the
+ * initialisation. */
 #include "models/dit/dit.h"
 #include "libcommon/error.h"
 #include "libcommon/philox.h"
@@ -64,140 +65,88 @@ int dit_config_check(const struct dit_config *c)
     return 0;
 }
 
-struct table_builder {
-    struct dit_param *p;
-    size_t n, cap;
-    int64_t offset;
-    int failed;
-};
-
-static void add(struct table_builder *tb, const char *name, int ndim, int64_t d0, int64_t d1,
-                int64_t d2, int64_t d3)
+int dit_param_table(const struct dit_config *c, struct nn_params *t, struct dit_layers *L)
 {
-    if (tb->n == tb->cap) {
-        tb->cap = tb->cap ? tb->cap * 2 : 64;
-        struct dit_param *g = realloc(tb->p, tb->cap * sizeof *g);
-        if (!g) {
-            tb->failed = 1;
-            return;
-        }
-        tb->p = g;
-    }
-    struct dit_param *q = &tb->p[tb->n++];
-    memset(q, 0, sizeof *q);
-    snprintf(q->name, sizeof q->name, "%s", name);
-    q->ndim = ndim;
-    int64_t dims[4] = {d0, d1, d2, d3};
-    q->n = 1;
-    for (int i = 0; i < ndim; i++) {
-        q->shape[i] = dims[i];
-        q->n *= dims[i];
-    }
-    q->offset = tb->offset;
-    tb->offset += q->n;
-}
-
-struct dit_param *dit_param_table(const struct dit_config *c, size_t *count)
-{
-    struct table_builder tb = {0};
+    memset(t, 0, sizeof *t);
+    if (L)
+        memset(L, 0, sizeof *L);
     const int64_t C = c->hidden_size, P = c->patch_size, CI = c->in_channels;
     const int64_t CO = dit_out_channels(c), MH = dit_mlp_hidden(c);
-    char name[96];
-    add(&tb, "x_embedder.proj.weight", 4, C, CI, P, P);
-    add(&tb, "x_embedder.proj.bias", 1, C, 0, 0, 0);
-    add(&tb, "t_embedder.mlp.0.weight", 2, C, DIT_FREQ_DIM, 0, 0);
-    add(&tb, "t_embedder.mlp.0.bias", 1, C, 0, 0, 0);
-    add(&tb, "t_embedder.mlp.2.weight", 2, C, C, 0, 0);
-    add(&tb, "t_embedder.mlp.2.bias", 1, C, 0, 0, 0);
-    add(&tb, "y_embedder.embedding_table.weight", 2, dit_table_rows(c), C, 0, 0);
+    /* Every layer of the DiT, in buffer order; L may be NULL, and so may
+     * each layer argument below then be. */
+#define LAYER(field) (L ? &L->field : NULL)
+    nn_linear_addf(LAYER(x_embed), t, 1, 4, (int64_t[]){C, CI, P, P}, "x_embedder.proj");
+    nn_linear_addf(LAYER(t1), t, 1, 2, (int64_t[]){C, DIT_FREQ_DIM}, "t_embedder.mlp.0");
+    nn_linear_addf(LAYER(t2), t, 1, 2, (int64_t[]){C, C}, "t_embedder.mlp.2");
+    if (L)
+        L->y_table_id = t->count;
+    nn_params_add(t, "y_embedder.embedding_table.weight", 2, (int64_t[]){dit_table_rows(c), C});
     for (int i = 0; i < c->depth; i++) {
-        static const struct {
-            const char *suffix;
-            int rows; /* in units: 1 = C, 3 = 3C, -1 = MH, 6 = 6C */
-            int cols; /* 1 = C, -1 = MH, 0 = bias */
-        } layers[] = {
-            {"attn.qkv.weight", 3, 1},  {"attn.qkv.bias", 3, 0},   {"attn.proj.weight", 1, 1},
-            {"attn.proj.bias", 1, 0},   {"mlp.fc1.weight", -1, 1}, {"mlp.fc1.bias", -1, 0},
-            {"mlp.fc2.weight", 1, -1},  {"mlp.fc2.bias", 1, 0},    {"adaLN_modulation.1.weight", 6, 1},
-            {"adaLN_modulation.1.bias", 6, 0},
-        };
-        for (size_t k = 0; k < sizeof layers / sizeof layers[0]; k++) {
-            int64_t rows = layers[k].rows < 0 ? MH : layers[k].rows * C;
-            int64_t cols = layers[k].cols < 0 ? MH : C;
-            snprintf(name, sizeof name, "blocks.%d.%s", i, layers[k].suffix);
-            if (layers[k].cols == 0)
-                add(&tb, name, 1, rows, 0, 0, 0);
-            else
-                add(&tb, name, 2, rows, cols, 0, 0);
-        }
+        nn_linear_addf(LAYER(blocks[i].qkv), t, 1, 2, (int64_t[]){3 * C, C}, "blocks.%d.attn.qkv", i);
+        nn_linear_addf(LAYER(blocks[i].proj), t, 1, 2, (int64_t[]){C, C}, "blocks.%d.attn.proj", i);
+        nn_linear_addf(LAYER(blocks[i].fc1), t, 1, 2, (int64_t[]){MH, C}, "blocks.%d.mlp.fc1", i);
+        nn_linear_addf(LAYER(blocks[i].fc2), t, 1, 2, (int64_t[]){C, MH}, "blocks.%d.mlp.fc2", i);
+        nn_linear_addf(LAYER(blocks[i].ada), t, 1, 2, (int64_t[]){6 * C, C},
+                       "blocks.%d.adaLN_modulation.1", i);
     }
-    add(&tb, "final_layer.adaLN_modulation.1.weight", 2, 2 * C, C, 0, 0);
-    add(&tb, "final_layer.adaLN_modulation.1.bias", 1, 2 * C, 0, 0, 0);
-    add(&tb, "final_layer.linear.weight", 2, P * P * CO, C, 0, 0);
-    add(&tb, "final_layer.linear.bias", 1, P * P * CO, 0, 0, 0);
-    if (tb.failed) {
-        free(tb.p);
-        err_set("out of memory");
-        return NULL;
+    nn_linear_addf(LAYER(f_ada), t, 1, 2, (int64_t[]){2 * C, C}, "final_layer.adaLN_modulation.1");
+    nn_linear_addf(LAYER(f_out), t, 1, 2, (int64_t[]){P * P * CO, C}, "final_layer.linear");
+#undef LAYER
+    if (nn_params_done(t) != 0) {
+        nn_params_free(t);
+        return -1;
     }
-    *count = tb.n;
-    return tb.p;
+    return 0;
 }
 
 int64_t dit_param_count(const struct dit_config *c)
 {
-    size_t n;
-    struct dit_param *t = dit_param_table(c, &n);
-    int64_t total = t ? t[n - 1].offset + t[n - 1].n : -1;
-    free(t);
+    struct nn_params t;
+    if (dit_param_table(c, &t, NULL) != 0)
+        return -1;
+    int64_t total = t.total;
+    nn_params_free(&t);
     return total;
 }
 
-void dit_params_view(const struct dit_config *c, struct tensor buf, struct dit_params *v)
+void dit_layers_bind(struct dit_layers *L, const struct dit_config *c, const struct nn_params *t,
+                     struct tensor weights, struct tensor grads)
 {
-    const int64_t C = c->hidden_size, P = c->patch_size, CI = c->in_channels;
-    const int64_t CO = dit_out_channels(c), MH = dit_mlp_hidden(c);
-    int64_t off = 0;
-#define TAKE(field, count) (v->field = tensor_view(buf, off, (count)), off += (count))
-    TAKE(x_w, C * CI * P * P);
-    TAKE(x_b, C);
-    TAKE(t1_w, C * DIT_FREQ_DIM);
-    TAKE(t1_b, C);
-    TAKE(t2_w, C * C);
-    TAKE(t2_b, C);
-    TAKE(y_table, (int64_t)dit_table_rows(c) * C);
+    nn_linear_bind(&L->x_embed, t, weights, grads);
+    nn_linear_bind(&L->t1, t, weights, grads);
+    nn_linear_bind(&L->t2, t, weights, grads);
+    L->y_table = nn_params_view(t, weights, L->y_table_id);
+    /* A frozen label table, like a frozen linear, gets no gradient. */
+    L->dy_table = grads.data && t->p[L->y_table_id].trainable ? nn_params_view(t, grads, L->y_table_id)
+                                                              : tensor_none();
     for (int i = 0; i < c->depth; i++) {
-        TAKE(blocks[i].qkv_w, 3 * C * C);
-        TAKE(blocks[i].qkv_b, 3 * C);
-        TAKE(blocks[i].proj_w, C * C);
-        TAKE(blocks[i].proj_b, C);
-        TAKE(blocks[i].fc1_w, MH * C);
-        TAKE(blocks[i].fc1_b, MH);
-        TAKE(blocks[i].fc2_w, C * MH);
-        TAKE(blocks[i].fc2_b, C);
-        TAKE(blocks[i].ada_w, 6 * C * C);
-        TAKE(blocks[i].ada_b, 6 * C);
+        struct dit_block_layers *b = &L->blocks[i];
+        nn_linear_bind(&b->qkv, t, weights, grads);
+        nn_linear_bind(&b->proj, t, weights, grads);
+        nn_linear_bind(&b->fc1, t, weights, grads);
+        nn_linear_bind(&b->fc2, t, weights, grads);
+        nn_linear_bind(&b->ada, t, weights, grads);
     }
-    TAKE(f_ada_w, 2 * C * C);
-    TAKE(f_ada_b, 2 * C);
-    TAKE(f_w, P * P * CO * C);
-    TAKE(f_b, P * P * CO);
-#undef TAKE
+    nn_linear_bind(&L->f_ada, t, weights, grads);
+    nn_linear_bind(&L->f_out, t, weights, grads);
 }
 
 /* Xavier uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)). */
-static void xavier(float *w, int64_t rows, int64_t cols, const struct rng_stream *s, uint64_t *off)
+static void xavier(const struct nn_linear *l, const struct rng_stream *s, uint64_t *off)
 {
-    float a = sqrtf(6.0f / (float)(rows + cols));
-    int64_t n = rows * cols;
+    float a = sqrtf(6.0f / (float)(l->out + l->in));
+    int64_t n = (int64_t)l->out * l->in;
+    float *w = l->weight.data;
     rng_uniform_f32(s, *off, (size_t)n, w);
     for (int64_t i = 0; i < n; i++)
         w[i] = (2.0f * w[i] - 1.0f) * a;
     *off += (uint64_t)n;
 }
 
-static void normal(float *w, int64_t n, float std, const struct rng_stream *s, uint64_t *off)
+static void normal(struct tensor t, float std, const struct rng_stream *s, uint64_t *off)
 {
+    float *w = t.data;
+    int64_t n = t.n;
     rng_normal_f32(s, *off, (size_t)n, w);
     for (int64_t i = 0; i < n; i++)
         w[i] *= std;
@@ -206,28 +155,31 @@ static void normal(float *w, int64_t n, float std, const struct rng_stream *s, u
 
 void dit_init(const struct dit_config *c, float *params, uint64_t seed)
 {
-    const int64_t C = c->hidden_size, P = c->patch_size, CI = c->in_channels;
-    const int64_t MH = dit_mlp_hidden(c);
-    memset(params, 0, (size_t)dit_param_count(c) * sizeof *params);
-    struct dit_params v;
-    dit_params_view(c, tensor_f32(params, dit_param_count(c)), &v);
+    struct nn_params t;
+    struct dit_layers *L = calloc(1, sizeof *L);
+    if (!L || dit_param_table(c, &t, L) != 0)
+        abort(); /* small next to the buffer the caller already holds */
+    memset(params, 0, (size_t)t.total * sizeof *params);
+    dit_layers_bind(L, c, &t, tensor_f32(params, t.total), tensor_none());
     /* Separate streams per use, so adding a layer does not shift the others. */
     struct rng_stream xs = rng_stream(seed, RNG_PARAM_INIT, 0, 0);
     struct rng_stream ns = rng_stream(seed, RNG_PARAM_INIT, 1, 0);
     uint64_t xo = 0, no = 0;
     /* DiT: the patch embedding is initialised like a Linear over its kernel. */
-    xavier((float *)v.x_w.data, C, CI * P * P, &xs, &xo);
-    normal((float *)v.y_table.data, (int64_t)dit_table_rows(c) * C, 0.02f, &ns, &no);
-    normal((float *)v.t1_w.data, C * DIT_FREQ_DIM, 0.02f, &ns, &no);
-    normal((float *)v.t2_w.data, C * C, 0.02f, &ns, &no);
+    xavier(&L->x_embed, &xs, &xo);
+    normal(L->y_table, 0.02f, &ns, &no);
+    normal(L->t1.weight, 0.02f, &ns, &no);
+    normal(L->t2.weight, 0.02f, &ns, &no);
     for (int i = 0; i < c->depth; i++) {
-        xavier((float *)v.blocks[i].qkv_w.data, 3 * C, C, &xs, &xo);
-        xavier((float *)v.blocks[i].proj_w.data, C, C, &xs, &xo);
-        xavier((float *)v.blocks[i].fc1_w.data, MH, C, &xs, &xo);
-        xavier((float *)v.blocks[i].fc2_w.data, C, MH, &xs, &xo);
+        xavier(&L->blocks[i].qkv, &xs, &xo);
+        xavier(&L->blocks[i].proj, &xs, &xo);
+        xavier(&L->blocks[i].fc1, &xs, &xo);
+        xavier(&L->blocks[i].fc2, &xs, &xo);
         /* adaLN_modulation stays zero: each block starts as the identity. */
     }
     /* The final layer's adaLN and linear stay zero too (adaLN-Zero). */
+    free(L);
+    nn_params_free(&t);
 }
 
 static void sincos_1d(double *out, int D, double pos)

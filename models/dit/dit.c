@@ -177,7 +177,9 @@ static int model_setup(struct dit_model *m, const struct dit_config *cfg, struct
     m->B = B;
     m->checkpointing = memory == DIT_MEM_CHECKPOINT;
     m->inference = memory == DIT_MEM_INFERENCE;
-    m->n_params = dit_param_count(cfg);
+    if (dit_param_table(cfg, &m->table, &m->layers) != 0)
+        return -1;
+    m->n_params = m->table.total;
     struct acts *a = calloc(1, sizeof *a);
     m->acts = a;
     if (!a) {
@@ -220,6 +222,7 @@ int dit_model_plan_bytes(const struct dit_config *cfg, enum device_kind device, 
         *activation_bytes = act * (int64_t)kdtype_bytes(dt) + act32 * 4;
     }
     free(m.acts);
+    nn_params_free(&m.table);
     return rc;
 }
 
@@ -230,6 +233,7 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
     int64_t act, act32;
     if (model_setup(m, cfg, ctx, B, memory, dt, &act, &act32) != 0) {
         free(m->acts);
+        nn_params_free(&m->table);
         memset(m, 0, sizeof *m);
         return -1;
     }
@@ -260,8 +264,7 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
         m->weights = m->params;
     struct planner ra = {m->arena, 0}, rf = {m->arena32, 0};
     plan(m, &ra, &rf, a);
-    dit_params_view(cfg, m->weights, &m->p);
-    dit_params_view(cfg, m->grads, &m->g);
+    dit_layers_bind(&m->layers, cfg, &m->table, m->weights, m->grads);
     dit_zero_grads(m);
     float *pos = malloc((size_t)(T * C) * sizeof *pos);
     if (!pos) {
@@ -293,6 +296,7 @@ void dit_model_free(struct dit_model *m)
         k_free(k, &m->arena32);
     }
     free(m->acts);
+    nn_params_free(&m->table);
     memset(m, 0, sizeof *m);
 }
 
@@ -375,7 +379,7 @@ static void block_forward(struct dit_model *m, int i, int B)
     const struct dit_config *c = &m->cfg;
     struct acts *a = m->acts;
     struct block_acts *b = block_set(m, i);
-    const struct dit_block_params *p = &m->p.blocks[i];
+    const struct dit_block_layers *p = &m->layers.blocks[i];
     struct kctx *k = m->ctx;
     const int T = dit_tokens(c), C = c->hidden_size, MH = dit_mlp_hidden(c), NH = c->num_heads;
     const int64_t BTC = (int64_t)B * T * C, M = (int64_t)B * T;
@@ -383,21 +387,20 @@ static void block_forward(struct dit_model *m, int i, int B)
     const int64_t NM = (int64_t)B * S;
     struct tensor mod = V(b->mod, NM), mid = V(b->mid, BTC), x1 = V(a->x[i + 1], BTC);
 
-    k_linear_forward(k, mod, V(a->c_act, (int64_t)B * C), p->ada_w, p->ada_b, B, C, S);
+    nn_linear_forward(k, &p->ada, mod, V(a->c_act, (int64_t)B * C), B);
     k_adaln_forward(k, V(b->h1, BTC), V(b->mean1, M), V(b->rstd1, M), V(a->x[i], BTC), mod,
                     mod_at(mod, 1, C, NM), B, T, C, S, c->norm_eps);
-    k_linear_forward(k, V(b->qkv, 3 * BTC), V(b->h1, BTC), p->qkv_w, p->qkv_b, (int)M, C, 3 * C);
+    nn_linear_forward(k, &p->qkv, V(b->qkv, 3 * BTC), V(b->h1, BTC), (int)M);
     k_attention_forward(k, V(b->att, BTC), V(b->lse, (int64_t)B * NH * T), V(b->qkv, 3 * BTC),
                         a->att_scratch, B, T, C, NH);
-    k_linear_forward(k, V(b->proj, BTC), V(b->att, BTC), p->proj_w, p->proj_b, (int)M, C, C);
+    nn_linear_forward(k, &p->proj, V(b->proj, BTC), V(b->att, BTC), (int)M);
     k_gated_residual_forward(k, mid, V(a->x[i], BTC), V(b->proj, BTC), mod_at(mod, 2, C, NM), B, T,
                              C, S);
 
     k_adaln_forward(k, V(b->h2, BTC), V(b->mean2, M), V(b->rstd2, M), mid, mod_at(mod, 3, C, NM),
                     mod_at(mod, 4, C, NM), B, T, C, S, c->mlp_norm_eps);
-    k_linear_gelu_forward(k, V(b->gelu, M * MH), V(b->fc1, M * MH), V(b->h2, BTC), p->fc1_w, p->fc1_b,
-                          (int)M, C, MH);
-    k_linear_forward(k, V(b->fc2, BTC), V(b->gelu, M * MH), p->fc2_w, p->fc2_b, (int)M, MH, C);
+    nn_linear_gelu_forward(k, &p->fc1, V(b->gelu, M * MH), V(b->fc1, M * MH), V(b->h2, BTC), (int)M);
+    nn_linear_forward(k, &p->fc2, V(b->fc2, BTC), V(b->gelu, M * MH), (int)M);
     k_gated_residual_forward(k, x1, mid, V(b->fc2, BTC), mod_at(mod, 5, C, NM), B, T, C, S);
 }
 
@@ -405,6 +408,7 @@ void dit_forward(struct dit_model *m, float *out, const float *x, const float *t
                  int B)
 {
     const struct dit_config *c = &m->cfg;
+    const struct dit_layers *L = &m->layers;
     struct acts *a = m->acts;
     struct kctx *k = m->ctx;
     const int T = dit_tokens(c), C = c->hidden_size, P = c->patch_size, CI = c->in_channels;
@@ -424,17 +428,16 @@ void dit_forward(struct dit_model *m, float *out, const float *x, const float *t
 
     /* x_embedder: a stride-P convolution as patches times a Linear, plus the fixed positions. */
     k_patchify_forward(k, V(a->patches, M * PP), xin, B, CI, H, H, P);
-    k_linear_forward(k, V(a->x[0], BTC), V(a->patches, M * PP), m->p.x_w, m->p.x_b, (int)M, PP, C);
+    nn_linear_forward(k, &L->x_embed, V(a->x[0], BTC), V(a->patches, M * PP), (int)M);
     k_add_broadcast_forward(k, V(a->x[0], BTC), V(a->x[0], BTC), m->pos_embed, B, T, C);
 
     /* c = t_embedder(t) + y_embedder(y); every adaLN reads silu(c). */
     k_timestep_embedding(k, V(a->t_freq, (int64_t)B * DIT_FREQ_DIM), tdev, B, DIT_FREQ_DIM,
                          DIT_MAX_PERIOD, c->freq_shift);
-    k_linear_forward(k, V(a->t_h, BC), V(a->t_freq, (int64_t)B * DIT_FREQ_DIM), m->p.t1_w, m->p.t1_b, B,
-                     DIT_FREQ_DIM, C);
+    nn_linear_forward(k, &L->t1, V(a->t_h, BC), V(a->t_freq, (int64_t)B * DIT_FREQ_DIM), B);
     k_silu_forward(k, V(a->t_act, BC), V(a->t_h, BC), BC);
-    k_linear_forward(k, V(a->t_emb, BC), V(a->t_act, BC), m->p.t2_w, m->p.t2_b, B, C, C);
-    k_embedding_forward(k, V(a->y_emb, BC), m->p.y_table, ydev, B, C);
+    nn_linear_forward(k, &L->t2, V(a->t_emb, BC), V(a->t_act, BC), B);
+    k_embedding_forward(k, V(a->y_emb, BC), L->y_table, ydev, B, C);
     k_add(k, V(a->c, BC), V(a->t_emb, BC), V(a->y_emb, BC), BC);
     k_silu_forward(k, V(a->c_act, BC), V(a->c, BC), BC);
 
@@ -443,10 +446,10 @@ void dit_forward(struct dit_model *m, float *out, const float *x, const float *t
 
     /* Final layer: modulate(norm(x), shift, scale), Linear, unpatchify. */
     struct tensor fmod = V(a->fmod, 2 * BC);
-    k_linear_forward(k, fmod, V(a->c_act, BC), m->p.f_ada_w, m->p.f_ada_b, B, C, 2 * C);
+    nn_linear_forward(k, &L->f_ada, fmod, V(a->c_act, BC), B);
     k_adaln_forward(k, V(a->hf, BTC), V(a->meanf, M), V(a->rstdf, M), V(a->x[c->depth], BTC), fmod,
                     mod_at(fmod, 1, C, 2 * BC), B, T, C, 2 * C, c->norm_eps);
-    k_linear_forward(k, V(a->outtok, M * PO), V(a->hf, BTC), m->p.f_w, m->p.f_b, (int)M, C, PO);
+    nn_linear_forward(k, &L->f_out, V(a->outtok, M * PO), V(a->hf, BTC), (int)M);
     struct tensor o = V(m->io_out, n_out);
     k_unpatchify_forward(k, o, V(a->outtok, M * PO), B, CO, H, H, P);
     k_download_f32(k, out, o, n_out);
@@ -462,8 +465,7 @@ static void block_backward(struct dit_model *m, int i, int B)
     if (m->checkpointing)
         block_forward(m, i, B); /* recompute this block's activations */
     struct block_acts *b = block_set(m, i);
-    const struct dit_block_params *p = &m->p.blocks[i];
-    struct dit_block_params *g = &m->g.blocks[i];
+    const struct dit_block_layers *p = &m->layers.blocks[i];
     const int T = dit_tokens(c), C = c->hidden_size, MH = dit_mlp_hidden(c), NH = c->num_heads;
     const int64_t BTC = (int64_t)B * T * C, M = (int64_t)B * T, BC = (int64_t)B * C;
     const int S = 6 * C;
@@ -477,10 +479,9 @@ static void block_backward(struct dit_model *m, int i, int B)
     /* MLP branch: x[i+1] = mid + gate_mlp * fc2. */
     k_gated_residual_backward(k, d1, mod_at(dmod, 5, C, NM), dx, V(b->fc2, BTC), mod_at(mod, 5, C, NM), B,
                               T, C, S);
-    k_linear_backward(k, V(a->dm1, M * MH), g->fc2_w, g->fc2_b, d1, V(b->gelu, M * MH), p->fc2_w, (int)M,
-                      MH, C);
+    nn_linear_backward(k, &p->fc2, V(a->dm1, M * MH), d1, V(b->gelu, M * MH), (int)M);
     k_gelu_backward(k, V(a->dm2, M * MH), V(a->dm1, M * MH), V(b->fc1, M * MH), M * MH);
-    k_linear_backward(k, d1, g->fc1_w, g->fc1_b, V(a->dm2, M * MH), V(b->h2, BTC), p->fc1_w, (int)M, C, MH);
+    nn_linear_backward(k, &p->fc1, d1, V(a->dm2, M * MH), V(b->h2, BTC), (int)M);
     /* dx now becomes dL/dmid: the residual path plus the norm2 path. */
     k_adaln_backward(k, dx, mod_at(dmod, 3, C, NM), mod_at(dmod, 4, C, NM), d1, V(b->mid, BTC),
                      V(b->mean2, M), V(b->rstd2, M), mod_at(mod, 4, C, NM), B, T, C, S);
@@ -488,16 +489,15 @@ static void block_backward(struct dit_model *m, int i, int B)
     /* Attention branch: mid = x[i] + gate_msa * proj. */
     k_gated_residual_backward(k, d1, mod_at(dmod, 2, C, NM), dx, V(b->proj, BTC), mod_at(mod, 2, C, NM),
                               B, T, C, S);
-    k_linear_backward(k, d2, g->proj_w, g->proj_b, d1, V(b->att, BTC), p->proj_w, (int)M, C, C);
+    nn_linear_backward(k, &p->proj, d2, d1, V(b->att, BTC), (int)M);
     k_attention_backward(k, V(a->dqkv, 3 * BTC), d2, V(b->att, BTC), V(b->lse, (int64_t)B * NH * T),
                          V(b->qkv, 3 * BTC), a->att_scratch, B, T, C, NH);
-    k_linear_backward(k, d1, g->qkv_w, g->qkv_b, V(a->dqkv, 3 * BTC), V(b->h1, BTC), p->qkv_w, (int)M, C,
-                      3 * C);
+    nn_linear_backward(k, &p->qkv, d1, V(a->dqkv, 3 * BTC), V(b->h1, BTC), (int)M);
     k_adaln_backward(k, dx, dmod, mod_at(dmod, 1, C, NM), d1, V(a->x[i], BTC), V(b->mean1, M),
                      V(b->rstd1, M), mod_at(mod, 1, C, NM), B, T, C, S);
 
     /* mod = adaLN Linear(silu(c)): dc_act accumulates over blocks. */
-    k_linear_backward(k, V(a->dtmp1, BC), g->ada_w, g->ada_b, dmod, V(a->c_act, BC), p->ada_w, B, C, S);
+    nn_linear_backward(k, &p->ada, V(a->dtmp1, BC), dmod, V(a->c_act, BC), B);
     k_axpy(k, V(a->dc_act, BC), 1.0f, V(a->dtmp1, BC), BC);
 }
 
@@ -506,6 +506,7 @@ void dit_backward(struct dit_model *m, const float *dout, int B)
     /* A caller's mistake, not bad input: the buffers do not exist. */
     assert(!m->inference && "dit_backward on an inference model");
     const struct dit_config *c = &m->cfg;
+    const struct dit_layers *L = &m->layers;
     struct acts *a = m->acts;
     struct kctx *k = m->ctx;
     const int T = dit_tokens(c), C = c->hidden_size, P = c->patch_size, CI = c->in_channels;
@@ -522,28 +523,24 @@ void dit_backward(struct dit_model *m, const float *dout, int B)
     struct tensor dimg = V(m->io_out, n_out);
     k_upload_f32(k, dimg, dout, n_out);
     k_unpatchify_backward(k, V(a->douttok, M * PO), dimg, B, CO, H, H, P);
-    k_linear_backward(k, d1, m->g.f_w, m->g.f_b, V(a->douttok, M * PO), V(a->hf, BTC), m->p.f_w, (int)M, C,
-                      PO);
+    nn_linear_backward(k, &L->f_out, d1, V(a->douttok, M * PO), V(a->hf, BTC), (int)M);
     k_fill(k, dfmod, 0.0f, 2 * BC);
     k_fill(k, dx, 0.0f, BTC);
     k_adaln_backward(k, dx, dfmod, mod_at(dfmod, 1, C, 2 * BC), d1, V(a->x[c->depth], BTC),
                      V(a->meanf, M), V(a->rstdf, M), mod_at(fmod, 1, C, 2 * BC), B, T, C, 2 * C);
-    k_linear_backward(k, dc_act, m->g.f_ada_w, m->g.f_ada_b, dfmod, V(a->c_act, BC), m->p.f_ada_w, B, C,
-                      2 * C);
+    nn_linear_backward(k, &L->f_ada, dc_act, dfmod, V(a->c_act, BC), B);
 
     for (int i = c->depth - 1; i >= 0; i--)
         block_backward(m, i, B);
 
     /* Patch embedding: only its weights need a gradient (the input is data;
      * the positional embedding is fixed). */
-    k_linear_backward(k, tensor_none(), m->g.x_w, m->g.x_b, dx, V(a->patches, M * PP), m->p.x_w, (int)M,
-                      PP, C);
+    nn_linear_backward(k, &L->x_embed, tensor_none(), dx, V(a->patches, M * PP), (int)M);
 
     /* c = t_emb + y_emb, with every adaLN reading silu(c). */
     k_silu_backward(k, dc, dc_act, V(a->c, BC), BC);
-    k_embedding_backward(k, m->g.y_table, dc, (const int32_t *)m->io_y.data, B, C);
-    k_linear_backward(k, dtmp1, m->g.t2_w, m->g.t2_b, dc, V(a->t_act, BC), m->p.t2_w, B, C, C);
+    k_embedding_backward(k, L->dy_table, dc, (const int32_t *)m->io_y.data, B, C);
+    nn_linear_backward(k, &L->t2, dtmp1, dc, V(a->t_act, BC), B);
     k_silu_backward(k, dtmp2, dtmp1, V(a->t_h, BC), BC);
-    k_linear_backward(k, tensor_none(), m->g.t1_w, m->g.t1_b, dtmp2, V(a->t_freq, (int64_t)B * DIT_FREQ_DIM),
-                      m->p.t1_w, B, DIT_FREQ_DIM, C);
+    nn_linear_backward(k, &L->t1, tensor_none(), dtmp2, V(a->t_freq, (int64_t)B * DIT_FREQ_DIM), B);
 }

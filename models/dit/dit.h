@@ -1,14 +1,17 @@
 /* The class-conditional DiT of Peebles & Xie (facebookresearch/DiT), with an
  * explicit forward and backward per layer on the ops of kernels/kernels.h.
  *
- * Parameters live in one fp32 buffer in a fixed order (dit_param_table), so
- * one AdamW call updates them all and checkpoints are plain copies; names are
- * the original DiT's state-dict names. Activations live in one arena planned
+ * Parameters live in one fp32 buffer in the order of the parameter table
+ * (dit_param_table, nn/params.h), so one AdamW call updates them all and
+ * checkpoints are plain copies; names are the original DiT's state-dict
+ * names. Every linear goes through nn/linear.h. Activations live in one arena planned
  * from the configuration and the batch size before the first step. */
 #ifndef DIT_MODEL_DIT_H
 #define DIT_MODEL_DIT_H
 
 #include "kernels/kernels.h"
+#include "nn/linear.h"
+#include "nn/params.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -61,36 +64,38 @@ static inline int dit_table_rows(const struct dit_config *c)
     return c->num_classes + (c->class_dropout_prob > 0);
 }
 
-/* One named parameter tensor inside the flat buffer. */
-struct dit_param {
-    char name[96];
-    int ndim;
-    int64_t shape[4];
-    int64_t offset, n;
+/* The layers of a DiT, each bound to its entries of the parameter table:
+ * every linear is an nn_linear (so adapters, frozen bases and their storage
+ * dtype reach every one), the label table is a plain entry. */
+struct dit_block_layers {
+    struct nn_linear qkv, proj;  /* attn.qkv: [3C, C]; attn.proj: [C, C] */
+    struct nn_linear fc1, fc2;   /* mlp.fc1: [MH, C]; mlp.fc2: [C, MH] */
+    struct nn_linear ada;        /* adaLN_modulation.1: [6C, C] */
 };
 
-/* The parameters in buffer order; *count is set. Freed with free(). */
-struct dit_param *dit_param_table(const struct dit_config *cfg, size_t *count);
+struct dit_layers {
+    struct nn_linear x_embed;    /* x_embedder.proj: [C, CI, P, P], a Linear over flattened patches */
+    struct nn_linear t1, t2;     /* t_embedder.mlp.0 / .2: [C, F], [C, C] */
+    size_t y_table_id;           /* y_embedder.embedding_table: [NC(+1), C] */
+    struct tensor y_table, dy_table; /* dy_table absent without gradients or when frozen */
+    struct dit_block_layers blocks[DIT_MAX_DEPTH];
+    struct nn_linear f_ada;      /* final_layer.adaLN_modulation.1: [2C, C] */
+    struct nn_linear f_out;      /* final_layer.linear: [P*P*CO, C] */
+};
+
+/* The parameter table, the one place the DiT's tensors are listed: the
+ * original DiT's state-dict names in buffer order, into *table (freed with
+ * nn_params_free), and each layer's entries into *layers (NULL when only the
+ * table is wanted). -1 with err_set(). */
+int dit_param_table(const struct dit_config *cfg, struct nn_params *table, struct dit_layers *layers);
+/* Elements of the flat buffer (the table's total); -1 when out of memory. */
 int64_t dit_param_count(const struct dit_config *cfg);
-
-/* Views into the flat parameter (or gradient, or compute-copy) buffer: each
- * a tensor of the buffer's dtype and device with its own element count. */
-struct dit_block_params {
-    struct tensor qkv_w, qkv_b, proj_w, proj_b;
-    struct tensor fc1_w, fc1_b, fc2_w, fc2_b;
-    struct tensor ada_w, ada_b; /* adaLN_modulation.1: [6C, C], [6C] */
-};
-
-struct dit_params {
-    struct tensor x_w, x_b;             /* x_embedder.proj: [C, CI, P, P], [C] */
-    struct tensor t1_w, t1_b, t2_w, t2_b; /* t_embedder.mlp.0 / .2 */
-    struct tensor y_table;              /* y_embedder.embedding_table: [NC(+1), C] */
-    struct dit_block_params blocks[DIT_MAX_DEPTH];
-    struct tensor f_ada_w, f_ada_b;     /* final_layer.adaLN_modulation.1: [2C, C] */
-    struct tensor f_w, f_b;             /* final_layer.linear: [P*P*CO, C] */
-};
-
-void dit_params_view(const struct dit_config *cfg, struct tensor buffer, struct dit_params *out);
+/* Binds every layer to views of weights (the compute copy, or any buffer
+ * laid out by the table) and grads (absent: no gradient views). Layers
+ * train as their table entries say: bind again after freezing entries.
+ * Adapters stay attached. */
+void dit_layers_bind(struct dit_layers *layers, const struct dit_config *cfg,
+                     const struct nn_params *table, struct tensor weights, struct tensor grads);
 
 /* DiT's initialisation: Xavier-uniform Linear weights (the patch embedding
  * as a Linear over its flattened kernel), zero biases, normal(0.02) label
@@ -131,7 +136,8 @@ struct dit_model {
     struct tensor params;  /* f32 master weights (absent for inference in bf16 / f16) */
     struct tensor grads;   /* f32, accumulate (absent for inference) */
     struct tensor weights; /* params in dt, what the ops read; params itself when dt is f32 */
-    struct dit_params p, g;  /* views of weights and of grads */
+    struct nn_params table;  /* the parameter table, built once at creation */
+    struct dit_layers layers; /* bound to weights and grads */
     struct tensor pos_embed; /* [T, C] in dt */
     struct tensor io_x, io_out; /* [B, CI, H, W] and [B, CO, H, W] in dt: inputs, outputs, dout */
     struct tensor io_t, io_y;   /* [B] f32 timesteps and [B] int32 labels (4-byte elements) */

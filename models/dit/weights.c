@@ -2,6 +2,7 @@
  * Both are described as a list of on-disk tensors, each a slice of one
  * parameter of the flat buffer, so loading and saving share one table. */
 #include "models/dit/weights.h"
+#include "formats/model_dir.h"
 #include "libcommon/error.h"
 #include "libcommon/half.h"
 #include "libcommon/json.h"
@@ -25,7 +26,7 @@ struct disk_table {
     size_t n, cap;
 };
 
-static int table_add(struct disk_table *dt, const char *name, const struct dit_param *p,
+static int table_add(struct disk_table *dt, const char *name, const struct nn_param *p,
                      int64_t row_begin, int64_t rows, int replica)
 {
     if (dt->n == dt->cap) {
@@ -90,15 +91,15 @@ static const char *diffusers_rename(const char *name, char *buf, size_t size)
 
 static int build_table(const struct dit_config *cfg, enum dit_layout layout, struct disk_table *dt)
 {
-    size_t np;
-    struct dit_param *params = dit_param_table(cfg, &np);
-    if (!params)
+    struct nn_params table;
+    if (dit_param_table(cfg, &table, NULL) != 0)
         return -1;
     const int64_t C = cfg->hidden_size;
     char name[160], buf[160];
     int rc = 0;
-    for (size_t i = 0; i < np && rc == 0; i++) {
-        const struct dit_param *p = &params[i];
+    err_clear();
+    for (size_t i = 0; i < table.count && rc == 0; i++) {
+        const struct nn_param *p = &table.p[i];
         if (layout == DIT_LAYOUT_ORIGINAL) {
             rc = table_add(dt, p->name, p, 0, p->shape[0], 0);
             continue;
@@ -131,7 +132,7 @@ static int build_table(const struct dit_config *cfg, enum dit_layout layout, str
             }
         }
     }
-    free(params);
+    nn_params_free(&table);
     if (rc != 0 && !*err_get())
         err_set("out of memory");
     return rc;
@@ -255,45 +256,72 @@ int dit_weights_load(const struct dit_config *cfg, float *params, const struct s
     return rc;
 }
 
+/* The tensors of params as a file in that layout holds them, naming the
+ * table's entries: the original layout adds the fixed pos_embed buffer
+ * (*pos, malloc'd). Free *out, *pos and dt->t. */
+static int disk_tensors(const struct dit_config *cfg, const float *params, enum dit_layout layout,
+                        struct disk_table *dt, struct model_tensor **out, size_t *n, float **pos)
+{
+    *out = NULL, *n = 0, *pos = NULL;
+    if (build_table(cfg, layout, dt) != 0)
+        return -1;
+    struct model_tensor *t = calloc(dt->n + 1, sizeof *t);
+    if (!t) {
+        err_set("out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < dt->n; i++) {
+        t[i] = (struct model_tensor){dt->t[i].name, ST_F32, dt->t[i].ndim, {0}, params + dt->t[i].offset};
+        memcpy(t[i].shape, dt->t[i].shape, sizeof dt->t[i].shape);
+    }
+    *out = t, *n = dt->n;
+    if (layout == DIT_LAYOUT_ORIGINAL) {
+        const int grid = cfg->input_size / cfg->patch_size;
+        struct model_tensor *pe = &t[(*n)++];
+        *pe = (struct model_tensor){"pos_embed", ST_F32, 3, {1, (int64_t)grid * grid, cfg->hidden_size}, NULL};
+        *pos = malloc((size_t)(pe->shape[1] * pe->shape[2]) * sizeof **pos);
+        if (!*pos) {
+            err_set("out of memory");
+            return -1;
+        }
+        dit_pos_embed(*pos, cfg->hidden_size, grid);
+        pe->data = *pos;
+    }
+    return 0;
+}
+
 int dit_weights_save(const struct dit_config *cfg, const float *params, const char *path,
                      enum dit_layout layout)
 {
     struct disk_table dt = {0};
-    if (build_table(cfg, layout, &dt) != 0)
-        return -1;
-    struct st_writer *w = st_writer_new();
-    float *pos = NULL;
-    int rc = w ? 0 : -1;
-    for (size_t i = 0; rc == 0 && i < dt.n; i++)
-        rc = st_writer_add(w, dt.t[i].name, ST_F32, dt.t[i].ndim, dt.t[i].shape, params + dt.t[i].offset);
-    if (rc == 0 && layout == DIT_LAYOUT_ORIGINAL) {
-        const int grid = cfg->input_size / cfg->patch_size;
-        int64_t shape[3] = {1, (int64_t)grid * grid, cfg->hidden_size};
-        pos = malloc((size_t)(shape[1] * shape[2]) * sizeof *pos);
-        if (!pos) {
-            err_set("%s: out of memory", path);
-            rc = -1;
-        } else {
-            dit_pos_embed(pos, cfg->hidden_size, grid);
-            rc = st_writer_add(w, "pos_embed", ST_F32, 3, shape, pos);
-        }
+    struct model_tensor *t;
+    size_t n;
+    float *pos;
+    int rc = disk_tensors(cfg, params, layout, &dt, &t, &n, &pos);
+    struct st_writer *w = rc == 0 ? st_writer_new() : NULL;
+    if (rc == 0 && !w) {
+        err_set("out of memory");
+        rc = -1;
     }
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = st_writer_add(w, t[i].name, t[i].dtype, t[i].ndim, t[i].shape, t[i].data);
     if (rc == 0)
         rc = st_writer_meta(w, "format", "pt");
     if (rc == 0)
         rc = st_writer_write(w, path);
+    else
+        err_prefix("%s", path);
     st_writer_free(w);
+    free(t);
     free(pos);
     free(dt.t);
-    if (rc != 0 && !*err_get())
-        err_set("%s: out of memory", path);
     return rc;
 }
 
 json_t *dit_diffusers_config(const struct dit_config *cfg)
 {
     return json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:i, s:b, s:i, s:i, s:s, s:i, s:b, s:s, s:b, s:f}",
-                     "_class_name", "DiTTransformer2DModel",
+                     "_class_name", DIT_DIFFUSERS_CLASS,
                      "num_attention_heads", cfg->num_heads,
                      "attention_head_dim", cfg->hidden_size / cfg->num_heads,
                      "in_channels", cfg->in_channels,
@@ -331,8 +359,8 @@ int dit_config_from_diffusers(struct dit_config *cfg, const char *path)
     int heads = 0, head_dim = 0, out_channels = 0, rc = 0;
     memset(cfg, 0, sizeof *cfg);
     const char *cls = json_string_value(json_object_get(root, "_class_name"));
-    if (!cls || (strcmp(cls, "DiTTransformer2DModel") != 0 && strcmp(cls, "Transformer2DModel") != 0)) {
-        err_set("%s: _class_name is '%s', not DiTTransformer2DModel", path, cls ? cls : "(none)");
+    if (!cls || (strcmp(cls, DIT_DIFFUSERS_CLASS) != 0 && strcmp(cls, "Transformer2DModel") != 0)) {
+        err_set("%s: _class_name is '%s', not " DIT_DIFFUSERS_CLASS, path, cls ? cls : "(none)");
         rc = -1;
     }
     if (rc == 0)
@@ -405,56 +433,74 @@ int dit_config_from_json(struct dit_config *c, const json_t *j, const char *name
     return 0;
 }
 
-static char *join(const char *dir, const char *name)
-{
-    char *p = NULL;
-    if (asprintf(&p, "%s/%s", dir, name) < 0)
-        p = NULL;
-    return p;
-}
-
 int dit_save_dir(const struct dit_config *cfg, const float *params, const char *dir)
 {
-    char *cpath = join(dir, "config.json"), *dpath = join(dir, "dit.json");
-    char *wpath = join(dir, "diffusion_pytorch_model.safetensors");
+    char *dpath = NULL;
     json_t *dc = dit_diffusers_config(cfg), *oc = dit_config_json(cfg);
+    struct disk_table dt = {0};
+    struct model_tensor *t = NULL;
+    size_t n;
+    float *pos = NULL;
     int rc = -1;
-    if (!cpath || !dpath || !wpath || !dc || !oc)
+    if (asprintf(&dpath, "%s/dit.json", dir) < 0 || !dc || !oc) {
+        dpath = NULL;
         err_set("%s: out of memory", dir);
-    else if (json_write_file(cpath, dc) == 0 && json_write_file(dpath, oc) == 0 &&
-             dit_weights_save(cfg, params, wpath, DIT_LAYOUT_DIFFUSERS) == 0)
-        rc = 0;
+    } else if (model_dir_write_config(dir, DIT_DIFFUSERS_CLASS, dc) == 0 && json_write_file(dpath, oc) == 0 &&
+               disk_tensors(cfg, params, DIT_LAYOUT_DIFFUSERS, &dt, &t, &n, &pos) == 0) {
+        rc = model_dir_write_weights(dir, MODEL_DIR_DIFFUSERS_BASE, t, n, 0);
+    }
     json_decref(dc);
     json_decref(oc);
-    free(cpath);
+    free(t);
+    free(pos);
+    free(dt.t);
     free(dpath);
-    free(wpath);
     return rc;
 }
 
-int dit_load_dir(const char *dir, struct dit_config *cfg, float **params)
+/* The configuration of a model directory: dit.json when present (this
+ * model's exact numerics), else diffusers' config.json. */
+static int config_of_dir(const char *dir, struct dit_config *cfg)
 {
-    *params = NULL;
-    char *dpath = join(dir, "dit.json"), *cpath = join(dir, "config.json");
-    char *wpath = join(dir, "diffusion_pytorch_model.safetensors");
-    char *ipath = join(dir, "diffusion_pytorch_model.safetensors.index.json");
+    char *dpath = NULL, *cpath = NULL;
     int rc = -1;
-    struct st_set *set = NULL;
-    if (!dpath || !cpath || !wpath || !ipath) {
+    if (asprintf(&dpath, "%s/dit.json", dir) < 0 || asprintf(&cpath, "%s/" MODEL_DIR_CONFIG, dir) < 0) {
         err_set("%s: out of memory", dir);
-        goto done;
-    }
-    if (access(dpath, F_OK) == 0) {
+    } else if (access(dpath, F_OK) == 0) {
         json_t *j = json_read_file(dpath);
         rc = j ? dit_config_from_json(cfg, j, dpath) : -1;
         json_decref(j);
     } else {
         rc = dit_config_from_diffusers(cfg, cpath);
     }
-    if (rc != 0)
-        goto done;
+    free(dpath);
+    free(cpath);
+    return rc;
+}
+
+int dit_load_dir(const char *dir, struct dit_config *cfg, float **params)
+{
+    *params = NULL;
+    /* A pipeline folder (model_index.json, no config.json of its own):
+     * the DiT is its transformer component. */
+    struct model_component comp = {0};
+    char *cpath = NULL, *ipath = NULL;
+    if (asprintf(&cpath, "%s/" MODEL_DIR_CONFIG, dir) < 0 || asprintf(&ipath, "%s/" MODEL_DIR_INDEX, dir) < 0) {
+        free(cpath);
+        err_set("%s: out of memory", dir);
+        return -1;
+    }
+    int pipeline = access(cpath, F_OK) != 0 && access(ipath, F_OK) == 0;
+    free(cpath);
+    free(ipath);
+    if (pipeline) {
+        if (model_index_component(dir, "transformer", &comp) != 0)
+            return -1;
+        dir = comp.folder;
+    }
+    int rc = config_of_dir(dir, cfg);
+    struct st_set *set = rc == 0 ? model_dir_open_weights(dir) : NULL;
     rc = -1;
-    set = st_set_open(access(wpath, F_OK) == 0 ? wpath : ipath);
     if (!set)
         goto done;
     int layout = dit_weights_layout(set);
@@ -474,9 +520,6 @@ done:
         *params = NULL;
     }
     st_set_close(set);
-    free(dpath);
-    free(cpath);
-    free(wpath);
-    free(ipath);
+    model_component_free(&comp);
     return rc;
 }

@@ -1,6 +1,6 @@
 /* DiT weights on disk: the original facebookresearch/DiT state-dict names,
- * and diffusers' DiTTransformer2DModel layout (config.json plus
- * diffusion_pytorch_model.safetensors, sharded or not). */
+ * and diffusers' DiTTransformer2DModel layout (a model directory,
+ * formats/model_dir.h). Both are derived from the parameter table. */
 #ifndef DIT_MODEL_DIT_WEIGHTS_H
 #define DIT_MODEL_DIT_WEIGHTS_H
 
@@ -8,6 +8,9 @@
 
 #include <jansson.h>
 #include "models/dit/dit.h"
+
+/* diffusers' class of the DiT, config.json's "_class_name". */
+#define DIT_DIFFUSERS_CLASS "DiTTransformer2DModel"
 
 enum dit_layout {
     DIT_LAYOUT_ORIGINAL, /* x_embedder, blocks.N.attn.qkv, final_layer ... */
@@ -40,16 +43,19 @@ int dit_config_from_diffusers(struct dit_config *cfg, const char *config_path);
 
 #endif
 
-/* A model directory as dit-train writes it and diffusers reads it:
- * config.json (diffusers), dit.json (this model's exact configuration,
- * numerics included, since diffusers' own differ slightly) and
- * diffusion_pytorch_model.safetensors in the diffusers layout. The directory
+/* A model directory as dit-train writes it and diffusers reads it
+ * (formats/model_dir.h): config.json (diffusers), dit.json (this model's
+ * exact configuration, numerics included, since diffusers' own differ
+ * slightly) and diffusion_pytorch_model.safetensors in the diffusers layout
+ * (sharded past diffusers' 10 GB default, with its index). The directory
  * must exist. */
 int dit_save_dir(const struct dit_config *cfg, const float *params, const char *dir);
 /* Reads a model directory: the configuration from dit.json when present,
- * else from diffusers' config.json (diffusers numerics); the weights from
- * diffusion_pytorch_model.safetensors or its .index.json. *params is
- * malloc'd. -1 with err_set(). */
+ * else from diffusers' config.json (diffusers numerics); the weights (either
+ * layout) from diffusion_pytorch_model.safetensors or its sharded form with
+ * the index. A pipeline folder (model_index.json and no config.json) is read
+ * through its "transformer" component. *params is malloc'd. -1 with
+ * err_set(). */
 int dit_load_dir(const char *dir, struct dit_config *cfg, float **params);
 /* dit.json as an object, and back. */
 json_t *dit_config_json(const struct dit_config *cfg);
