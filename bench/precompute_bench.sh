@@ -53,6 +53,6 @@ for res in 256 512; do
     a=$("$dr" "$work/b$res.tsv" "$(nproc)")
     b=$("$dr" "$work/b$res.tsv" 1 exact)
     p=$(python3 "$work/pillow.py" "$work/b$res.tsv")
-    e=$(rate "$bin/dit-precompute" -o "$work/s$res" "$work/b$res.tsv")
+    e=$(rate "$bin/dit-precompute" --fast-decode -o "$work/s$res" "$work/b$res.tsv")
     echo "| $res | $a img/s | $b img/s | $p img/s | $e img/s |"
 done

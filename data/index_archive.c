@@ -27,6 +27,7 @@ struct archive_reader {
     int done;
     int open_failed;
     char *held;          /* name of a member whose header was read but not yet used */
+    char *held_reason;   /* why that member is not read (not a regular file), or NULL */
     int have_held;
 };
 
@@ -79,8 +80,40 @@ static char *trimmed_text(const struct member *m)
     return strndup(m->data, n);
 }
 
-/* Next member header; 1 with its name in r->held, 0 at the end, -1 on a
- * fatal archive error (err_set). */
+/* Why a member that is not a regular file is not read, or NULL for a
+ * regular file. Links are never followed: a "link.jpg -> /etc/passwd" member
+ * would otherwise read outside the archive. */
+static char *not_regular_reason(struct archive_entry *e)
+{
+    const char *hard = archive_entry_hardlink(e);
+    if (hard)
+        return index_strdup_printf("member is a hard link (to %s), not a regular file", hard);
+    switch (archive_entry_filetype(e)) {
+    case AE_IFREG:
+        return NULL;
+    case AE_IFLNK: {
+        const char *to = archive_entry_symlink(e);
+        return index_strdup_printf("member is a symbolic link (to %s), not a regular file", to ? to : "?");
+    }
+    case AE_IFDIR:
+        return strdup("member is a directory, not a regular file");
+    case AE_IFIFO:
+        return strdup("member is a FIFO, not a regular file");
+    case AE_IFCHR:
+        return strdup("member is a character device, not a regular file");
+    case AE_IFBLK:
+        return strdup("member is a block device, not a regular file");
+    case AE_IFSOCK:
+        return strdup("member is a socket, not a regular file");
+    default:
+        return strdup("member is not a regular file");
+    }
+}
+
+/* Next member header; 1 with its name in r->held (and r->held_reason set
+ * when it is not a regular file), 0 at the end, -1 on a fatal archive
+ * error (err_set). Directories are the archive's tree, not members, and are
+ * passed over, unless named like an image file. */
 static int next_header(struct archive_reader *r)
 {
     if (r->have_held)
@@ -94,16 +127,29 @@ static int next_header(struct archive_reader *r)
             err_set("%s", archive_error_string(r->a) ? archive_error_string(r->a) : "read error");
             return -1;
         }
-        if (archive_entry_filetype(e) != AE_IFREG)
-            continue;
         const char *name = archive_entry_pathname(e);
         if (!name)
             continue;
         /* "./a/b.jpg" (tar run on ".") names the same member as "a/b.jpg". */
         while (name[0] == '.' && name[1] == '/')
             name += 2;
+        size_t len = strlen(name);
+        while (len && name[len - 1] == '/')
+            len--;
+        char *bare = strndup(name, len);
+        if (!bare) {
+            err_set("out of memory");
+            return -1;
+        }
+        if (archive_entry_filetype(e) == AE_IFDIR && !archive_entry_hardlink(e) &&
+            !index_is_image_name(bare) && !index_is_other_image_name(bare)) {
+            free(bare);
+            continue;
+        }
         free(r->held);
-        r->held = strdup(name);
+        free(r->held_reason);
+        r->held = bare;
+        r->held_reason = not_regular_reason(e);
         r->have_held = 1;
         return 1;
     }
@@ -137,6 +183,16 @@ static int archive_next(struct index_reader *base, struct index_item *item)
             index_item_reject(item, INDEX_ARCHIVE, "cannot be read further: %s", err_get());
             return 1;
         }
+        if (r->held_reason) {
+            /* Reported and counted like any rejected record, never read. */
+            r->have_held = 0;
+            const char *ext;
+            item->key = sample_key(r->held, &ext);
+            item->where = index_strdup_printf("%s!/%s", r->path, r->held);
+            item->source = index_strdup_printf("%s!/%s", r->path_abs, r->held);
+            index_item_reject(item, INDEX_UNREADABLE, "%s", r->held_reason);
+            return 1;
+        }
         /* Gather the sample: this member and the next ones with its key. */
         const char *ext;
         char *key = sample_key(r->held, &ext);
@@ -144,7 +200,7 @@ static int archive_next(struct index_reader *base, struct index_item *item)
         char *image_ext = NULL;
         int unsupported = 0;
         char *first_name = strdup(r->held);
-        while (rc == 1) {
+        while (rc == 1 && !r->held_reason) {
             const char *e2;
             char *k2 = sample_key(r->held, &e2);
             int same = strcmp(k2, key) == 0;
@@ -259,6 +315,7 @@ static void archive_close(struct index_reader *base)
     if (r->a)
         archive_read_free(r->a);
     free(r->held);
+    free(r->held_reason);
     free(r->path);
     free(r->path_abs);
     free(r);

@@ -1,79 +1,100 @@
+/* The table of image encoders and the calls every user goes through.
+ * Adding one (the VAE) is a folder under models/ and a line in encoders[]. */
 #include "models/encoder.h"
 #include "libcommon/error.h"
+#include "models/pixel/pixel.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Pixel values to [-1, 1] as DiT's transforms.Normalize([0.5]*3, [0.5]*3)
- * after ToTensor gives: (v / 255 - 0.5) / 0.5, in fp32 as torch does. With a
- * factor f, channel (c, dy, dx) = c * f * f + dy * f + dx, as
- * torch.nn.functional.pixel_unshuffle lays them out. */
-static int pixel_encode(const struct encoder *e, const uint8_t *rgb, int w, int h, float *out)
-{
-    const int f = e->factor, ow = w / f, oh = h / f;
-    if (w % f || h % f) {
-        err_set("pixel encoder: %dx%d is not a multiple of the factor %d", w, h, f);
-        return -1;
-    }
-    for (int c = 0; c < 3; c++)
-        for (int dy = 0; dy < f; dy++)
-            for (int dx = 0; dx < f; dx++) {
-                float *plane = out + ((size_t)(c * f + dy) * f + dx) * oh * ow;
-                for (int y = 0; y < oh; y++)
-                    for (int x = 0; x < ow; x++) {
-                        uint8_t v = rgb[((size_t)(y * f + dy) * w + (x * f + dx)) * 3 + c];
-                        plane[(size_t)y * ow + x] = ((float)v / 255.0f - 0.5f) / 0.5f;
-                    }
-            }
-    return 0;
-}
+static const struct encoder_kind *const encoders[] = {
+    &pixel_encoder_kind,
+    NULL,
+};
 
-/* The inverse of pixel_encode: v = round(255 (x / 2 + 1/2)), clamped, as
- * DiT's samples are saved (torchvision's save_image on [-1, 1]). */
-static int pixel_decode(const struct encoder *e, const float *in, int w, int h, uint8_t *rgb)
+/* spec names kind k: "NAME", "NAME:ARGS" or an identity "NAME/...". */
+static int names_kind(const char *spec, const struct encoder_kind *k)
 {
-    const int f = e->factor, ow = w / f, oh = h / f;
-    if (w % f || h % f) {
-        err_set("pixel decoder: %dx%d is not a multiple of the factor %d", w, h, f);
-        return -1;
-    }
-    for (int c = 0; c < 3; c++)
-        for (int dy = 0; dy < f; dy++)
-            for (int dx = 0; dx < f; dx++) {
-                const float *plane = in + ((size_t)(c * f + dy) * f + dx) * oh * ow;
-                for (int y = 0; y < oh; y++)
-                    for (int x = 0; x < ow; x++) {
-                        float v = (plane[(size_t)y * ow + x] * 0.5f + 0.5f) * 255.0f + 0.5f;
-                        v = v < 0 ? 0 : v > 255 ? 255 : v;
-                        rgb[((size_t)(y * f + dy) * w + (x * f + dx)) * 3 + c] = (uint8_t)v;
-                    }
-            }
-    return 0;
+    size_t n = strlen(k->name);
+    return strncmp(spec, k->name, n) == 0 && (spec[n] == '\0' || spec[n] == ':' || spec[n] == '/');
 }
 
 int encoder_open(struct encoder *e, const char *spec)
 {
     memset(e, 0, sizeof *e);
-    int f = 1;
-    char tail;
-    if (strcmp(spec, "pixel") == 0 || (sscanf(spec, "pixel:%d%c", &f, &tail) == 1 && f >= 1 && f <= 64) ||
-        (sscanf(spec, "pixel/1 s2d=%d%c", &f, &tail) == 1 && f >= 1 && f <= 64)) {
-        snprintf(e->name, sizeof e->name, "pixel");
-        snprintf(e->identity, sizeof e->identity, "pixel/1 s2d=%d", f);
-        e->factor = f;
-        e->channels = 3 * f * f;
-        e->encode = pixel_encode;
-        e->decode = pixel_decode;
-        return 0;
+    for (size_t i = 0; spec && encoders[i]; i++) {
+        if (!names_kind(spec, encoders[i]))
+            continue;
+        e->kind = encoders[i];
+        int rc = encoders[i]->open(e, spec);
+        if (rc == 0)
+            return 0;
+        memset(e, 0, sizeof *e);
+        if (rc < 0)
+            return -1;
+        break;
     }
-    err_set("--encoder '%s': expected pixel or pixel:F (space-to-depth factor 1..64); "
-            "the VAE and text encoders are not built yet", spec);
+    char forms[512] = "";
+    size_t len = 0;
+    for (size_t i = 0; encoders[i]; i++)
+        len += (size_t)snprintf(forms + len, len < sizeof forms ? sizeof forms - len : 0, "%s%s", i ? ", or " : "",
+                                encoders[i]->specs);
+    err_set("--encoder '%s': expected %s; the VAE and text encoders are not built yet", spec ? spec : "", forms);
     return -1;
 }
 
 void encoder_close(struct encoder *e)
 {
-    free(e->state);
+    if (e->kind && e->kind->close)
+        e->kind->close(e);
     memset(e, 0, sizeof *e);
+}
+
+size_t encoder_latent_elems(const struct encoder *e, int w, int h)
+{
+    return (size_t)e->channels * (size_t)(h / e->factor) * (size_t)(w / e->factor);
+}
+
+int encoder_encode(const struct encoder *e, const uint8_t *rgb, int w, int h, float *mean, float *std)
+{
+    if (!std != !e->has_std) {
+        err_set("encoder %s: %s", e->identity, e->has_std ? "its std needs a buffer" : "it has no std");
+        return -1;
+    }
+    return e->kind->encode(e, rgb, w, h, mean, std);
+}
+
+void encoder_scale(const struct encoder *e, float *z, size_t n)
+{
+    if (e->scale == 1.0f && e->shift == 0.0f)
+        return;
+    for (size_t i = 0; i < n; i++)
+        z[i] = (z[i] - e->shift) * e->scale;
+}
+
+int encoder_has_decoder(const struct encoder *e)
+{
+    return e->kind && e->kind->decode;
+}
+
+int encoder_decode(const struct encoder *e, const float *latents, int w, int h, uint8_t *rgb)
+{
+    if (!encoder_has_decoder(e)) {
+        err_set("encoder '%s' has no decoder", e->identity);
+        return -1;
+    }
+    if (e->scale == 1.0f && e->shift == 0.0f) /* pixel: the latents are z */
+        return e->kind->decode(e, latents, w, h, rgb);
+    size_t n = encoder_latent_elems(e, w, h);
+    float *z = malloc((n ? n : 1) * sizeof *z);
+    if (!z) {
+        err_set("encoder %s: out of memory decoding %dx%d", e->identity, w, h);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        z[i] = latents[i] / e->scale + e->shift;
+    int rc = e->kind->decode(e, z, w, h, rgb);
+    free(z);
+    return rc;
 }

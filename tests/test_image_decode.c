@@ -1,6 +1,7 @@
 /* full image decoding against Pillow's pixels (tests/reference/make_decode_goldens.py) */
 #include "tests/harness.h"
 #include "image/decode.h"
+#include "data/precompute.h"
 #include "libcommon/error.h"
 #include "libcommon/safetensors.h"
 
@@ -423,6 +424,75 @@ TEST(dct_scaling_with_orientation_and_other_formats)
     CHECK_INT(image_decode(data, size, "p.png", NULL, 4, 2, &img, &scale), 0);
     CHECK_INT(scale, 1);
     CHECK_INT(img.width, 33);
+    image_rgb_free(&img);
+    free(data);
+}
+
+/* ---- a photograph through dit-precompute's image step --------------------- */
+
+/* tests/reference/make_photo_goldens.py: a photo-like 360x140 JPEG with fine
+ * texture, resized to 82x32 and cropped to 64x32 at (9, 0) (what dit-bucket
+ * --resolution 48 gives it). precompute's default must give Pillow's
+ * Image.open().convert("RGB").resize(BICUBIC) pixels; fast_decode (DCT
+ * scaling, here 1/4) gives Pillow's draft() pixels, which differ from those
+ * by more than the 1/255 mean a default may differ. */
+static double photo_mean_diff(int fast, const char *golden)
+{
+    struct precompute_config c;
+    precompute_config_init(&c);
+    if (fast)
+        c.fast_decode = 1;
+    const struct precompute_geometry g = {360, 140, 64, 32, 82, 32, 9, 0, 0};
+    size_t size, gsize;
+    unsigned char *data = load_exact("fixtures/decode/photo_360x140.jpg", &size);
+    unsigned char *gdata = load_exact(golden, &gsize);
+    struct image_rgb want = {0};
+    uint8_t crop[64 * 32 * 3];
+    double mean = -1;
+    if (data && gdata && precompute_image(&c, data, size, "photo.jpg", &g, crop) == PRECOMPUTE_KEPT &&
+        image_decode(gdata, gsize, golden, NULL, 0, 0, &want, NULL) == 0 && want.width == 64 && want.height == 32) {
+        long sum = 0;
+        for (size_t i = 0; i < sizeof crop; i++)
+            sum += abs((int)crop[i] - (int)want.pixels[i]);
+        mean = (double)sum / sizeof crop;
+    } else {
+        test_fail(__FILE__, __LINE__, "%s: %s", golden, err_get());
+    }
+    image_rgb_free(&want);
+    free(data);
+    free(gdata);
+    return mean;
+}
+
+TEST(photo_default_decode_is_pillows_and_fast_decode_is_drafts)
+{
+    double full = photo_mean_diff(0, "fixtures/decode/photo_full_64x32.png");
+    if (full < 0 || full > 1.0)
+        test_fail(__FILE__, __LINE__, "default decode: mean %.3f/255 from Pillow's (at most 1)", full);
+    double draft = photo_mean_diff(1, "fixtures/decode/photo_draft_64x32.png");
+    if (draft < 0 || draft > 1.0)
+        test_fail(__FILE__, __LINE__, "fast decode: mean %.3f/255 from Pillow's draft() (at most 1)", draft);
+    /* The fixture is only a check if the fast path visibly differs
+     * (measured 1.885/255 mean, 26 at most). */
+    double fast = photo_mean_diff(1, "fixtures/decode/photo_full_64x32.png");
+    if (fast < 1.5)
+        test_fail(__FILE__, __LINE__, "fast decode: mean %.3f/255 from the full decode, expected about 1.9", fast);
+    printf("  photo: default %.3f/255 from Pillow, fast %.3f/255 from draft() and %.3f/255 from Pillow\n", full,
+           draft, fast);
+}
+
+/* The DCT scale the fast path takes for the photo: 1/4, the largest s with
+ * s * 82 <= 360 and s * 32 <= 140 (Pillow's draft() rule). */
+TEST(photo_fast_decode_scale)
+{
+    size_t size;
+    unsigned char *data = load_exact("fixtures/decode/photo_360x140.jpg", &size);
+    struct image_rgb img = {0};
+    int scale = 0;
+    CHECK_INT(image_decode(data, size, "photo.jpg", NULL, 82, 32, &img, &scale), 0);
+    CHECK_INT(scale, 4);
+    CHECK_INT(img.width, 90);
+    CHECK_INT(img.height, 35);
     image_rgb_free(&img);
     free(data);
 }

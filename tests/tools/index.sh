@@ -106,6 +106,33 @@ head -c 3000 /dev/urandom >"$t/broken.tar"
 grep -q 'broken.tar: .*' "$t/err" && grep -q 'unreadable archive' "$t/err" || fail "broken archive: $(cat "$t/err")"
 [ "$(tail -n +2 "$t/b.tsv" | wc -l)" = 6 ] || fail "other inputs lost after a broken archive"
 
+# Archive members that are not regular files are never read, and each is
+# named with its archive, member and reason, and counted, like '..' members.
+"$index" --rejects "$t/sp.rej" "$fx/special.tar" >"$t/sp.tsv" 2>"$t/err" || fail "special.tar exit"
+[ "$(col key "$t/sp.tsv")" = "dir/good" ] || fail "special.tar good sample: $(cat "$t/sp.tsv")"
+[ "$(col caption "$t/sp.tsv")" = "good" ] || fail "a symbolic-link caption was read"
+for m in 'dir/good.txt: member is a symbolic link (to /etc/hostname)' 'link.jpg: member is a symbolic link (to /etc/passwd)' \
+    'hard.png: member is a hard link (to dir/good.png)' 'tty.jpg: member is a character device' \
+    'disk.png: member is a block device' 'pipe.webp: member is a FIFO' 'folder.jpg: member is a directory'; do
+    grep -qF "special.tar!/$m, not a regular file" "$t/err" || fail "special.tar: no '$m': $(cat "$t/err")"
+done
+grep -q '8 records read, 1 kept, 7 rejected (7 unreadable)' "$t/err" || fail "special.tar summary: $(tail -n 1 "$t/err")"
+[ "$(col reject_reason "$t/sp.rej" | sort -u)" = unreadable ] || fail "special.tar rejects: $(cat "$t/sp.rej")"
+[ "$(tail -n +2 "$t/sp.rej" | wc -l)" = 7 ] || fail "special.tar: $(tail -n +2 "$t/sp.rej" | wc -l) rejects of 7"
+mkdir -p "$t/ln/tree"
+cp "$img/good/png_rgb8_33x17.png" "$t/ln/tree/a.png"
+ln -s /etc/passwd "$t/ln/tree/link.jpg"
+(cd "$t/ln/tree" && tar cf "$t/ln.tar" a.png link.jpg)
+"$index" "$t/ln.tar" >"$t/ln.tsv" 2>"$t/err" || fail "ln.tar exit"
+[ "$(col key "$t/ln.tsv")" = a ] || fail "ln.tar: $(cat "$t/ln.tsv")"
+grep -q 'ln.tar!/link.jpg: member is a symbolic link (to /etc/passwd), not a regular file' "$t/err" || fail "ln.tar: $(cat "$t/err")"
+grep -q '2 records read, 1 kept, 1 rejected (1 unreadable)' "$t/err" || fail "ln.tar summary: $(tail -n 1 "$t/err")"
+rc=0; "$index" --strict -o "$t/ln-strict.tsv" "$t/ln.tar" 2>/dev/null || rc=$?
+[ "$rc" = 1 ] && [ ! -e "$t/ln-strict.tsv" ] || fail "--strict with a symbolic-link member: exit $rc"
+(cd "$t/ln" && tar cf "$t/tree.tar" tree) # its directory entries are the tree, not members
+"$index" "$t/tree.tar" 2>"$t/err" >/dev/null || fail "tree.tar exit"
+grep -q '2 records read, 1 kept, 1 rejected (1 unreadable)' "$t/err" || fail "tree.tar: $(cat "$t/err")"
+
 # Threads do not change the output.
 "$index" -j 1 "$img/good" >"$t/j1.tsv" 2>/dev/null
 "$index" -j 4 "$img/good" >"$t/j4.tsv" 2>/dev/null

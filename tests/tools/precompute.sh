@@ -54,6 +54,25 @@ key=$(col key "$t/s2/manifest.tsv" | head -n 1)
 [ "$(wc -l <"$t/stats")" = 1 ] || fail "flip changes the statistics: $(cat "$t/stats")"
 "$bin/dit-inspect" "$t/s2" | grep -q 'BF16' || fail "--dtype bf16"
 
+# JPEGs are decoded at full size by default, as Pillow does (the pixels are
+# checked against Pillow in test_image_decode.c); --exact-decode is the
+# same run; --fast-decode (DCT scaling) makes other pixels and says so.
+mkdir -p "$t/photo"
+cp "$DIT_TESTS/fixtures/decode/photo_360x140.jpg" "$t/photo/"
+"$bin/dit-index" "$t/photo" 2>/dev/null | "$bin/dit-bucket" --resolution 48 2>/dev/null >"$t/photo.tsv"
+[ "$(cut -f 9-14 "$t/photo.tsv" | tail -n 1)" = "64x32	82	32	9	0	fit" ] || fail "photo geometry: $(cut -f 9-14 "$t/photo.tsv")"
+"$bin/dit-precompute" -o "$t/p1" "$t/photo.tsv" 2>/dev/null || fail "photo default"
+"$bin/dit-precompute" --exact-decode -o "$t/p2" "$t/photo.tsv" 2>/dev/null || fail "photo --exact-decode"
+"$bin/dit-precompute" --fast-decode -o "$t/p3" "$t/photo.tsv" 2>/dev/null || fail "photo --fast-decode"
+"$bin/dit-inspect" "$t/p1" | grep -q 'preprocess: .*"dct_scaling":false' || fail "default identity: $("$bin/dit-inspect" "$t/p1")"
+"$bin/dit-inspect" "$t/p3" | grep -q 'preprocess: .*"dct_scaling":true' || fail "--fast-decode identity"
+cmp -s "$t/p1/manifest.tsv" "$t/p2/manifest.tsv" || fail "--exact-decode is not the default"
+[ "$(col data_xxh3 "$t/p1/manifest.tsv")" != "$(col data_xxh3 "$t/p3/manifest.tsv")" ] || fail "--fast-decode made the same pixels"
+"$bin/dit-precompute" --fast-decode -o "$t/p1" "$t/photo.tsv" 2>"$t/err"
+grep -q '1 encoded, 0 reused' "$t/err" || fail "switching to --fast-decode reused: $(tail -n 1 "$t/err")"
+rc=0; "$bin/dit-precompute" --fast-decode --exact-decode -o "$t/p4" "$t/photo.tsv" 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || fail "--fast-decode --exact-decode: exit $rc"
+
 # Bad records: unreadable, changed since indexing, undecodable, wrong size.
 mkdir -p "$t/bad"
 cp "$img/good/png_rgb8_33x17.png" "$t/bad/a.png"
