@@ -108,7 +108,7 @@ static int open_data(struct run *r)
     const struct train_config *c = r->cfg;
     if (!(r->data = shardset_open(c->data)))
         return -1;
-    struct loader_config lc = {c->batch, c->tc.seed, "label"};
+    struct loader_config lc = {c->batch, c->tc.seed, "label", NULL};
     if (!(r->loader = loader_open(r->data, &lc)))
         return -1;
     int C, H, W;
@@ -126,7 +126,7 @@ static int open_data(struct run *r)
         return -1;
     }
     if (c->val_data) {
-        struct loader_config vc = {c->batch, 0, "label"};
+        struct loader_config vc = {c->batch, 0, "label", NULL};
         if (!(r->val_set = shardset_open(c->val_data)) || !(r->val = loader_open(r->val_set, &vc)))
             return -1;
     }
@@ -254,7 +254,7 @@ static double validate(struct trainer *tr, struct loader *val)
         if (loader_next(val, &b) != 0)
             return NAN;
         struct cond cd = {.labels = b->labels};
-        sum += trainer_validation_loss(tr, b->x, &cd, b->records, b->n) * b->n;
+        sum += trainer_validation_loss(tr, b->fields[0].data, &cd, b->records, b->n) * b->n;
         n += b->n;
     }
     return n ? sum / n : NAN;
@@ -280,7 +280,7 @@ static int step(struct run *r, struct train_position *pos, double *loss, int *im
         if (loader_next(r->loader, &b) != 0)
             return -1;
         struct cond cd = {.labels = b->labels};
-        double l = trainer_micro_step(&r->tr, b->x, &cd, b->records, b->n, b->epoch);
+        double l = trainer_micro_step(&r->tr, b->fields[0].data, &cd, b->records, b->n, b->epoch);
         if (!isfinite(l)) {
             err_set("loss is %s at step %lld (epoch %lld, batch %lld): stopping; the last checkpoint in %s is "
                     "intact", isnan(l) ? "NaN" : "infinite", (long long)pos->step + 1, (long long)b->epoch,

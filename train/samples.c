@@ -45,7 +45,8 @@ int samples_setup(struct samples *sp, const struct samples_config *cfg, const st
     sp->cfg = *cfg;
     struct denoiser_info info;
     denoiser_config_info(mc, &info);
-    if (!cfg->encoder || !cfg->encoder[0] || encoder_open(&sp->enc, cfg->encoder) != 0 || !sp->enc.decode) {
+    if (!cfg->encoder || !cfg->encoder[0] || encoder_open(&sp->enc, cfg->encoder) != 0 ||
+        !encoder_has_decoder(&sp->enc)) {
         err_set("--sample-every: cannot decode samples of latents made by encoder '%s'",
                 cfg->encoder ? cfg->encoder : "");
         return -1;
@@ -106,7 +107,7 @@ int samples_make(struct samples *sp, const struct trainer *tr, struct metrics *m
     struct cond c = {.labels = sp->labels};
     int rc = lat && img ? generate(&sp->m, &sp->s, &c, sp->n, &go, lat) : -1;
     for (int k = 0; rc == 0 && k < sp->n; k++)
-        rc = !(img[k] = malloc((size_t)W * H * 3)) || sp->enc.decode(&sp->enc, lat + k * per, W, H, img[k]);
+        rc = !(img[k] = malloc((size_t)W * H * 3)) || encoder_decode(&sp->enc, lat + k * per, W, H, img[k]);
     uint8_t *grid = NULL;
     int gw, gh;
     const uint8_t bg[3] = {255, 255, 255};

@@ -1,0 +1,412 @@
+/* sample_run: model -> conditions -> generate -> decode -> PNGs. */
+#include "train/sample_run.h"
+#include "data/stage.h"
+#include "diffusion/diffusion.h"
+#include "diffusion/generate.h"
+#include "diffusion/sampler.h"
+#include "image/png_write.h"
+#include "kernels/device.h"
+#include "libcommon/error.h"
+#include "libcommon/log.h"
+#include "libcommon/progress.h"
+#include "libcommon/safetensors.h"
+#include "models/denoiser.h"
+#include "models/dit/denoiser.h"
+#include "models/encoder.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct run {
+    const struct sample_config *c;
+    struct denoiser_config mc;
+    int have_mc;
+    float *params;
+    char *ckpt_objective, *ckpt_encoder;
+    const char *objective, *sampler_name;
+    struct encoder enc;
+    int have_enc;
+    struct sampler s;
+    int have_sampler, steps, guided;
+    struct kctx ctx;
+    int have_ctx;
+    struct denoiser m;
+    int have_model;
+    int32_t *labels;
+    int n;
+    float *latents;
+    uint8_t **images;
+};
+
+void sample_config_init(struct sample_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->output_dir = "samples";
+    c->batch = 16;
+    c->per_class = 1;
+    c->cfg_scale = 4.0;
+    c->cfg_channels = -1;
+    c->dtype = KDT_F32;
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* A checkpoint (its ema/ unless no_ema, or transformer/), a model directory,
+ * or a bare state dict. */
+static int load_model(struct run *r)
+{
+    const struct sample_config *c = r->c;
+    char path[4096];
+    if (access(c->model_path, F_OK) != 0) {
+        err_set("%s: %s", c->model_path, strerror(errno));
+        return STAGE_ERROR;
+    }
+    snprintf(path, sizeof path, "%s/checkpoint.json", c->model_path);
+    const int checkpoint = is_dir(c->model_path) && access(path, F_OK) == 0;
+    if (checkpoint) {
+        if (train_checkpoint_info(c->model_path, &r->ckpt_objective, &r->ckpt_encoder) != 0)
+            return STAGE_ERROR;
+        snprintf(path, sizeof path, "%s/ema", c->model_path);
+        if (c->no_ema || !is_dir(path))
+            snprintf(path, sizeof path, "%s/transformer", c->model_path);
+    } else {
+        snprintf(path, sizeof path, "%s", c->model_path);
+    }
+    if (is_dir(path)) {
+        if (denoiser_config_load_dir(&r->mc, path, &r->params) != 0)
+            return STAGE_ERROR;
+        if (checkpoint)
+            log_info("model: %s (%s weights)", path, strstr(path, "/ema") ? "EMA" : "raw");
+    } else {
+        if (!c->model_name || !c->latent_size) {
+            err_set("a safetensors file needs --model and --latent-size (e.g. DiT-XL/2 and 32)");
+            return STAGE_BAD_CONFIG;
+        }
+        int rc = dit_denoiser_config_from_state_dict(&r->mc, &r->params, c->model_path, c->model_name,
+                                                     c->latent_size, c->num_classes);
+        if (rc != 0)
+            return rc == -2 ? STAGE_BAD_CONFIG : STAGE_ERROR;
+    }
+    r->have_mc = 1;
+    return 0;
+}
+
+/* The objective and sampler, and whether they fit each other. */
+static int setup_sampler(struct run *r, int latent_side)
+{
+    const struct sample_config *c = r->c;
+    r->objective = c->objective ? c->objective : r->ckpt_objective ? r->ckpt_objective : "ddpm";
+    enum objective obj;
+    if (objective_parse(r->objective, &obj) != 0) {
+        err_set("--objective: '%s' is not ddpm or flow", r->objective);
+        return STAGE_BAD_CONFIG;
+    }
+    r->sampler_name = c->sampler ? c->sampler : obj == OBJECTIVE_FLOW ? "euler" : "ddpm";
+    static const struct { const char *name; enum sampler_kind kind; int steps; } samplers[] = {
+        {"ddpm", SAMPLER_DDPM, 250}, {"ddim", SAMPLER_DDIM, 50}, {"euler", SAMPLER_EULER, 28}};
+    int k = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(r->sampler_name, samplers[i].name) == 0)
+            k = i;
+    if (k < 0) {
+        err_set("--sampler: '%s' is not ddpm, ddim or euler", r->sampler_name);
+        return STAGE_BAD_CONFIG;
+    }
+    const enum sampler_kind kind = samplers[k].kind;
+    if ((kind == SAMPLER_EULER) != (obj == OBJECTIVE_FLOW)) {
+        err_set("--sampler %s does not fit a %s model", r->sampler_name, r->objective);
+        return STAGE_BAD_CONFIG;
+    }
+    struct sampler_options so = {0};
+    const char *ref = c->reference ? c->reference : "dit";
+    if (strcmp(ref, "diffusers") == 0) {
+        so.reference = SAMPLER_REF_DIFFUSERS;
+    } else if (strcmp(ref, "dit") != 0) {
+        err_set("--reference: '%s' is not dit or diffusers", ref);
+        return STAGE_BAD_CONFIG;
+    }
+    so.eta = (float)c->eta;
+    so.shift = kind == SAMPLER_EULER ? flow_resolution_shift(latent_side, latent_side) : 0;
+    r->steps = c->steps ? c->steps : samplers[k].steps;
+    if (sampler_init(&r->s, kind, r->steps, &so) != 0)
+        return STAGE_ERROR;
+    r->have_sampler = 1;
+    const int C = r->enc.channels;
+    r->guided = c->cfg_channels >= 0 ? c->cfg_channels : so.reference == SAMPLER_REF_DIT ? (C < 3 ? C : 3) : C;
+    if (r->guided > C) {
+        err_set("--cfg-channels %d: the model has %d latent channels", r->guided, C);
+        return STAGE_BAD_CONFIG;
+    }
+    return 0;
+}
+
+/* A class by number, or by its line in names_file (dit-index --classes-out). */
+static int class_id(const char *names_file, const char *token, int num_classes, int *id)
+{
+    char *end;
+    long v = strtol(token, &end, 10);
+    if (end != token && !*end) {
+        if (v < 0 || v > num_classes) {
+            err_set("class %ld is outside 0..%d (%d is the null class)", v, num_classes, num_classes);
+            return -1;
+        }
+        *id = (int)v;
+        return 0;
+    }
+    FILE *f = names_file ? fopen(names_file, "r") : NULL;
+    if (!f) {
+        err_set("class '%s' is not a number, and no --class-names file names it", token);
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    *id = -1;
+    for (int i = 0; *id < 0 && (n = getline(&line, &cap, f)) > 0; i++) {
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (strcmp(line, token) == 0)
+            *id = i;
+    }
+    free(line);
+    fclose(f);
+    if (*id < 0) {
+        err_set("%s does not name a class '%s'", names_file, token);
+        return -1;
+    }
+    return 0;
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        err_set("%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *text = NULL;
+    size_t cap = 0;
+    ssize_t len = getdelim(&text, &cap, '\0', f);
+    fclose(f);
+    if (len < 0) {
+        free(text);
+        err_set("%s: empty", path);
+        return NULL;
+    }
+    return text;
+}
+
+/* The labels to sample, each repeated per_class times. */
+static int parse_labels(struct run *r, int num_classes)
+{
+    const struct sample_config *c = r->c;
+    char *text = c->classes_file ? read_text(c->classes_file) : strdup(c->labels ? c->labels : "0");
+    if (!text)
+        return -1;
+    int cap = 0, rc = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(text, ",\n\r\t ", &save); tok && rc == 0; tok = strtok_r(NULL, ",\n\r\t ", &save)) {
+        int id;
+        if ((rc = class_id(c->class_names, tok, num_classes, &id)) != 0)
+            break;
+        for (int k = 0; k < c->per_class; k++) {
+            if (r->n == cap) {
+                int32_t *grown = realloc(r->labels, (size_t)(cap = cap ? 2 * cap : 16) * sizeof *grown);
+                if (!grown) {
+                    err_set("out of memory");
+                    rc = -1;
+                    break;
+                }
+                r->labels = grown;
+            }
+            r->labels[r->n++] = id;
+        }
+    }
+    free(text);
+    if (rc == 0 && r->n == 0) {
+        err_set("no class labels to sample");
+        rc = -1;
+    }
+    return rc;
+}
+
+static void progress_step(void *bar)
+{
+    progress_add(bar, 1);
+}
+
+static int write_images(struct run *r, int W, int64_t per_image)
+{
+    const struct sample_config *c = r->c;
+    for (int k = 0; k < r->n; k++) {
+        if (!(r->images[k] = malloc((size_t)W * W * 3))) {
+            err_set("out of memory");
+            return -1;
+        }
+        if (encoder_decode(&r->enc, r->latents + k * per_image, W, W, r->images[k]) != 0)
+            return -1;
+        char path[4096], params_text[1024];
+        snprintf(path, sizeof path, "%s/%06d-class%d.png", c->output_dir, k, r->labels[k]);
+        snprintf(params_text, sizeof params_text,
+                 "model %s, class %d, seed %llu, image %d, sampler %s (%s), steps %d, cfg %g, eta %g, %s",
+                 c->model_path, r->labels[k], (unsigned long long)c->seed, k, r->sampler_name,
+                 c->reference ? c->reference : "dit", r->steps, c->cfg_scale, c->eta, r->enc.identity);
+        struct png_text text = {"parameters", params_text};
+        if (png_write_rgb8(path, r->images[k], W, W, &text, 1) != 0)
+            return -1;
+    }
+    if (c->grid) {
+        uint8_t *grid;
+        int gw, gh;
+        int cols = c->per_class > 1 ? c->per_class : (r->n < 8 ? r->n : 8);
+        const uint8_t bg[3] = {255, 255, 255};
+        char params_text[512];
+        snprintf(params_text, sizeof params_text, "model %s, seed %llu, %d images, sampler %s, steps %d, cfg %g",
+                 c->model_path, (unsigned long long)c->seed, r->n, r->sampler_name, r->steps, c->cfg_scale);
+        struct png_text text = {"parameters", params_text};
+        if (image_grid_rgb8((const uint8_t *const *)r->images, r->n, W, W, cols, 2, bg, &grid, &gw, &gh) != 0)
+            return -1;
+        int rc = png_write_rgb8(c->grid, grid, gw, gh, &text, 1);
+        free(grid);
+        if (rc != 0)
+            return -1;
+        log_info("grid: %s", c->grid);
+    }
+    return 0;
+}
+
+static int write_latents(const struct run *r, int C, int L)
+{
+    struct st_writer *w = st_writer_new();
+    int64_t shape[4] = {r->n, C, L, L}, lshape[1] = {r->n};
+    int rc = !w || st_writer_add(w, "latents", ST_F32, 4, shape, r->latents) ||
+                     st_writer_add(w, "labels", ST_I32, 1, lshape, r->labels) ||
+                     st_writer_meta(w, "encoder", r->enc.identity) || st_writer_write(w, r->c->latents_out)
+                 ? -1
+                 : 0;
+    if (!w)
+        err_set("out of memory");
+    st_writer_free(w);
+    return rc;
+}
+
+static int run_sample(struct run *r)
+{
+    const struct sample_config *c = r->c;
+    int rc;
+    if (!c->model_path) {
+        err_set("no model path");
+        return STAGE_BAD_CONFIG;
+    }
+    if (c->batch <= 0 || c->per_class <= 0 || c->steps < 0 || c->cfg_scale <= 0 || c->threads < 0) {
+        err_set("batch size, images per class, steps and the guidance scale must be positive");
+        return STAGE_BAD_CONFIG;
+    }
+    if ((rc = load_model(r)) != 0)
+        return rc;
+    struct denoiser_info info;
+    denoiser_config_info(&r->mc, &info);
+    if (info.cond != COND_LABELS) {
+        err_set("%s: a text-conditioned model samples from prompts, which this build cannot encode yet",
+                c->model_path);
+        return STAGE_ERROR;
+    }
+    const char *spec = c->decoder ? c->decoder : r->ckpt_encoder ? r->ckpt_encoder : "pixel";
+    if (encoder_open(&r->enc, spec) != 0)
+        return STAGE_ERROR;
+    r->have_enc = 1;
+    if (!encoder_has_decoder(&r->enc)) {
+        err_set("encoder '%s' has no decoder", r->enc.identity);
+        return STAGE_ERROR;
+    }
+    const int C = info.in_channels, L = info.height, W = L * r->enc.factor;
+    if (r->enc.channels != C) {
+        err_set("the decoder %s gives %d channels, the model %d", r->enc.identity, r->enc.channels, C);
+        return STAGE_ERROR;
+    }
+    if ((c->width && c->width != W) || (c->height && c->height != W)) {
+        err_set("this model samples %dx%d images (%dx%d latents of a factor-%d encoder)", W, W, L, L,
+                r->enc.factor);
+        return STAGE_ERROR;
+    }
+    if ((rc = setup_sampler(r, L)) != 0)
+        return rc;
+    const int use_cfg = c->cfg_scale != 1.0;
+    if (use_cfg && info.cond_dropout <= 0) {
+        err_set("guidance needs the null class, and this model was made without one (--cfg-scale 1)");
+        return STAGE_ERROR;
+    }
+    if (parse_labels(r, info.num_classes) != 0)
+        return STAGE_ERROR;
+
+    const int B = c->batch < r->n ? c->batch : r->n;
+    if (kctx_init(&r->ctx, c->device, c->threads) != 0)
+        return STAGE_ERROR;
+    r->have_ctx = 1;
+    if (denoiser_create(&r->m, &r->mc, &r->ctx, use_cfg ? 2 * B : B, DENOISER_MEM_INFERENCE, c->dtype) != 0)
+        return STAGE_ERROR;
+    r->have_model = 1;
+    denoiser_params_upload(&r->m, r->params);
+    free(r->params);
+    r->params = NULL;
+    int64_t pbytes, abytes, mem_now, mem_peak;
+    denoiser_sizes(&r->m, &pbytes, &abytes);
+    k_mem_usage(&r->ctx, &mem_now, &mem_peak);
+    log_info("model %.1f MB, activations %.1f MB (%s, batch %d); %.1f MB allocated on the %s, peak %.1f MB",
+             pbytes / 1e6, abytes / 1e6, kdtype_name(c->dtype), r->m.B, mem_now / 1e6, device_name(c->device),
+             mem_peak / 1e6);
+    if (mkdir(c->output_dir, 0777) != 0 && errno != EEXIST) {
+        err_set("%s: %s", c->output_dir, strerror(errno));
+        return STAGE_ERROR;
+    }
+
+    const int64_t per_image = (int64_t)C * L * L;
+    r->latents = malloc((size_t)r->n * per_image * sizeof(float));
+    r->images = calloc((size_t)r->n, sizeof *r->images);
+    if (!r->latents || !r->images) {
+        err_set("out of memory");
+        return STAGE_ERROR;
+    }
+    struct progress *bar = progress_start("sample", "steps", (uint64_t)((r->n + B - 1) / B) * r->steps);
+    struct generate_options go = {(float)c->cfg_scale, r->guided, c->seed, progress_step, bar};
+    struct cond cd = {.labels = r->labels};
+    rc = generate(&r->m, &r->s, &cd, r->n, &go, r->latents) == 0 && write_images(r, W, per_image) == 0 ? 0 : -1;
+    progress_finish(bar);
+    if (rc == 0 && c->latents_out)
+        rc = write_latents(r, C, L);
+    if (rc == 0)
+        log_info("%d images in %s", r->n, c->output_dir);
+    return rc;
+}
+
+int sample_run(const struct sample_config *c)
+{
+    struct run r = {.c = c};
+    int rc = run_sample(&r);
+    if (r.images)
+        for (int k = 0; k < r.n; k++)
+            free(r.images[k]);
+    free(r.images), free(r.latents), free(r.labels), free(r.params);
+    free(r.ckpt_objective), free(r.ckpt_encoder);
+    if (r.have_sampler)
+        sampler_free(&r.s);
+    if (r.have_model)
+        denoiser_free(&r.m);
+    if (r.have_mc)
+        denoiser_config_free(&r.mc);
+    if (r.have_ctx)
+        kctx_free(&r.ctx);
+    if (r.have_enc)
+        encoder_close(&r.enc);
+    return rc;
+}

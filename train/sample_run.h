@@ -1,0 +1,54 @@
+/* Sampling as one call: dit-sample(1) is this behind its options. A model
+ * is read from a training checkpoint (its EMA weights unless no_ema, and
+ * the objective and encoder that checkpoint.json records), a model
+ * directory, or a bare safetensors state dict of a named DiT; images are
+ * generated for the requested classes with DDPM, DDIM or Euler and
+ * classifier-free guidance, decoded by the encoder, and written as PNGs
+ * carrying their parameters, optionally with a grid and the latents.
+ *
+ * The returns are the data stages' (data/stage.h): 0 done, -1 an error
+ * (err_get() says which file or value), -2 a configuration that cannot run
+ * (the tool's usage error). Nothing is written before the model is read and
+ * checked. */
+#ifndef DIT_TRAIN_SAMPLE_RUN_H
+#define DIT_TRAIN_SAMPLE_RUN_H
+
+#include "kernels/kernels.h"
+
+#include <stdint.h>
+
+struct sample_config {
+    const char *model_path;  /* a checkpoint, a model directory or a safetensors file */
+    const char *model_name;  /* for a safetensors file: "DiT-XL/2" ... */
+    int latent_size;         /* for a safetensors file: the latent side */
+    int num_classes;         /* for a safetensors file; 0: the preset's */
+    int no_ema;              /* a checkpoint's raw weights */
+    const char *objective;   /* "ddpm" or "flow"; NULL: the checkpoint's, else ddpm */
+    const char *sampler;     /* "ddpm", "ddim" or "euler"; NULL: ddpm, euler for flow */
+    const char *reference;   /* "dit" (sample.py) or "diffusers" (DiTPipeline); NULL: dit */
+    int steps;               /* 0: 250 ddpm, 50 ddim, 28 euler */
+    double eta, cfg_scale;   /* DDIM's eta; guidance (1: none) */
+    int cfg_channels;        /* guided latent channels; -1: dit 3, diffusers all */
+    const char *labels;      /* comma-separated ids or names; NULL: "0" */
+    const char *classes_file; /* ids or names, one per line (instead of labels) */
+    const char *class_names; /* dit-index --classes-out, to resolve names */
+    int per_class;           /* images per label */
+    uint64_t seed;
+    int batch;               /* images per model call */
+    int width, height;       /* 0, or must be the model's size */
+    const char *decoder;     /* encoder spec; NULL: the checkpoint's, else pixel */
+    const char *output_dir;  /* the PNGs, created when missing */
+    const char *grid;        /* NULL, or a PNG of all images */
+    const char *latents_out; /* NULL, or a safetensors file of latents and labels */
+    enum device_kind device;
+    enum kdtype dtype;       /* the compute dtype */
+    int threads;             /* 0: all cores */
+};
+
+/* The defaults of dit-sample(1): output "samples", batch 16, one image per
+ * class, guidance 4, cfg_channels -1. */
+void sample_config_init(struct sample_config *c);
+
+int sample_run(const struct sample_config *c);
+
+#endif
