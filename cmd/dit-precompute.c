@@ -13,7 +13,7 @@
 #include <string.h>
 
 struct options {
-    const char *encoder, *filter, *flip_mode, *background, *dtype;
+    const char *encoder, *filter, *flip_mode, *background, *dtype, *latent_mode;
     int random_flip, exact_decode;
     double shard_mb;
 };
@@ -46,6 +46,8 @@ static void parse_values(struct options *o, struct precompute_config *c)
     if (o->shard_mb <= 0)
         opt_usage_error("--shard-size must be positive (MB)");
     c->shard_bytes = (uint64_t)(o->shard_mb * 1e6);
+    if (latent_mode_parse(o->latent_mode, &c->latent_mode) != 0)
+        opt_usage_error("--latent-mode: '%s' is not dist, mean or sample", o->latent_mode);
     if (c->fast_decode && o->exact_decode)
         opt_usage_error("--fast-decode and --exact-decode contradict each other");
 }
@@ -55,10 +57,13 @@ int main(int argc, char **argv)
     struct precompute_config c;
     precompute_config_init(&c);
     struct options o = {.encoder = "pixel", .filter = "bicubic", .flip_mode = "none",
-                        .background = "255,255,255", .dtype = "f32", .shard_mb = 256};
+                        .background = "255,255,255", .dtype = "f32", .shard_mb = 256,
+                        .latent_mode = "dist"};
     const struct opt opts[] = {
         {"output-dir", 'o', OPT_STRING, &c.output_dir, "DIR", "the shard set to write (required)"},
         {"encoder", 0, OPT_STRING, &o.encoder, "SPEC", "pixel or pixel:F (space-to-depth by F)"},
+        {"latent-mode", 0, OPT_STRING, &o.latent_mode, "MODE",
+         "a VAE's latents: dist (mean and std, drawn at training), mean, or sample"},
         {"resize-filter", 0, OPT_STRING, &o.filter, "NAME", "bicubic (default) or lanczos, as Pillow"},
         {"flip-mode", 0, OPT_STRING, &o.flip_mode, "MODE", "none, or both: also store the mirrored encoding"},
         {"random-flip", 0, OPT_FLAG, &o.random_flip, NULL, "the same as --flip-mode both"},

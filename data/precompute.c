@@ -13,6 +13,7 @@
 #include "libcommon/json.h"
 #include "libcommon/log.h"
 #include "libcommon/names.h"
+#include "libcommon/philox.h"
 #include "libcommon/progress.h"
 #include "libcommon/threadpool.h"
 
@@ -107,6 +108,33 @@ static void store(const struct run *run, const float *src, void *dst, size_t n)
         f32_to_f16_array(src, dst, n);
 }
 
+static int keeps_std(const struct run *run)
+{
+    return run->enc->has_std && run->cfg->latent_mode == LATENT_DIST;
+}
+
+/* The encoder's z distribution to what is stored (see enum latent_mode):
+ * scaled as the denoiser sees it; for LATENT_SAMPLE one draw first, fixed
+ * by the image's hash and the variant (0, or 1 for the mirror). */
+static void latent_finish(const struct run *run, const struct item *it, int variant, float *mean, float *std,
+                          size_t n)
+{
+    if (std && run->cfg->latent_mode == LATENT_SAMPLE) {
+        struct rng_stream s = rng_stream(it->hash.hi, RNG_LATENT, (uint64_t)variant, it->hash.lo);
+        for (size_t i = 0; i < n; i += 4096) {
+            float eps[4096];
+            size_t m = n - i < 4096 ? n - i : 4096;
+            rng_normal_f32(&s, i, m, eps);
+            for (size_t j = 0; j < m; j++)
+                mean[i + j] += std[i + j] * eps[j];
+        }
+    }
+    encoder_scale(run->enc, mean, n);
+    if (std)
+        for (size_t i = 0; i < n; i++)
+            std[i] *= run->enc->scale;
+}
+
 /* The worker's part: read, check, decode, resize, crop, encode (and flip). */
 static void process_item(struct run *run, struct item *it)
 {
@@ -144,7 +172,9 @@ static void process_item(struct run *run, struct item *it)
             image_rgb_flip(&view);
         }
         rc = encoder_encode(run->enc, crop, bw, bh, mean, std);
-        for (int k = 0; rc == 0 && k < (has_std ? 2 : 1); k++) {
+        if (rc == 0)
+            latent_finish(run, it, v, mean, std, n);
+        for (int k = 0; rc == 0 && k < (keeps_std(run) ? 2 : 1); k++) {
             if (!(it->tensor[2 * v + k] = malloc(bytes)))
                 rc = -1;
             else
@@ -233,9 +263,10 @@ static int emit(struct run *run, struct item *it)
         return shardset_writer_add_existing(run->writer, in, it->hit->bucket, it->hit->shard, it->hit->fields,
                                             it->hit->data_xxh3, it->cache_key);
     }
-    /* The mean as latent, its std (stochastic encoders) as latent_std; the
-     * mirrored image's as latent_flip and latent_flip_std. */
-    static const char *const names[4] = {"latent", "latent_std", "latent_flip", "latent_flip_std"};
+    /* The latent, its std (LATENT_DIST of a stochastic encoder) as
+     * latent_std; the mirrored image's as latent_flip and latent_std_flip
+     * (the loader's FIELD_flip rule). */
+    static const char *const names[4] = {"latent", "latent_std", "latent_flip", "latent_std_flip"};
     const int f = run->enc->factor;
     struct shard_tensor t[4];
     size_t nt = 0;
@@ -348,6 +379,10 @@ static char *preprocess_identity(const struct precompute_config *c)
                           "flip", c->flip_both ? "both" : "none", "background", c->background[0], c->background[1],
                           c->background[2], "dtype", dtype_option(c->dtype), "dct_scaling", c->fast_decode != 0,
                           "decoder", "libjpeg-turbo/libspng/libwebp, EXIF oriented");
+    /* Only a stochastic encoder's output depends on the mode: the keys of
+     * deterministic sets stay what they were. */
+    if (p && c->encoder && c->encoder->has_std)
+        json_object_set_new(p, "latent", json_string(latent_mode_name(c->latent_mode)));
     char *s = p ? json_to_string(p) : NULL;
     json_decref(p);
     return s;
@@ -480,4 +515,20 @@ int precompute_run(const struct precompute_config *c, struct precompute_summary 
     source_reader_free(run.src);
     free(run.preprocess);
     return status;
+}
+
+int latent_mode_parse(const char *name, enum latent_mode *out)
+{
+    static const char *const names[] = {"dist", "mean", "sample"};
+    for (int i = 0; i < 3; i++)
+        if (name && strcmp(name, names[i]) == 0) {
+            *out = (enum latent_mode)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *latent_mode_name(enum latent_mode m)
+{
+    return m == LATENT_MEAN ? "mean" : m == LATENT_SAMPLE ? "sample" : "dist";
 }

@@ -18,6 +18,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A stochastic encoder gives z ~ N(mean, std^2). Stored latents are scaled
+ * as the denoiser sees them (encoder_scale: (z - shift) * scale; the std by
+ * scale), so training needs no encoder:
+ *   LATENT_DIST   latent = the scaled mean, latent_std = the scaled std; the
+ *                 trainer draws latent + latent_std * eps per (record, epoch),
+ *                 as DiT's train.py draws latent_dist.sample() every step
+ *   LATENT_MEAN   latent = the scaled mean only (diffusers' mode())
+ *   LATENT_SAMPLE latent = one scaled draw, fixed per image (its hash) and
+ *                 variant, and no std
+ * A deterministic encoder (pixel) stores its latent alone in every mode. */
+enum latent_mode { LATENT_DIST = 0, LATENT_MEAN, LATENT_SAMPLE };
+
+/* "dist", "mean", "sample"; -1 for another name. */
+int latent_mode_parse(const char *name, enum latent_mode *out);
+const char *latent_mode_name(enum latent_mode m);
+
 struct precompute_config {
     const char *input;              /* a manifest made by dit-index | dit-bucket, or "-" */
     const char *output_dir;         /* the shard set, created when missing */
@@ -33,6 +49,7 @@ struct precompute_config {
     int jobs;                       /* decode, resize and encode threads; 0: one per CPU */
     int strict;                     /* any rejected record fails the run */
     int prune;                      /* after a good run, delete the shards no longer named */
+    enum latent_mode latent_mode;   /* what a stochastic encoder's (the VAE's) output becomes */
 };
 
 /* Why a record was kept out; precompute_reject_name() names each. */

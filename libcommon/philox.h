@@ -59,6 +59,7 @@ enum rng_purpose {
     RNG_SAMPLE_NOISE = 7,
     RNG_VALIDATION = 8,
     RNG_CROP = 9, /* dit-bucket --random-crop */
+    RNG_LATENT = 10, /* a latent drawn from its stored distribution (mean + std * eps) */
 };
 
 /* ctr[0] is the block counter inside the stream, filled per call (0 here). */

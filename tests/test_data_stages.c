@@ -9,6 +9,7 @@
 #include "libcommon/error.h"
 #include "libcommon/log.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -121,8 +122,8 @@ TEST(stage_statuses)
 }
 
 /* A stochastic encoder (mean = R / 100, std = G / 100 + 0.5), as the VAE
- * will be: precompute stores latent_std beside latent, and
- * latent_flip_std beside latent_flip. */
+ * is: precompute stores latent_std beside latent, and latent_std_flip
+ * beside latent_flip, both scaled as the denoiser sees latents. */
 static int fake_encode(const struct encoder *e, const uint8_t *rgb, int w, int h, float *mean, float *std)
 {
     (void)e;
@@ -140,7 +141,7 @@ TEST(precompute_stores_the_std_of_stochastic_encoders)
         return;
     static const struct encoder_kind kind = {"fake", "fake", NULL, fake_encode, NULL, NULL};
     struct encoder enc = {.kind = &kind, .identity = "fake/1", .factor = 1, .channels = 1, .has_std = 1,
-                          .scale = 2.0f, .shift = 0.0f};
+                          .scale = 2.0f, .shift = 0.25f};
     struct precompute_config pc;
     precompute_config_init(&pc);
     pc.input = test_tmp_path("bucketed.tsv");
@@ -152,7 +153,7 @@ TEST(precompute_stores_the_std_of_stochastic_encoders)
     CHECK(s != NULL);
     if (!s)
         return;
-    const char *fields[] = {"latent", "latent_std", "latent_flip", "latent_flip_std"};
+    const char *fields[] = {"latent", "latent_std", "latent_flip", "latent_std_flip"};
     const struct st_tensor *t[4];
     for (int i = 0; i < 4; i++) {
         t[i] = shardset_tensor(s, 0, fields[i]);
@@ -165,10 +166,63 @@ TEST(precompute_stores_the_std_of_stochastic_encoders)
         int ok = 1;
         for (int y = 0; y < 32; y++)
             for (int x = 0; x < 32; x++) {
-                ok &= sd[y * 32 + x] >= 0.5f && sd[y * 32 + x] <= 3.05f;
+                /* std * 2 of 0.5..3.05; (mean - 0.25) * 2 of 0..2.55; the std
+                 * is G's and the mean R's, so (std / 2 - 0.5) * 100 is an
+                 * integer and so is (m / 2 + 0.25) * 100. */
+                const float v = sd[y * 32 + x], u = m[y * 32 + x];
+                ok &= v >= 1.0f && v <= 6.1f && u >= -0.5f && u <= 4.6f;
+                ok &= fabsf((v / 2 - 0.5f) * 100 - roundf((v / 2 - 0.5f) * 100)) < 1e-3f;
+                ok &= fabsf((u / 2 + 0.25f) * 100 - roundf((u / 2 + 0.25f) * 100)) < 1e-3f;
                 ok &= m[y * 32 + x] == mf[y * 32 + 31 - x] && sd[y * 32 + x] == sf[y * 32 + 31 - x];
             }
         CHECK(ok);
     }
     shardset_close(s);
+}
+
+/* --latent-mode: mean stores the scaled mean alone; sample one draw, the
+ * same on every run and different from the mean. */
+TEST(precompute_latent_modes)
+{
+    log_set_level(LOG_QUIET);
+    if (index_and_bucket() != 0)
+        return;
+    static const struct encoder_kind kind = {"fake", "fake", NULL, fake_encode, NULL, NULL};
+    struct encoder enc = {.kind = &kind, .identity = "fake/1", .factor = 1, .channels = 1, .has_std = 1,
+                          .scale = 2.0f, .shift = 0.25f};
+    const char *dirs[3] = {"mode_mean", "mode_sample", "mode_sample2"};
+    const enum latent_mode modes[3] = {LATENT_MEAN, LATENT_SAMPLE, LATENT_SAMPLE};
+    float first[3] = {0};
+    double diff[3] = {0};
+    for (int k = 0; k < 3; k++) {
+        struct precompute_config pc;
+        precompute_config_init(&pc);
+        pc.input = test_tmp_path("bucketed.tsv");
+        pc.output_dir = test_tmp_path(dirs[k]);
+        pc.encoder = &enc;
+        pc.latent_mode = modes[k];
+        CHECK_INT(precompute_run(&pc, NULL), STAGE_DONE);
+        struct shardset *s = shardset_open(pc.output_dir);
+        CHECK(s != NULL);
+        if (!s)
+            return;
+        CHECK(shardset_tensor(s, 0, "latent_std") == NULL);
+        const struct st_tensor *t = shardset_tensor(s, 0, "latent");
+        CHECK(t != NULL);
+        if (t) {
+            const float *v = t->data;
+            first[k] = v[0];
+            for (int i = 0; i < 32 * 32; i++) /* distance from a mean on the 0.02 grid */
+                diff[k] += fabsf(v[i] / 2 + 0.25f - roundf((v[i] / 2 + 0.25f) * 100) / 100);
+        }
+        shardset_close(s);
+    }
+    CHECK(diff[0] < 1e-3);     /* the mean */
+    CHECK(diff[1] > 1.0);      /* a draw: off the grid */
+    CHECK(first[1] == first[2]); /* and the same draw again */
+    CHECK(first[1] != first[0]);
+    enum latent_mode m;
+    CHECK_INT(latent_mode_parse("dist", &m), 0);
+    CHECK_INT(m, LATENT_DIST);
+    CHECK_INT(latent_mode_parse("median", &m), -1);
 }

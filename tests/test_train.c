@@ -171,3 +171,33 @@ TEST(registry_finds_models_by_preset_and_class_name)
     CHECK(registry_denoiser_by_class("Transformer2DModel") == registry_denoiser_by_name("dit"));
     CHECK(!registry_denoiser_by_class("UNet2DConditionModel"));
 }
+
+/* Latents drawn from a stored distribution: mean + std * eps, the same for
+ * a record and epoch whatever the batch, new each epoch, fixed for
+ * validation. */
+TEST(latents_are_drawn_per_record_and_epoch)
+{
+    enum { PER = 4096 };
+    struct trainer tr;
+    memset(&tr, 0, sizeof tr);
+    tr.cfg.seed = 11;
+    float *mean = malloc(2 * PER * sizeof(float)), *std = malloc(2 * PER * sizeof(float));
+    float *a = malloc(2 * PER * sizeof(float)), *b = malloc(PER * sizeof(float)), *c = malloc(PER * sizeof(float));
+    for (int i = 0; i < 2 * PER; i++)
+        mean[i] = 1.0f, std[i] = 2.0f;
+    const uint64_t recs[2] = {7, 9};
+    trainer_draw_latents(&tr, a, mean, std, recs, 2, PER, 3, 0);
+    trainer_draw_latents(&tr, b, mean + PER, std + PER, recs + 1, 1, PER, 3, 0); /* record 9 alone */
+    CHECK(memcmp(a + PER, b, PER * sizeof(float)) == 0);
+    double s1 = 0, s2 = 0;
+    for (int i = 0; i < PER; i++)
+        s1 += a[i], s2 += (double)a[i] * a[i];
+    const double mu = s1 / PER, sd = sqrt(s2 / PER - mu * mu);
+    CHECK(fabs(mu - 1.0) < 0.1 && fabs(sd - 2.0) < 0.1);
+    trainer_draw_latents(&tr, c, mean, std, recs, 1, PER, 4, 0); /* another epoch */
+    CHECK(memcmp(a, c, PER * sizeof(float)) != 0);
+    trainer_draw_latents(&tr, b, mean, std, recs, 1, PER, 3, 1); /* validation: any epoch */
+    trainer_draw_latents(&tr, c, mean, std, recs, 1, PER, 8, 1);
+    CHECK(memcmp(b, c, PER * sizeof(float)) == 0);
+    free(mean), free(std), free(a), free(b), free(c);
+}

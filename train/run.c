@@ -42,6 +42,7 @@ struct run {
     struct metrics mx;
     struct samples sp;
     int sampling;
+    float *drawn;      /* [batch, C, H, W]: latents drawn from stored distributions */
     char encoder[128]; /* the identity of the encoder that made the latents */
     int factor;        /* its spatial factor, when the identity says */
 };
@@ -60,6 +61,29 @@ static void run_free(struct run *r)
     denoiser_config_free(&r->mc);
     loader_close(r->loader);
     shardset_close(r->data);
+    free(r->drawn);
+}
+
+/* The fields to load: the latent, and its std where the set stores the
+ * distribution (dit-precompute --latent-mode dist of a VAE). */
+static const char *const *latent_fields(struct shardset *s)
+{
+    static const char *const mean_only[] = {"latent", NULL}, *const dist[] = {"latent", "latent_std", NULL};
+    for (size_t f = 0; s->n_records > 0 && f < s->records[0].nfields; f++)
+        if (strcmp(s->records[0].fields[f], "latent_std") == 0)
+            return dist;
+    return mean_only;
+}
+
+/* A batch's latents: as stored, or drawn from the stored distribution. */
+static const float *batch_latents(struct run *r, const struct loader_batch *b, int validation)
+{
+    const struct loader_field *std = loader_batch_field(b, "latent_std");
+    if (!std)
+        return b->fields[0].data;
+    trainer_draw_latents(&r->tr, r->drawn, b->fields[0].data, std->data, b->records, b->n,
+                         b->fields[0].per_sample, b->epoch, validation);
+    return r->drawn;
 }
 
 static int fail(struct run *r)
@@ -108,7 +132,7 @@ static int open_data(struct run *r)
     const struct train_config *c = r->cfg;
     if (!(r->data = shardset_open(c->data)))
         return -1;
-    struct loader_config lc = {c->batch, c->tc.seed, "label", NULL};
+    struct loader_config lc = {c->batch, c->tc.seed, "label", latent_fields(r->data)};
     if (!(r->loader = loader_open(r->data, &lc)))
         return -1;
     int C, H, W;
@@ -126,9 +150,15 @@ static int open_data(struct run *r)
         return -1;
     }
     if (c->val_data) {
-        struct loader_config vc = {c->batch, 0, "label", NULL};
-        if (!(r->val_set = shardset_open(c->val_data)) || !(r->val = loader_open(r->val_set, &vc)))
+        if (!(r->val_set = shardset_open(c->val_data)))
             return -1;
+        struct loader_config vc = {c->batch, 0, "label", latent_fields(r->val_set)};
+        if (!(r->val = loader_open(r->val_set, &vc)))
+            return -1;
+    }
+    if (!(r->drawn = malloc((size_t)c->batch * C * H * W * sizeof(float)))) {
+        err_set("out of memory for a batch of %d latents", c->batch);
+        return -1;
     }
     return 0;
 }
@@ -243,7 +273,7 @@ static void report_sizes(struct run *r)
              (long long)loader_batches_per_epoch(r->loader), c->batch, (long long)r->tr.cfg.total_steps);
 }
 
-static double validate(struct trainer *tr, struct loader *val)
+static double validate(struct run *r, struct loader *val)
 {
     double sum = 0;
     int64_t n = 0;
@@ -254,7 +284,7 @@ static double validate(struct trainer *tr, struct loader *val)
         if (loader_next(val, &b) != 0)
             return NAN;
         struct cond cd = {.labels = b->labels};
-        sum += trainer_validation_loss(tr, b->fields[0].data, &cd, b->records, b->n) * b->n;
+        sum += trainer_validation_loss(&r->tr, batch_latents(r, b, 1), &cd, b->records, b->n) * b->n;
         n += b->n;
     }
     return n ? sum / n : NAN;
@@ -280,7 +310,7 @@ static int step(struct run *r, struct train_position *pos, double *loss, int *im
         if (loader_next(r->loader, &b) != 0)
             return -1;
         struct cond cd = {.labels = b->labels};
-        double l = trainer_micro_step(&r->tr, b->fields[0].data, &cd, b->records, b->n, b->epoch);
+        double l = trainer_micro_step(&r->tr, batch_latents(r, b, 0), &cd, b->records, b->n, b->epoch);
         if (!isfinite(l)) {
             err_set("loss is %s at step %lld (epoch %lld, batch %lld): stopping; the last checkpoint in %s is "
                     "intact", isnan(l) ? "NaN" : "infinite", (long long)pos->step + 1, (long long)b->epoch,
@@ -329,7 +359,7 @@ static int loop(struct run *r, struct train_position *pos)
             t_log = t, pos->loss_sum = 0, pos->loss_n = 0, images = 0, steps_since = 0;
         }
         if (r->val && c->eval_every && pos->step % c->eval_every == 0)
-            metrics_log_validation(&r->mx, pos->step, validate(&r->tr, r->val));
+            metrics_log_validation(&r->mx, pos->step, validate(r, r->val));
         if (r->sampling && pos->step % c->sample_every == 0 && samples_make(&r->sp, &r->tr, &r->mx, pos->step) != 0) {
             err_prefix("samples at step %lld", (long long)pos->step);
             return -1;

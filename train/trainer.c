@@ -242,6 +242,21 @@ double trainer_optimizer_step(struct trainer *tr)
     return norm;
 }
 
+void trainer_draw_latents(const struct trainer *tr, float *out, const float *mean, const float *std,
+                          const uint64_t *records, int n, int64_t per, int64_t epoch, int validation)
+{
+    const uint64_t seed = tr->cfg.seed;
+#pragma omp parallel for schedule(static) if (n > 1)
+    for (int i = 0; i < n; i++) {
+        struct rng_stream s = validation ? rng_stream(seed, RNG_VALIDATION, 2, records[i])
+                                         : rng_stream(seed, RNG_LATENT, (uint64_t)epoch, records[i]);
+        float *o = out + i * per;
+        rng_normal_f32(&s, 0, (size_t)per, o);
+        for (int64_t j = 0; j < per; j++)
+            o[j] = mean[i * per + j] + std[i * per + j] * o[j];
+    }
+}
+
 double trainer_validation_loss(struct trainer *tr, const float *x, const struct cond *c,
                                const uint64_t *records, int n)
 {

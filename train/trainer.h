@@ -74,6 +74,14 @@ double trainer_micro_step(struct trainer *tr, const float *x, const struct cond 
  * counts, so schedules and checkpoints stay aligned) and NaN is returned. */
 double trainer_optimizer_step(struct trainer *tr);
 
+/* A latent drawn from its stored distribution (dit-shard(5)'s latent and
+ * latent_std): out[i] = mean[i] + std[i] * eps, eps from Philox by (seed,
+ * epoch, record) so a sample's draw does not depend on batch, ranks or
+ * resume; for validation a fixed draw per record whatever the epoch. n
+ * samples of per elements each. */
+void trainer_draw_latents(const struct trainer *tr, float *out, const float *mean, const float *std,
+                          const uint64_t *records, int n, int64_t per, int64_t epoch, int validation);
+
 /* The loss on a batch at fixed timesteps and fixed noise (drawn from the
  * validation stream by record, whatever the step), without gradients, so
  * that curves compare across runs. */
