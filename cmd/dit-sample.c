@@ -41,6 +41,7 @@ int main(int argc, char **argv)
         {"decoder", 0, OPT_STRING, &c.decoder, "SPEC", "pixel or pixel:F (default: the checkpoint's encoder)"},
         {"output-dir", 'o', OPT_STRING, &c.output_dir, "DIR", "where the PNGs go (samples)"},
         {"grid", 0, OPT_STRING, &c.grid, "FILE", "also write all images as one grid PNG"},
+        {"decode", 0, OPT_STRING, &c.decode, "FILE", "decode FILE's latents to PNGs instead of sampling"},
         {"latents-out", 0, OPT_STRING, &c.latents_out, "FILE", "also write the final latents (safetensors)"},
         {"threads", 0, OPT_INT, &c.threads, "N", "compute threads (default: all cores)"},
         {"precision", 0, OPT_STRING, &precision, "P", "fp32, bf16 or fp16 on a GPU (bf16); the CPU computes in fp32"},
@@ -51,8 +52,10 @@ int main(int argc, char **argv)
     int first = opt_parse(&tool, opts, argc, argv);
     if (first < argc)
         opt_usage_error("unexpected operand '%s'", argv[first]);
-    if (!c.model_path)
-        opt_usage_error("--model-path is required");
+    if (!c.model_path && !c.decode)
+        opt_usage_error("--model-path (or --decode) is required");
+    if (c.model_path && c.decode)
+        opt_usage_error("--decode takes latents, not a model: give one of --model-path and --decode");
     c.seed = (uint64_t)seed;
     c.device = device_select(opt_device());
     /* The compute dtype: bf16 on a GPU unless asked otherwise; f32 on the CPU. */

@@ -7,6 +7,7 @@
 #include "image/png_write.h"
 #include "kernels/device.h"
 #include "libcommon/error.h"
+#include "libcommon/half.h"
 #include "libcommon/log.h"
 #include "libcommon/progress.h"
 #include "libcommon/safetensors.h"
@@ -300,10 +301,102 @@ static int write_latents(const struct run *r, int C, int L)
     return rc;
 }
 
+/* Opens the decoder for latents of C channels. */
+static int open_decoder(struct run *r, const char *spec, int C)
+{
+    if (encoder_open(&r->enc, spec) != 0)
+        return STAGE_ERROR;
+    r->have_enc = 1;
+    if (!encoder_has_decoder(&r->enc)) {
+        err_set("encoder '%s' has no decoder", r->enc.identity);
+        return STAGE_ERROR;
+    }
+    if (r->enc.channels != C) {
+        err_set("the decoder %s gives %d channels, the latents have %d", r->enc.identity, r->enc.channels, C);
+        return STAGE_ERROR;
+    }
+    return 0;
+}
+
+/* --decode: a file's latents to PNGs. */
+static int run_decode(struct run *r)
+{
+    const struct sample_config *c = r->c;
+    struct st_file *f = st_open(c->decode);
+    if (!f)
+        return STAGE_ERROR;
+    int rc = STAGE_ERROR;
+    const struct st_tensor *t = st_find(f, "latents"), *lab = st_find(f, "labels");
+    if (!t || t->ndim != 4 || t->shape[2] != t->shape[3] ||
+        (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16)) {
+        err_set("%s: no \"latents\" tensor of [N, C, H, H] in F32, BF16 or F16", c->decode);
+        goto done;
+    }
+    if (lab && (lab->dtype != ST_I32 || lab->ndim != 1 || lab->shape[0] != t->shape[0])) {
+        err_set("%s: \"labels\" is not I32 [%lld]", c->decode, (long long)t->shape[0]);
+        goto done;
+    }
+    const char *spec = c->decoder ? c->decoder : st_meta_get(f, "encoder");
+    if (!spec) {
+        err_set("%s names no encoder in its metadata: give --decoder", c->decode);
+        goto done;
+    }
+    const int C = (int)t->shape[1], L = (int)t->shape[2];
+    if ((rc = open_decoder(r, spec, C)) != 0)
+        goto done;
+    rc = STAGE_ERROR;
+    r->n = (int)t->shape[0];
+    const int64_t per_image = (int64_t)C * L * L, total = r->n * per_image;
+    r->latents = malloc((size_t)total * sizeof(float));
+    r->images = calloc((size_t)r->n, sizeof *r->images);
+    r->labels = calloc((size_t)r->n, sizeof *r->labels);
+    if (!r->latents || !r->images || !r->labels) {
+        err_set("out of memory");
+        goto done;
+    }
+    if (t->dtype == ST_F32)
+        memcpy(r->latents, t->data, (size_t)total * sizeof(float));
+    else if (t->dtype == ST_BF16)
+        bf16_to_f32_array(t->data, r->latents, (size_t)total);
+    else
+        f16_to_f32_array(t->data, r->latents, (size_t)total);
+    if (lab)
+        memcpy(r->labels, lab->data, (size_t)r->n * sizeof *r->labels);
+    if (mkdir(c->output_dir, 0777) != 0 && errno != EEXIST) {
+        err_set("%s: %s", c->output_dir, strerror(errno));
+        goto done;
+    }
+    const int W = L * r->enc.factor;
+    for (int k = 0; k < r->n; k++) {
+        char path[4096], params_text[1024];
+        if (!(r->images[k] = malloc((size_t)W * W * 3))) {
+            err_set("out of memory");
+            goto done;
+        }
+        if (encoder_decode(&r->enc, r->latents + k * per_image, W, W, r->images[k]) != 0)
+            goto done;
+        if (lab)
+            snprintf(path, sizeof path, "%s/%06d-class%d.png", c->output_dir, k, r->labels[k]);
+        else
+            snprintf(path, sizeof path, "%s/%06d.png", c->output_dir, k);
+        snprintf(params_text, sizeof params_text, "decoded from %s, image %d, %s", c->decode, k, r->enc.identity);
+        struct png_text text = {"parameters", params_text};
+        if (png_write_rgb8(path, r->images[k], W, W, &text, 1) != 0)
+            goto done;
+    }
+    log_info("%d images decoded into %s", r->n, c->output_dir);
+    rc = 0;
+done:
+    st_close(f);
+    return rc;
+}
+
 static int run_sample(struct run *r)
 {
     const struct sample_config *c = r->c;
     int rc;
+    if (c->decode)
+        return run_decode(r);
     if (!c->model_path) {
         err_set("no model path");
         return STAGE_BAD_CONFIG;
@@ -322,18 +415,10 @@ static int run_sample(struct run *r)
         return STAGE_ERROR;
     }
     const char *spec = c->decoder ? c->decoder : r->ckpt_encoder ? r->ckpt_encoder : "pixel";
-    if (encoder_open(&r->enc, spec) != 0)
-        return STAGE_ERROR;
-    r->have_enc = 1;
-    if (!encoder_has_decoder(&r->enc)) {
-        err_set("encoder '%s' has no decoder", r->enc.identity);
-        return STAGE_ERROR;
-    }
-    const int C = info.in_channels, L = info.height, W = L * r->enc.factor;
-    if (r->enc.channels != C) {
-        err_set("the decoder %s gives %d channels, the model %d", r->enc.identity, r->enc.channels, C);
-        return STAGE_ERROR;
-    }
+    const int C = info.in_channels, L = info.height;
+    if ((rc = open_decoder(r, spec, C)) != 0)
+        return rc;
+    const int W = L * r->enc.factor;
     if ((c->width && c->width != W) || (c->height && c->height != W)) {
         err_set("this model samples %dx%d images (%dx%d latents of a factor-%d encoder)", W, W, L, L,
                 r->enc.factor);

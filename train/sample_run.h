@@ -9,7 +9,11 @@
  * The returns are the data stages' (data/stage.h): 0 done, -1 an error
  * (err_get() says which file or value), -2 a configuration that cannot run
  * (the tool's usage error). Nothing is written before the model is read and
- * checked. */
+ * checked.
+ *
+ * With decode set no model is read: the latents of a file (as latents_out
+ * writes it, or any safetensors file with a "latents" tensor) become PNGs,
+ * named NNNNNN.png (NNNNNN-classL.png with labels). */
 #ifndef DIT_TRAIN_SAMPLE_RUN_H
 #define DIT_TRAIN_SAMPLE_RUN_H
 
@@ -40,6 +44,9 @@ struct sample_config {
     const char *output_dir;  /* the PNGs, created when missing */
     const char *grid;        /* NULL, or a PNG of all images */
     const char *latents_out; /* NULL, or a safetensors file of latents and labels */
+    const char *decode;      /* instead of sampling: decode this file's latents[N,C,H,W]
+                              * (and labels[N] when present, for the names) with
+                              * decoder, else the encoder its metadata names */
     enum device_kind device;
     enum kdtype dtype;       /* the compute dtype */
     int threads;             /* 0: all cores */

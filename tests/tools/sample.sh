@@ -23,6 +23,16 @@ grep -a -q 'seed 3, image 0, sampler ddpm' "$t/s4/000000-class0.png" || fail "pa
 printf '%s\n' "$t/grid.png" "$t/s4/000000-class0.png" | "$bin/dit-index" - 2>/dev/null | grep -q '	34	34	png	' ||
     fail "grid size (2 x 16 + 2)"
 
+# --decode: the written latents back to images, named by their labels.
+"$bin/dit-sample" --decode "$t/lat.safetensors" -o "$t/dec" 2>"$t/err" || fail "decode: $(cat "$t/err")"
+[ "$(ls "$t/dec" | wc -l)" = 4 ] && ls "$t/dec" | grep -q '000003-class2.png' || fail "decoded: $(ls "$t/dec")"
+"$bin/dit-index" "$t/dec" 2>/dev/null | grep -c '	16	16	png	' | grep -q 4 || fail "decoded sizes"
+grep -a -q 'decoded from' "$t/dec/000000-class0.png" || fail "decode parameters"
+rc=0; "$bin/dit-sample" --decode "$t/lat.safetensors" --decoder pixel:2 -o "$t/x" 2>"$t/err" || rc=$?
+[ "$rc" = 1 ] && grep -q 'channels' "$t/err" || fail "decode with a wrong decoder: $(cat "$t/err")"
+rc=0; "$bin/dit-sample" --decode "$t/lat.safetensors" --model-path "$ck" -o "$t/x" 2>"$t/err" || rc=$?
+[ "$rc" = 2 ] || fail "--decode with --model-path: exit $rc"
+
 # Image k of seed s does not depend on the batch size.
 "$bin/dit-sample" --model-path "$ck" --class-labels 0,2 --num-per-class 2 --num-sampling-steps 5 --seed 3 \
     --batch-size 1 -o "$t/s1" 2>/dev/null || fail "batch 1"
