@@ -41,6 +41,24 @@ int denoiser_config_preset(struct denoiser_config *c, const char *name, const st
     return -1;
 }
 
+int denoiser_config_load_file(struct denoiser_config *c, const char *path, const char *name,
+                              const struct denoiser_spec *spec, float **params)
+{
+    *params = NULL;
+    if (denoiser_config_preset(c, name, spec) != 0)
+        return -2;
+    if (!c->kind->load_file) {
+        err_set("%s: %s models are read from model directories, not bare files", path, c->kind->name);
+        denoiser_config_free(c);
+        return -2;
+    }
+    if (c->kind->load_file(path, c->impl, params) != 0) {
+        denoiser_config_free(c);
+        return -1;
+    }
+    return 0;
+}
+
 int denoiser_config_load_dir(struct denoiser_config *c, const char *dir, float **params)
 {
     memset(c, 0, sizeof *c);

@@ -85,6 +85,11 @@ struct denoiser_kind {
     /* The model dir (diffusers layout; formats/model_dir): configuration and
      * host f32 parameters (*params malloc'd). */
     int (*load_dir)(const char *dir, void *cfg, float **params);
+    /* A bare safetensors state dict in this kind's tensor names into the
+     * preset configuration cfg, which it may adjust to what the file says
+     * (a layout's numerics); *params malloc'd. NULL: the kind is read from
+     * model dirs only. */
+    int (*load_file)(const char *path, void *cfg, float **params);
     int (*save_dir)(const void *cfg, const float *params, const char *dir);
     /* The reference's initialisation, host f32. */
     void (*init)(const void *cfg, float *params, uint64_t seed);
@@ -123,6 +128,11 @@ struct denoiser {
 int denoiser_config_preset(struct denoiser_config *c, const char *name, const struct denoiser_spec *spec);
 /* A model dir: the kind from config.json's _class_name; *params malloc'd. */
 int denoiser_config_load_dir(struct denoiser_config *c, const char *dir, float **params);
+/* A bare state-dict file of the preset name (--model) with the spec's
+ * sizes: -2 with err_set() for an unknown preset or a kind that reads no
+ * bare files, -1 for the file. *params malloc'd. */
+int denoiser_config_load_file(struct denoiser_config *c, const char *path, const char *name,
+                              const struct denoiser_spec *spec, float **params);
 int denoiser_config_copy(struct denoiser_config *dst, const struct denoiser_config *src);
 void denoiser_config_free(struct denoiser_config *c);
 void denoiser_config_info(const struct denoiser_config *c, struct denoiser_info *info);

@@ -2,6 +2,7 @@
 #include "tests/harness.h"
 #include "libcommon/error.h"
 #include "models/encoder.h"
+#include "models/text_encoder.h"
 
 TEST(pixel_encoder_normalises_like_dit)
 {
@@ -154,4 +155,17 @@ TEST(stochastic_encoders_give_a_std_and_scale_their_latents)
     CHECK(!encoder_has_decoder(&mute));
     CHECK(encoder_decode(&mute, mean, 2, 2, out) != 0);
     CHECK_CONTAINS(err_get(), "has no decoder");
+}
+
+/* The text-encoder seam exists before its first implementation: every spec
+ * is refused, saying so, and nothing is left open. */
+TEST(text_encoders_are_refused_until_one_is_built)
+{
+    struct text_encoder e;
+    CHECK(text_encoder_open(&e, "t5:/models/text_encoder") != 0);
+    CHECK_CONTAINS(err_get(), "t5:/models/text_encoder");
+    CHECK_CONTAINS(err_get(), "no text encoder");
+    CHECK(e.kind == NULL);
+    CHECK(text_encoder_encode(&e, NULL, 0, NULL, NULL) != 0);
+    text_encoder_close(&e);
 }

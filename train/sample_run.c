@@ -12,7 +12,6 @@
 #include "libcommon/progress.h"
 #include "libcommon/safetensors.h"
 #include "models/denoiser.h"
-#include "models/dit/denoiser.h"
 #include "models/encoder.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -93,8 +92,9 @@ static int load_model(struct run *r)
             err_set("a safetensors file needs --model and --latent-size (e.g. DiT-XL/2 and 32)");
             return STAGE_BAD_CONFIG;
         }
-        int rc = dit_denoiser_config_from_state_dict(&r->mc, &r->params, c->model_path, c->model_name,
-                                                     c->latent_size, c->num_classes);
+        const struct denoiser_spec spec = {.height = c->latent_size, .width = c->latent_size,
+                                           .num_classes = c->num_classes};
+        int rc = denoiser_config_load_file(&r->mc, c->model_path, c->model_name, &spec, &r->params);
         if (rc != 0)
             return rc == -2 ? STAGE_BAD_CONFIG : STAGE_ERROR;
     }

@@ -203,6 +203,30 @@ static void sizes(const struct denoiser *d, int64_t *param_bytes, int64_t *activ
     dit_model_sizes(((const struct dit_impl *)d->impl)->m, param_bytes, activation_bytes);
 }
 
+/* The original DiT's names or diffusers' (whose numerics differ a little). */
+static int load_file(const char *path, void *config, float **params)
+{
+    struct dit_config *cfg = config;
+    struct st_set *set = st_set_open(path);
+    int layout = set ? dit_weights_layout(set) : -1;
+    if (set && layout < 0)
+        err_set("%s: neither the diffusers nor the original DiT tensor names", path);
+    if (layout == DIT_LAYOUT_DIFFUSERS) {
+        cfg->freq_shift = 1.0f;
+        cfg->mlp_norm_eps = 1e-5f;
+    }
+    *params = layout < 0 ? NULL : malloc((size_t)dit_param_count(cfg) * sizeof(float));
+    if (layout >= 0 && !*params)
+        err_set("out of memory");
+    int rc = *params && dit_weights_load(cfg, *params, set, (enum dit_layout)layout) == 0 ? 0 : -1;
+    st_set_close(set);
+    if (rc != 0) {
+        free(*params);
+        *params = NULL;
+    }
+    return rc;
+}
+
 const struct denoiser_kind dit_denoiser_kind = {
     .name = "dit",
     .class_name = "DiTTransformer2DModel",
@@ -215,6 +239,7 @@ const struct denoiser_kind dit_denoiser_kind = {
     .config_to_json = config_to_json,
     .load_dir = load_dir,
     .save_dir = save_dir,
+    .load_file = load_file,
     .init = init,
     .plan_bytes = plan_bytes,
     .create = create,
@@ -228,39 +253,3 @@ const struct denoiser_kind dit_denoiser_kind = {
     .sizes = sizes,
 };
 
-int dit_denoiser_config_from_state_dict(struct denoiser_config *mc, float **params, const char *path,
-                                        const char *name, int latent_size, int num_classes)
-{
-    struct dit_config *cfg = malloc(sizeof *cfg);
-    if (!cfg) {
-        err_set("out of memory");
-        return -1;
-    }
-    if (dit_config_by_name(cfg, name, latent_size) != 0) {
-        free(cfg);
-        return -2;
-    }
-    if (num_classes)
-        cfg->num_classes = num_classes;
-    struct st_set *set = st_set_open(path);
-    int layout = set ? dit_weights_layout(set) : -1;
-    if (set && layout < 0)
-        err_set("%s: neither the diffusers nor the original DiT tensor names", path);
-    if (layout == DIT_LAYOUT_DIFFUSERS) { /* diffusers' numerics */
-        cfg->freq_shift = 1.0f;
-        cfg->mlp_norm_eps = 1e-5f;
-    }
-    *params = layout < 0 ? NULL : malloc((size_t)dit_param_count(cfg) * sizeof(float));
-    if (layout >= 0 && !*params)
-        err_set("out of memory");
-    int rc = *params && dit_weights_load(cfg, *params, set, (enum dit_layout)layout) == 0 ? 0 : -1;
-    st_set_close(set);
-    if (rc != 0) {
-        free(*params), free(cfg);
-        *params = NULL;
-        return -1;
-    }
-    mc->kind = &dit_denoiser_kind;
-    mc->impl = cfg;
-    return 0;
-}
