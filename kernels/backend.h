@@ -23,7 +23,8 @@ struct kbackend {
     unsigned act_dtypes; /* KDT_BIT of each dtype its kernels keep activations in */
     int host_memory;     /* tensors live in host memory, so the dispatcher may read them */
     int stateful;        /* ctx->backend holds its state: a context without one is unusable */
-    int max_head_size;   /* the largest C / NH attention takes; 0: any */
+    /* The largest C / NH attention takes, forward and backward; 0: any. */
+    int max_head_size_forward, max_head_size_backward;
 
     /* Devices visible; 0 without a driver or a device. */
     int (*device_count)(void);
@@ -45,6 +46,9 @@ struct kbackend {
     /* f32 elements of attention scratch, from the context's device and
      * threads only (planning asks before any context is set up). */
     int64_t (*attention_scratch)(const struct kctx *ctx, int B, int T, int NH);
+    /* f32 elements of conv2d_forward's im2col scratch, likewise. */
+    int64_t (*conv2d_scratch)(const struct kctx *ctx, int C, int H, int W, int k, int stride,
+                              int pad_lo, int pad_hi);
 
     /* The ops, one entry per line of kernels/ops.def. */
 #define KOP(name, family, dtypes, ret, params) ret(*name) params;

@@ -31,6 +31,12 @@ static void cuda_be_attention_backward(struct kctx *ctx, void *dqkv, const void 
     cuda_attention_backward(ctx, dqkv, dout, out, lse, qkv, scratch, dt, B, T, C, NH);
 }
 
+static int64_t cuda_be_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int k,
+                                      int stride, int pad_lo, int pad_hi)
+{
+    return cuda_conv2d_scratch(C, H, W, k, stride, pad_lo, pad_hi);
+}
+
 static const struct kbackend kbackend_cuda = {
     .name = "cuda",
     .device = DEVICE_CUDA,
@@ -38,7 +44,9 @@ static const struct kbackend kbackend_cuda = {
     .host_memory = 0,
     .stateful = 1,
     /* The kernels keep a head's row in registers and shared memory. */
-    .max_head_size = 128,
+    /* a VAE's one head of 512 is forward only; training's heads stay <= 128 */
+    .max_head_size_forward = 512,
+    .max_head_size_backward = 128,
     .device_count = cuda_device_count,
     .ctx_init = cuda_ctx_init,
     .ctx_free = cuda_ctx_free,
@@ -50,12 +58,14 @@ static const struct kbackend kbackend_cuda = {
     .mem_copy = cuda_mem_copy,
     .sync = cuda_sync,
     .attention_scratch = cuda_be_attention_scratch,
+    .conv2d_scratch = cuda_be_conv2d_scratch,
     .gemm = cuda_gemm,
     .linear_forward = cuda_linear_forward,
     .linear_gelu_forward = cuda_linear_gelu_forward,
     .linear_backward = cuda_linear_backward,
     .layernorm_forward = cuda_layernorm_forward,
     .layernorm_backward = cuda_layernorm_backward,
+    .groupnorm_forward = cuda_groupnorm_forward,
     .modulate_forward = cuda_modulate_forward,
     .modulate_backward = cuda_modulate_backward,
     .adaln_forward = cuda_adaln_forward,
@@ -83,6 +93,9 @@ static const struct kbackend kbackend_cuda = {
     .sum_squares = cuda_sum_squares,
     .adamw_update = cuda_adamw_update,
     .ema_update = cuda_ema_update,
+    .conv2d_forward = cuda_conv2d_forward,
+    .upsample_nearest2x_forward = cuda_upsample_nearest2x_forward,
+    .transpose_forward = cuda_transpose_forward,
     .convert = cuda_convert,
 };
 #endif
@@ -104,7 +117,7 @@ const char *kbackend_missing(const struct kbackend *be)
 {
     if (!be->device_count || !be->ctx_init || !be->ctx_free || !be->mem_alloc || !be->mem_free ||
         !be->mem_usage || !be->mem_upload || !be->mem_download || !be->mem_copy || !be->sync ||
-        !be->attention_scratch)
+        !be->attention_scratch || !be->conv2d_scratch)
         return "a context or memory entry";
 #define KOP(name, family, dtypes, ret, params)                                                   \
     if (!be->name)                                                                               \

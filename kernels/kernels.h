@@ -147,6 +147,14 @@ void k_layernorm_forward(struct kctx *ctx, struct tensor out, struct tensor mean
 void k_layernorm_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout,
                           struct tensor inp, struct tensor mean, struct tensor rstd, int M, int C);
 
+/* out[B,C,HW] = GroupNorm(G groups of C/G channels, eps) of inp[B,C,HW]
+ * with affine weight[C], bias[C] (both in the activations' dtype), then
+ * SiLU when silu != 0; statistics in fp32 (mean and biased variance over
+ * (C/G)*HW, as torch). out may equal inp (in place). */
+void k_groupnorm_forward(struct kctx *ctx, struct tensor out, struct tensor inp,
+                         struct tensor weight, struct tensor bias, int B, int C, int HW, int G,
+                         float eps, int silu);
+
 /* out[B,T,C] = x[B,T,C] * (1 + scale[B,C]) + shift[B,C]; shift and scale
  * are rows of a larger [B, k*C] buffer, so each has a row stride (in
  * elements), and a view's n counts from its first row's start: at least
@@ -234,6 +242,34 @@ void k_unpatchify_forward(struct kctx *ctx, struct tensor img, struct tensor tok
 /* dtok[B,T,p*p*CH] (overwrites) from dimg[B,CH,H,W]: the inverse permutation. */
 void k_unpatchify_backward(struct kctx *ctx, struct tensor dtok, struct tensor dimg, int B,
                            int CH, int H, int W, int p);
+
+/* ---- convolution and resampling (forward only: the frozen VAE) ---------- */
+
+/* out[B,OC,Ho,Wo] = conv2d(inp[B,C,H,W], weight[OC,C,k,k]) + bias[OC] (bias
+ * may be absent), torch's Conv2d layout; k is 1 or 3, stride 1 or 2; zero
+ * padding pad_lo before and pad_hi after each spatial axis, so
+ * Ho = (H + pad_lo + pad_hi - k) / stride + 1 and likewise Wo (diffusers:
+ * 1,1 for a 3x3 conv; 0,1 for the stride-2 downsample after
+ * F.pad(x,(0,1,0,1)); 0,0 for 1x1). weight and bias in the activations'
+ * dtype. scratch: f32, at least k_conv2d_scratch(ctx, C, H, W, k, stride,
+ * pad_lo, pad_hi) elements (im2col by blocks of output rows, so memory stays
+ * bounded for a 1024x1024 image with 512 channels; 0 for a 1x1 stride-1
+ * conv). */
+void k_conv2d_forward(struct kctx *ctx, struct tensor out, struct tensor inp, struct tensor weight,
+                      struct tensor bias, struct tensor scratch, int B, int C, int H, int W,
+                      int OC, int k, int stride, int pad_lo, int pad_hi);
+int64_t k_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int k, int stride,
+                         int pad_lo, int pad_hi);
+
+/* out[B,C,2H,2W]: each pixel of inp[B,C,H,W] repeated 2x2
+ * (F.interpolate(scale_factor=2, mode="nearest")). */
+void k_upsample_nearest2x_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int B,
+                                  int C, int H, int W);
+
+/* out[B,N,M] = inp[B,M,N] transposed per batch: [B,C,HW] channel maps <->
+ * [B,HW,C] tokens. out and inp must not overlap. */
+void k_transpose_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int B, int M,
+                         int N);
 
 /* ---- embeddings --------------------------------------------------------- */
 

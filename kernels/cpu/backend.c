@@ -83,10 +83,23 @@ static void be_sync(struct kctx *ctx)
 }
 
 /* The CPU works one (batch, head) at a time per thread, on at most two
- * blocks of scores of 256 query rows by T keys. */
+ * blocks of scores of 256 query rows by T keys: linear in T, and no more
+ * threads' worth than there are (batch, head) tasks, which the kernels
+ * never exceed (a VAE's one head at T = 16384 needs one thread's 8M floats,
+ * not 64 of them). */
 static int64_t be_attention_scratch(const struct kctx *ctx, int B, int T, int NH)
 {
-    return cpu_attention_scratch(T, ctx->threads);
+    int64_t threads = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
+    int64_t tasks = (int64_t)B * NH;
+    if (tasks < threads)
+        threads = tasks > 1 ? tasks : 1;
+    return cpu_attention_scratch(T, (int)threads);
+}
+
+static int64_t be_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int k,
+                                 int stride, int pad_lo, int pad_hi)
+{
+    return cpu_conv2d_scratch(C, H, W, k, stride, pad_lo, pad_hi);
 }
 
 /* ---- gemm --------------------------------------------------------------- */
@@ -132,6 +145,13 @@ static void be_layernorm_backward(struct kctx *ctx, void *dinp, const void *dout
                                   int C)
 {
     cpu_layernorm_backward(dinp, dout, inp, mean, rstd, M, C);
+}
+
+static void be_groupnorm_forward(struct kctx *ctx, void *out, const void *inp, const void *weight,
+                                 const void *bias, enum kdtype dt, int B, int C, int HW, int G,
+                                 float eps, int silu)
+{
+    cpu_groupnorm_forward(out, inp, weight, bias, B, C, HW, G, eps, silu);
 }
 
 static void be_modulate_forward(struct kctx *ctx, void *out, const void *x, const void *shift,
@@ -239,6 +259,28 @@ static void be_unpatchify_backward(struct kctx *ctx, void *dtok, const void *dim
     cpu_unpatchify_backward(dtok, dimg, B, CH, H, W, p);
 }
 
+/* ---- conv --------------------------------------------------------------- */
+
+static void be_conv2d_forward(struct kctx *ctx, void *out, const void *inp, const void *weight,
+                              const void *bias, float *scratch, enum kdtype dt, int B, int C,
+                              int H, int W, int OC, int k, int stride, int pad_lo, int pad_hi)
+{
+    cpu_conv2d_forward(out, inp, weight, bias, scratch, B, C, H, W, OC, k, stride, pad_lo,
+                       pad_hi);
+}
+
+static void be_upsample_nearest2x_forward(struct kctx *ctx, void *out, const void *inp,
+                                          enum kdtype dt, int B, int C, int H, int W)
+{
+    cpu_upsample_nearest2x_forward(out, inp, B, C, H, W);
+}
+
+static void be_transpose_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
+                                 int B, int M, int N)
+{
+    cpu_transpose_forward(out, inp, B, M, N);
+}
+
 /* ---- embedding ---------------------------------------------------------- */
 
 static void be_embedding_forward(struct kctx *ctx, void *out, const void *table,
@@ -334,7 +376,8 @@ const struct kbackend kbackend_cpu = {
     .act_dtypes = KDT_BIT(KDT_F32),
     .host_memory = 1,
     .stateful = 0,
-    .max_head_size = 0,
+    .max_head_size_forward = 0,
+    .max_head_size_backward = 0,
     .device_count = be_no_devices,
     .ctx_init = be_ctx_init,
     .ctx_free = be_ctx_free,
@@ -346,12 +389,14 @@ const struct kbackend kbackend_cpu = {
     .mem_copy = be_mem_copy,
     .sync = be_sync,
     .attention_scratch = be_attention_scratch,
+    .conv2d_scratch = be_conv2d_scratch,
     .gemm = be_gemm,
     .linear_forward = be_linear_forward,
     .linear_gelu_forward = be_linear_gelu_forward,
     .linear_backward = be_linear_backward,
     .layernorm_forward = be_layernorm_forward,
     .layernorm_backward = be_layernorm_backward,
+    .groupnorm_forward = be_groupnorm_forward,
     .modulate_forward = be_modulate_forward,
     .modulate_backward = be_modulate_backward,
     .adaln_forward = be_adaln_forward,
@@ -379,5 +424,8 @@ const struct kbackend kbackend_cpu = {
     .sum_squares = be_sum_squares,
     .adamw_update = be_adamw_update,
     .ema_update = be_ema_update,
+    .conv2d_forward = be_conv2d_forward,
+    .upsample_nearest2x_forward = be_upsample_nearest2x_forward,
+    .transpose_forward = be_transpose_forward,
     .convert = be_convert,
 };

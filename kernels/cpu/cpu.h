@@ -104,6 +104,8 @@ void cpu_linear_backward(float *dinp, float *dweight, float *dbias, const float 
                          const float *inp, const float *weight, int M, int C, int OC);
 
 /* norm.c: layernorm, adaLN modulate (alone and fused with the norm), gated residual */
+void cpu_groupnorm_forward(float *out, const float *inp, const float *weight, const float *bias,
+                           int B, int C, int HW, int G, float eps, int silu);
 void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, int M, int C,
                            float eps);
 void cpu_layernorm_backward(float *dinp, const float *dout, const float *inp, const float *mean,
@@ -142,6 +144,15 @@ void cpu_attention_backward(float *dqkv, const float *dout, const float *out, co
 void cpu_patchify_forward(float *out, const float *img, int B, int CH, int H, int W, int p);
 void cpu_unpatchify_forward(float *img, const float *tok, int B, int CH, int H, int W, int p);
 void cpu_unpatchify_backward(float *dtok, const float *dimg, int B, int CH, int H, int W, int p);
+
+/* conv.c: convolution (im2col by blocks of output rows into scratch, then
+ * sgemm; scratch holds cpu_conv2d_scratch floats) and resampling */
+int64_t cpu_conv2d_scratch(int C, int H, int W, int k, int stride, int pad_lo, int pad_hi);
+void cpu_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
+                        float *scratch, int B, int C, int H, int W, int OC, int k, int stride,
+                        int pad_lo, int pad_hi);
+void cpu_upsample_nearest2x_forward(float *out, const float *inp, int B, int C, int H, int W);
+void cpu_transpose_forward(float *out, const float *inp, int B, int M, int N);
 
 /* embedding.c */
 void cpu_embedding_forward(float *out, const float *table, const int32_t *ids, int B, int C);

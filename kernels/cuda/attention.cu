@@ -24,6 +24,11 @@
 // (DiT's 72 included) on one code path: tiles are padded to a multiple of 4
 // with zeros for the float4 dot products, and a row stride of 4 mod 8 floats
 // keeps the float4 reads of 8 lanes on distinct banks.
+//
+// Heads of 129..512 (a VAE's mid-block: one head of 512 over every pixel)
+// take the same forward kernel with 4 rows per warp, in every dtype
+// (att_forward_wide); backward stays at 128 (struct kbackend's
+// max_head_size_backward).
 #include "kernels/cuda/common.cuh"
 
 #include <math.h>
@@ -40,7 +45,10 @@ constexpr int ATT_ROWS = 8;                     // rows per warp
 constexpr int ATT_BR = ATT_WARPS * ATT_ROWS;    // rows per block
 constexpr int ATT_BC = 32;                      // columns per tile: one per lane
 constexpr int ATT_THREADS = ATT_WARPS * 32;
-constexpr int ATT_MAX_HS = 128;
+constexpr int ATT_MAX_HS = 128;          // backward, and the forward's usual paths
+constexpr int ATT_WIDE_ROWS = 4;         // rows per warp of the wide-head forward
+constexpr int ATT_WIDE_BR = ATT_WARPS * ATT_WIDE_ROWS;
+constexpr int ATT_MAX_HS_WIDE = 512;     // the forward's wide-head path
 constexpr float ATT_LOG2E = 1.4426950408889634f;
 constexpr float ATT_LN2 = 0.69314718055994531f;
 
@@ -186,32 +194,36 @@ __device__ __forceinline__ void att_store_rows(T *dst, int64_t stride, int row0,
 
 // ---- forward ----------------------------------------------------------
 
-// Block = ATT_BR queries of one (b, h); grid = B * NH * query tiles.
-template <typename T, int NI>
+// Block = ATT_WARPS * R queries of one (b, h); grid = B * NH * query
+// tiles. R = ATT_ROWS up to head size 128; the wide heads (up to 512, NI
+// 16) take R = ATT_WIDE_ROWS, which keeps the Q, K and V tiles within
+// shared memory and the R x NI accumulators within registers.
+template <typename T, int NI, int R = ATT_ROWS>
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_forward_kernel(T *out, float *lse, const T *qkv, int Tn, int C, int NH, int HS,
                         float scale_log2, int vec)
 {
+    constexpr int BR = ATT_WARPS * R;
     DYNAMIC_SMEM(float, smem);
     const int LD = att_ld(HS), HS4 = att_hs4(HS);
-    float *Qs = smem, *Ks = Qs + ATT_BR * LD, *Vs = Ks + ATT_BC * LD, *Ps = Vs + ATT_BC * LD;
-    const int tiles = (Tn + ATT_BR - 1) / ATT_BR;
-    const int bh = blockIdx.x / tiles, q0 = (blockIdx.x - bh * tiles) * ATT_BR;
+    float *Qs = smem, *Ks = Qs + BR * LD, *Vs = Ks + ATT_BC * LD, *Ps = Vs + ATT_BC * LD;
+    const int tiles = (Tn + BR - 1) / BR;
+    const int bh = blockIdx.x / tiles, q0 = (blockIdx.x - bh * tiles) * BR;
     const int b = bh / NH, h = bh - b * NH;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t C3 = 3 * (int64_t)C;
     const T *Q = qkv + (int64_t)b * Tn * C3 + (int64_t)h * HS;
     const T *K = Q + C, *V = Q + 2 * (int64_t)C;
 
-    att_load_tile(Qs, Q, q0, Tn, C3, HS, LD, ATT_BR, vec);
-    const float *Qw = Qs + warp * ATT_ROWS * LD;
-    float *Pw = Ps + warp * ATT_ROWS * ATT_BC;
+    att_load_tile(Qs, Q, q0, Tn, C3, HS, LD, BR, vec);
+    const float *Qw = Qs + warp * R * LD;
+    float *Pw = Ps + warp * R * ATT_BC;
 
     // m: running max of the scores in log2 units; l: this lane's share of
     // the running sum (summed over the warp once, at the end).
-    float m[ATT_ROWS], l[ATT_ROWS], o[ATT_ROWS][NI];
+    float m[R], l[R], o[R][NI];
 #pragma unroll
-    for (int r = 0; r < ATT_ROWS; r++) {
+    for (int r = 0; r < R; r++) {
         m[r] = -INFINITY;
         l[r] = 0.0f;
 #pragma unroll
@@ -224,11 +236,11 @@ __global__ void __launch_bounds__(ATT_THREADS)
         att_load_tile(Ks, K, k0, Tn, C3, HS, LD, ATT_BC, vec);
         att_load_tile(Vs, V, k0, Tn, C3, HS, LD, ATT_BC, vec);
         __syncthreads();
-        float s[ATT_ROWS];
-        att_dot_rows<ATT_ROWS>(Qw, Ks + lane * LD, HS4, LD, s);
+        float s[R];
+        att_dot_rows<R>(Qw, Ks + lane * LD, HS4, LD, s);
         const bool valid = k0 + lane < Tn;
 #pragma unroll
-        for (int r = 0; r < ATT_ROWS; r++) {
+        for (int r = 0; r < R; r++) {
             const float x = valid ? s[r] * scale_log2 : -INFINITY;
             // Every tile holds a valid key, so mnew is finite; the first
             // tile's correction is exp2(-inf) = 0 on zero accumulators.
@@ -243,21 +255,21 @@ __global__ void __launch_bounds__(ATT_THREADS)
             Pw[r * ATT_BC + lane] = p;
         }
         __syncwarp();
-        att_accum<ATT_ROWS, NI>(Pw, Vs, LD, HS, o);
+        att_accum<R, NI>(Pw, Vs, LD, HS, o);
         __syncwarp(); // P is read by every lane before the next tile's write
     }
 
-    const int row0 = q0 + warp * ATT_ROWS;
-    float inv[ATT_ROWS];
+    const int row0 = q0 + warp * R;
+    float inv[R];
 #pragma unroll
-    for (int r = 0; r < ATT_ROWS; r++) {
+    for (int r = 0; r < R; r++) {
         const float sum = warp_sum(l[r]);
         inv[r] = 1.0f / sum;
         if (lane == 0 && row0 + r < Tn)
             lse[(int64_t)bh * Tn + row0 + r] = (m[r] + log2f(sum)) * ATT_LN2;
     }
-    att_store_rows<T, ATT_ROWS, NI>(out + (int64_t)b * Tn * C + (int64_t)h * HS, C, row0, Tn, HS,
-                                    o, inv);
+    att_store_rows<T, R, NI>(out + (int64_t)b * Tn * C + (int64_t)h * HS, C, row0, Tn, HS, o,
+                             inv);
 }
 
 // Empty heads (HS = 0): every score is 0, so the softmax is uniform.
@@ -850,9 +862,10 @@ __global__ void __launch_bounds__(TC_THREADS)
 
 // ---- host side --------------------------------------------------------
 
-size_t att_forward_smem(int HS)
+// Q for `rows` queries, a K and a V tile, the probabilities of the rows.
+size_t att_forward_smem(int HS, int rows)
 {
-    return sizeof(float) * ((size_t)(ATT_BR + 2 * ATT_BC) * att_ld(HS) + ATT_BR * ATT_BC);
+    return sizeof(float) * ((size_t)(rows + 2 * ATT_BC) * att_ld(HS) + (size_t)rows * ATT_BC);
 }
 
 size_t att_backward_kv_smem(int HS)
@@ -888,11 +901,10 @@ bool att_vec_ok(const void *p, size_t elem, int HS, int C)
     return ((uintptr_t)p & 15) == 0 && HS % V == 0 && C % V == 0;
 }
 
-void att_check_hs(const char *op, int HS)
+void att_check_hs(const char *op, int HS, int most)
 {
-    if (HS > ATT_MAX_HS) {
-        fprintf(stderr, "dit: %s: head size %d is over the CUDA backend's %d\n", op, HS,
-                ATT_MAX_HS);
+    if (HS > most) {
+        fprintf(stderr, "dit: %s: head size %d is over the CUDA backend's %d\n", op, HS, most);
         abort();
     }
 }
@@ -915,7 +927,7 @@ void att_forward_f32(struct kctx *ctx, float *out, float *lse, const float *qkv,
     const int HS = C / NH;
     const float scale_log2 = ATT_LOG2E / sqrtf((float)HS);
     const int vec = att_vec_ok(qkv, sizeof(float), HS, C);
-    const size_t smem = att_forward_smem(HS);
+    const size_t smem = att_forward_smem(HS, ATT_BR);
 #define ATT_FWD(NI)                                                                           \
     do {                                                                                      \
         auto fn = attn_forward_kernel<float, NI>;                                             \
@@ -929,6 +941,39 @@ void att_forward_f32(struct kctx *ctx, float *out, float *lse, const float *qkv,
     default: ATT_FWD(4); break;
     }
 #undef ATT_FWD
+}
+
+// Head sizes 129..512 (a VAE's mid-block attention: one head of 512 over
+// every pixel), in every dtype: the f32 kernel's CUDA-core path, its tiles
+// converted to fp32 in shared memory, 16 queries a block (Q, K and V tiles
+// take 163 KiB at HS 512), and NI rounded up to 6, 8, 12 or 16 dims per
+// lane. bf16 and f16 thus get fp32 probabilities and products as well as
+// fp32 sums; the tensor-core kernels' registers (HSP / 2 accumulators per
+// lane) would not hold a head of 512. Forward only: training never meets
+// heads this wide, and the backward kernels stay at 128.
+template <typename T>
+void att_forward_wide(struct kctx *ctx, T *out, float *lse, const T *qkv, int B, int Tn, int C,
+                      int NH)
+{
+    const int HS = C / NH;
+    const float scale_log2 = ATT_LOG2E / sqrtf((float)HS);
+    const int vec = att_vec_ok(qkv, sizeof(T), HS, C);
+    const size_t smem = att_forward_smem(HS, ATT_WIDE_BR);
+#define ATT_WIDE(NI)                                                                          \
+    do {                                                                                      \
+        auto fn = attn_forward_kernel<T, NI, ATT_WIDE_ROWS>;                                  \
+        att_launch(fn, ATT_WIDE_BR, smem, ctx, B, Tn, NH, out, lse, qkv, Tn, C, NH, HS,       \
+                   scale_log2, vec);                                                          \
+    } while (0)
+    if (HS <= 192)
+        ATT_WIDE(6);
+    else if (HS <= 256)
+        ATT_WIDE(8);
+    else if (HS <= 384)
+        ATT_WIDE(12);
+    else
+        ATT_WIDE(16);
+#undef ATT_WIDE
 }
 
 void att_backward_f32(struct kctx *ctx, float *dqkv, const float *dout, const float *out,
@@ -1049,7 +1094,22 @@ extern "C" void cuda_attention_forward(struct kctx *ctx, void *out, float *lse, 
                 lse, n, logf((float)T));
         return;
     }
-    att_check_hs("attention_forward", HS);
+    att_check_hs("attention_forward", HS, ATT_MAX_HS_WIDE);
+    if (HS > ATT_MAX_HS) {
+        switch (dt) {
+        case KDT_F32:
+            att_forward_wide(ctx, (float *)out, lse, (const float *)qkv, B, T, C, NH);
+            return;
+        case KDT_BF16:
+            att_forward_wide(ctx, (bf16 *)out, lse, (const bf16 *)qkv, B, T, C, NH);
+            return;
+        case KDT_F16:
+            att_forward_wide(ctx, (f16 *)out, lse, (const f16 *)qkv, B, T, C, NH);
+            return;
+        default:
+            break; // named below
+        }
+    }
     switch (dt) {
     case KDT_F32:
         att_forward_f32(ctx, (float *)out, lse, (const float *)qkv, B, T, C, NH);
@@ -1073,7 +1133,7 @@ extern "C" void cuda_attention_backward(struct kctx *ctx, void *dqkv, const void
 {
     if (!dqkv || B <= 0 || T <= 0 || NH <= 0 || C / NH == 0)
         return;
-    att_check_hs("attention_backward", C / NH);
+    att_check_hs("attention_backward", C / NH, ATT_MAX_HS);
     switch (dt) {
     case KDT_F32:
         att_backward_f32(ctx, (float *)dqkv, (const float *)dout, (const float *)out, lse,

@@ -75,6 +75,9 @@ void cuda_layernorm_forward(struct kctx *ctx, void *out, float *mean, float *rst
                             const void *inp, enum kdtype dt, int M, int C, float eps);
 void cuda_layernorm_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
                              const float *mean, const float *rstd, enum kdtype dt, int M, int C);
+void cuda_groupnorm_forward(struct kctx *ctx, void *out, const void *inp, const void *weight,
+                            const void *bias, enum kdtype dt, int B, int C, int HW, int G,
+                            float eps, int silu);
 void cuda_modulate_forward(struct kctx *ctx, void *out, const void *x, const void *shift,
                            const void *scale, enum kdtype dt, int B, int T, int C,
                            int mod_stride);
@@ -121,6 +124,19 @@ void cuda_unpatchify_forward(struct kctx *ctx, void *img, const void *tok, enum 
                              int CH, int H, int W, int p);
 void cuda_unpatchify_backward(struct kctx *ctx, void *dtok, const void *dimg, enum kdtype dt,
                               int B, int CH, int H, int W, int p);
+
+/* conv.cu: im2col by blocks of output pixels into scratch, cuBLASLt
+ * products with fp32 output there, then bias and one rounding into out;
+ * scratch holds cuda_conv2d_scratch floats (0 for a 1x1 stride-1 conv, a
+ * plain product per image). */
+int64_t cuda_conv2d_scratch(int C, int H, int W, int k, int stride, int pad_lo, int pad_hi);
+void cuda_conv2d_forward(struct kctx *ctx, void *out, const void *inp, const void *weight,
+                         const void *bias, float *scratch, enum kdtype dt, int B, int C, int H,
+                         int W, int OC, int k, int stride, int pad_lo, int pad_hi);
+void cuda_upsample_nearest2x_forward(struct kctx *ctx, void *out, const void *inp,
+                                     enum kdtype dt, int B, int C, int H, int W);
+void cuda_transpose_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, int B,
+                            int M, int N);
 
 /* embedding.cu: ids and t in device memory. */
 void cuda_embedding_forward(struct kctx *ctx, void *out, const void *table, const int32_t *ids,

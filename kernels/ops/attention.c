@@ -13,13 +13,13 @@ int64_t k_attention_scratch(const struct kctx *ctx, int B, int T, int NH)
     return (be ? be : &kbackend_cpu)->attention_scratch(ctx, B, T, NH);
 }
 
+/* most: the backend's largest head size for this direction (0: any). */
 static void check_attention_dims(const struct kctx *ctx, const char *op, int B, int T, int C,
-                                 int NH)
+                                 int NH, int most)
 {
     DIMS("B, T, C, NH", B, T, C, NH);
     if (NH == 0 || C % NH != 0)
         op_abort(op, "C %d is not a multiple of NH %d", C, NH);
-    int most = ctx->ops->max_head_size;
     if (most > 0 && C / NH > most) {
         char name[16];
         size_t i = 0;
@@ -36,7 +36,7 @@ void k_attention_forward(struct kctx *ctx, struct tensor out, struct tensor lse,
 {
     const char *op = "attention_forward";
     op_check_ctx(ctx, op);
-    check_attention_dims(ctx, op, B, T, C, NH);
+    check_attention_dims(ctx, op, B, T, C, NH, ctx->ops->max_head_size_forward);
     enum kdtype dt = op_act_dtype(ctx, op, "qkv", qkv);
     void *po = OUT(out, (int64_t)B * T * C);
     float *pl = F32(lse, (int64_t)B * NH * T);
@@ -52,7 +52,7 @@ void k_attention_backward(struct kctx *ctx, struct tensor dqkv, struct tensor do
 {
     const char *op = "attention_backward";
     op_check_ctx(ctx, op);
-    check_attention_dims(ctx, op, B, T, C, NH);
+    check_attention_dims(ctx, op, B, T, C, NH, ctx->ops->max_head_size_backward);
     enum kdtype dt = op_act_dtype(ctx, op, "qkv", qkv);
     void *pdq = GRAD(dqkv, (int64_t)B * T * 3 * C);
     void *pdo = IN(dout, (int64_t)B * T * C);

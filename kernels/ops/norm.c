@@ -36,6 +36,31 @@ void k_layernorm_backward(struct kctx *ctx, struct tensor dinp, struct tensor do
         ctx->ops->layernorm_backward(ctx, pdi, pdo, pi, pm, pr, dt, M, C);
 }
 
+/* In place is allowed (out == inp), any other overlap is a caller's bug:
+ * the CUDA kernel reads a group three times and writes it on the last. */
+void k_groupnorm_forward(struct kctx *ctx, struct tensor out, struct tensor inp,
+                         struct tensor weight, struct tensor bias, int B, int C, int HW, int G,
+                         float eps, int silu)
+{
+    const char *op = "groupnorm_forward";
+    op_check_ctx(ctx, op);
+    DIMS("B, C, HW, G", B, C, HW, G);
+    if (G == 0 || C % G != 0)
+        op_abort(op, "C %d is not a multiple of G %d", C, G);
+    if ((C == 0 || HW == 0) && B > 0)
+        op_abort(op, "C %d, HW %d: the mean of an empty group", C, HW);
+    int64_t n = (int64_t)B * C * HW;
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *po = OUT(out, n);
+    void *pi = IN(inp, n);
+    void *pw = IN(weight, C);
+    void *pb = IN(bias, C);
+    uintptr_t o = (uintptr_t)po, i = (uintptr_t)pi, bytes = (uintptr_t)n * kdtype_bytes(dt);
+    if (o != i && n > 0 && o < i + bytes && i < o + bytes)
+        op_abort(op, "out overlaps inp without being the same tensor");
+    ctx->ops->groupnorm_forward(ctx, po, pi, pw, pb, dt, B, C, HW, G, eps, silu);
+}
+
 void k_modulate_forward(struct kctx *ctx, struct tensor out, struct tensor x, struct tensor shift,
                         struct tensor scale, int B, int T, int C, int mod_stride)
 {

@@ -1,6 +1,7 @@
 /* Parity specs of attention (tests/cuda/parity.h): out, lse and dqkv for
  * sequence lengths that are not a whole number of tiles (1, 7, 33, 70, 130,
- * 300), head sizes that are not powers of two (6, 24, 40, 72) up to 128,
+ * 300), head sizes that are not powers of two (6, 24, 40, 72) up to 128
+ * and, forward only, the wide heads (150, 256, 512),
  * both load paths (16-byte vectors and scalars), f32 (CUDA cores) and
  * bf16/f16 (tensor cores, tiles of 64, head dims padded to 16), an absent
  * dqkv. Backward runs on both sides from the CPU's forward (out rounded to
@@ -107,7 +108,17 @@ static int att_check(const struct parity_case *c, int i, const float *got, const
         /* HS 12 and 6 in f16: not whole 8-element vectors, scalar loads */                   \
         {PD(1, 20, 24, 2), F16}, {PD(1, 5, 128, 1), F16}, {PD(2, 19, 12, 2), F16}
 
-static const struct parity_case ATT_FORWARD_CASES[] = {ATT_CASES, {PD(1, 7, 16, 2), F32}};
+/* Forward only, heads past the 128 that backward takes: a VAE's mid-block
+ * (one head of 512), two heads of 256, and HS 150 (not a multiple of 4:
+ * scalar loads, padded to 152, lanes past it idle), on the wide-head path
+ * (16 queries a block, CUDA cores in every dtype); T odd, several query
+ * tiles and a partial key tile. */
+#define ATT_WIDE_CASES(DT)                                                                    \
+    {PD(1, 45, 512, 1), DT}, {PD(2, 67, 512, 2), DT}, {PD(1, 41, 300, 2), DT}
+
+static const struct parity_case ATT_FORWARD_CASES[] = {
+    ATT_CASES, {PD(1, 7, 16, 2), F32}, ATT_WIDE_CASES(F32), ATT_WIDE_CASES(BF16),
+    ATT_WIDE_CASES(F16)};
 /* and no gradient wanted: backward returns without touching anything */
 static const struct parity_case ATT_BACKWARD_CASES[] = {ATT_CASES,
                                                         {PD(1, 7, 16, 2), F32, .absent = 1}};

@@ -392,3 +392,47 @@ const struct parity_op parity_gated_residual_backward = {
     .call = gated_backward_call,
     PARITY_CASES(GATED_BACKWARD_CASES),
 };
+
+/* ---- GroupNorm ------------------------------------------------------------- */
+
+enum { GN_OUT, GN_INP, GN_WEIGHT, GN_BIAS };
+
+/* B, C, HW, G, silu */
+static void gn_layout(const struct kctx *ctx, const struct parity_case *c, int64_t *n,
+                      int64_t *at)
+{
+    n[GN_OUT] = n[GN_INP] = (int64_t)c->d[0] * c->d[1] * c->d[2];
+    n[GN_WEIGHT] = n[GN_BIAS] = c->d[1];
+}
+
+static double gn_forward_call(struct kctx *ctx, struct tensor *t, const struct parity_case *c,
+                              int step)
+{
+    k_groupnorm_forward(ctx, t[GN_OUT], t[GN_INP], t[GN_WEIGHT], t[GN_BIAS], c->d[0], c->d[1],
+                        c->d[2], c->d[3], 1e-6f, c->d[4]);
+    return 0;
+}
+
+/* With and without SiLU; G = 1 and G = C (one channel a group, HW values);
+ * HW odd, HW = 1 (groups of C/G values); a group larger than the block's
+ * 512 threads (1400 values: ragged strides); B above 1; in place; views at
+ * offset 1. */
+static const struct parity_case GN_FORWARD_CASES[] = {
+    {PD(2, 8, 9, 4, 0)},    {PD(2, 8, 9, 4, 1)},   {PD(1, 6, 7, 1, 0)},
+    {PD(1, 6, 7, 1, 1)},    {PD(2, 6, 5, 6, 1)},   {PD(2, 6, 5, 6, 0)},
+    {PD(3, 4, 1, 2, 1)},    {PD(1, 4, 350, 2, 1)}, {PD(1, 32, 33, 8, 0)},
+    {PD(2, 8, 9, 4, 1), .inplace = 1},             {PD(1, 6, 7, 1, 0), .inplace = 1},
+    {PD(2, 8, 9, 4, 1), .offset = 1},              {PD(2, 6, 5, 6, 0), .offset = 1},
+};
+
+/* Inputs well off zero (mean 5, spread 2): the variance must not cancel. */
+const struct parity_op parity_groupnorm_forward = {
+    .name = "groupnorm_forward",
+    .args = {[GN_OUT] = ARG("out", PA_OUT, .alias = "inp"),
+             [GN_INP] = ARG("inp", PA_IN, .scale = 2.0f, .shift = 5.0f),
+             [GN_WEIGHT] = ARG("weight", PA_IN, .scale = 0.5f, .shift = 1.0f),
+             [GN_BIAS] = ARG("bias", PA_IN, .scale = 0.3f)},
+    .layout = gn_layout,
+    .call = gn_forward_call,
+    PARITY_CASES(GN_FORWARD_CASES),
+};
