@@ -2,6 +2,7 @@
 #include "libcommon/safetensors.h"
 #include "libcommon/atomic_file.h"
 #include "libcommon/error.h"
+#include "libcommon/half.h"
 #include "libcommon/utf8.h"
 
 #include <errno.h>
@@ -826,4 +827,21 @@ int st_writer_write_range(struct st_writer *w, const char *path, size_t first, s
 int st_writer_write(struct st_writer *w, const char *path)
 {
     return st_writer_write_range(w, path, 0, w ? w->n : 0);
+}
+
+int st_tensor_to_f32(const struct st_tensor *t, float *out)
+{
+    switch (t->dtype) {
+    case ST_F32:
+        memcpy(out, t->data, t->nbytes);
+        return 0;
+    case ST_BF16:
+        bf16_to_f32_array(t->data, out, t->nelem);
+        return 0;
+    case ST_F16:
+        f16_to_f32_array(t->data, out, t->nelem);
+        return 0;
+    default:
+        return -1;
+    }
 }

@@ -70,6 +70,9 @@ void st_close(struct st_file *f);            /* NULL allowed */
 const struct st_tensor *st_find(const struct st_file *f, const char *name);
 /* NULL if absent. */
 const char *st_meta_get(const struct st_file *f, const char *key);
+/* t's elements as fp32 into out[t->nelem]: F32 copied, BF16 and F16
+ * widened exactly. -1 (without err_set) for any other dtype. */
+int st_tensor_to_f32(const struct st_tensor *t, float *out);
 
 struct st_writer;
 struct st_writer *st_writer_new(void);       /* NULL only when out of memory */

@@ -3,6 +3,7 @@
 #include "models/encoder.h"
 #include "libcommon/error.h"
 #include "models/pixel/pixel.h"
+#include "models/vae/vae.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 static const struct encoder_kind *const encoders[] = {
     &pixel_encoder_kind,
+    &vae_encoder_kind,
     NULL,
 };
 
@@ -40,7 +42,7 @@ int encoder_open(struct encoder *e, const char *spec)
     for (size_t i = 0; encoders[i]; i++)
         len += (size_t)snprintf(forms + len, len < sizeof forms ? sizeof forms - len : 0, "%s%s", i ? ", or " : "",
                                 encoders[i]->specs);
-    err_set("--encoder '%s': expected %s; the VAE and text encoders are not built yet", spec ? spec : "", forms);
+    err_set("--encoder '%s': expected %s", spec ? spec : "", forms);
     return -1;
 }
 

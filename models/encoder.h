@@ -44,7 +44,7 @@ struct encoder_kind {
 
 struct encoder {
     const struct encoder_kind *kind;
-    char identity[128]; /* e.g. "pixel/1 s2d=2" */
+    char identity[1024]; /* e.g. "pixel/1 s2d=2", "vae/1 HASH PATH" */
     int factor;         /* spatial downsampling: an HxW image gives (H/f)x(W/f) latents */
     int channels;       /* latent channels */
     int has_std;        /* encode gives a std: the latent is a distribution */
@@ -53,8 +53,9 @@ struct encoder {
 };
 
 /* Opens an encoder from a spec ("pixel", "pixel:F": space-to-depth by F, as
- * torch's pixel_unshuffle orders channels) or from an identity string as
- * shards and checkpoints record it ("pixel/1 s2d=F"). 0, or -1 with
+ * torch's pixel_unshuffle orders channels; "vae:PATH[,OPTIONS]", the
+ * AutoencoderKL of models/vae/vae.h) or from an identity string as shards
+ * and checkpoints record it ("pixel/1 s2d=F", "vae/1 HASH ARGS"). 0, or -1 with
  * err_set() for an unknown or malformed spec; e needs no close then. */
 int encoder_open(struct encoder *e, const char *spec);
 void encoder_close(struct encoder *e);

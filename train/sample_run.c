@@ -7,7 +7,6 @@
 #include "image/png_write.h"
 #include "kernels/device.h"
 #include "libcommon/error.h"
-#include "libcommon/half.h"
 #include "libcommon/log.h"
 #include "libcommon/progress.h"
 #include "libcommon/safetensors.h"
@@ -354,12 +353,7 @@ static int run_decode(struct run *r)
         err_set("out of memory");
         goto done;
     }
-    if (t->dtype == ST_F32)
-        memcpy(r->latents, t->data, (size_t)total * sizeof(float));
-    else if (t->dtype == ST_BF16)
-        bf16_to_f32_array(t->data, r->latents, (size_t)total);
-    else
-        f16_to_f32_array(t->data, r->latents, (size_t)total);
+    st_tensor_to_f32(t, r->latents);
     if (lab)
         memcpy(r->labels, lab->data, (size_t)r->n * sizeof *r->labels);
     if (mkdir(c->output_dir, 0777) != 0 && errno != EEXIST) {

@@ -4,7 +4,6 @@
 #include "models/dit/weights.h"
 #include "formats/model_dir.h"
 #include "libcommon/error.h"
-#include "libcommon/half.h"
 #include "libcommon/json.h"
 
 #include <stdio.h>
@@ -156,25 +155,6 @@ static void shape_text(char *buf, size_t size, int ndim, const int64_t *shape)
         snprintf(buf + n, size - n, "]");
 }
 
-/* Converts a tensor to fp32 into out[n]; -1 for a dtype weights never use. */
-static int to_f32(const struct st_tensor *t, float *out)
-{
-    switch (t->dtype) {
-    case ST_F32:
-        memcpy(out, t->data, t->nbytes);
-        return 0;
-    case ST_BF16:
-    case ST_F16:
-        for (uint64_t i = 0; i < t->nelem; i++) {
-            uint16_t h;
-            memcpy(&h, (const char *)t->data + 2 * i, 2);
-            out[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-        }
-        return 0;
-    default:
-        return -1;
-    }
-}
 
 int dit_weights_load(const struct dit_config *cfg, float *params, const struct st_set *set,
                      enum dit_layout layout)
@@ -221,7 +201,7 @@ int dit_weights_load(const struct dit_config *cfg, float *params, const struct s
             }
             dst = replica;
         }
-        if (to_f32(t, dst) != 0) {
+        if (st_tensor_to_f32(t, dst) != 0) {
             PROBLEM("%s is %s; weights must be F32, BF16 or F16", d->name, st_dtype_name(t->dtype));
             continue;
         }
