@@ -13,7 +13,8 @@
 #include <string.h>
 
 struct options {
-    const char *encoder, *filter, *flip_mode, *background, *dtype, *latent_mode;
+    const char *encoder, *vae, *filter, *flip_mode, *background, *dtype, *latent_mode;
+    int vae_tiling;
     int random_flip, exact_decode;
     double shard_mb;
 };
@@ -61,7 +62,9 @@ int main(int argc, char **argv)
                         .latent_mode = "dist"};
     const struct opt opts[] = {
         {"output-dir", 'o', OPT_STRING, &c.output_dir, "DIR", "the shard set to write (required)"},
-        {"encoder", 0, OPT_STRING, &o.encoder, "SPEC", "pixel or pixel:F (space-to-depth by F)"},
+        {"encoder", 0, OPT_STRING, &o.encoder, "SPEC", "pixel, pixel:F (space-to-depth by F) or vae:PATH[,OPTIONS]"},
+        {"vae", 0, OPT_STRING, &o.vae, "PATH", "the AutoencoderKL of PATH (the same as --encoder vae:PATH)"},
+        {"vae-tiling", 0, OPT_FLAG, &o.vae_tiling, NULL, "with --vae: encode large images in tiles, as diffusers"},
         {"latent-mode", 0, OPT_STRING, &o.latent_mode, "MODE",
          "a VAE's latents: dist (mean and std, drawn at training), mean, or sample"},
         {"resize-filter", 0, OPT_STRING, &o.filter, "NAME", "bicubic (default) or lanczos, as Pillow"},
@@ -90,6 +93,13 @@ int main(int argc, char **argv)
         opt_usage_error("--jobs must not be negative");
     if (opt_device_given())
         device_select(opt_device()); /* the pixel encoder runs on the CPU */
+    char vae_spec[4200];
+    if (o.vae) {
+        snprintf(vae_spec, sizeof vae_spec, "vae:%s%s", o.vae, o.vae_tiling ? ",tiling" : "");
+        o.encoder = vae_spec;
+    } else if (o.vae_tiling) {
+        opt_usage_error("--vae-tiling needs --vae");
+    }
     struct encoder enc;
     if (encoder_open(&enc, o.encoder) != 0)
         opt_usage_error("%s", err_get());

@@ -14,7 +14,8 @@ int main(int argc, char **argv)
 {
     struct sample_config c;
     sample_config_init(&c);
-    const char *precision = NULL;
+    const char *precision = NULL, *vae = NULL;
+    char vae_spec[4200];
     int64_t seed = 0;
     const struct opt opts[] = {
         {"model-path", 'm', OPT_STRING, &c.model_path, "PATH", "a checkpoint, a model directory or a safetensors file"},
@@ -38,7 +39,8 @@ int main(int argc, char **argv)
         {"batch-size", 0, OPT_INT, &c.batch, "N", "images per model call (16)"},
         {"width", 0, OPT_INT, &c.width, "PX", "must be the model's size"},
         {"height", 0, OPT_INT, &c.height, "PX", "must be the model's size"},
-        {"decoder", 0, OPT_STRING, &c.decoder, "SPEC", "pixel or pixel:F (default: the checkpoint's encoder)"},
+        {"decoder", 0, OPT_STRING, &c.decoder, "SPEC", "pixel, pixel:F or vae:PATH (default: the checkpoint's encoder)"},
+        {"vae", 0, OPT_STRING, &vae, "PATH", "decode with the AutoencoderKL of PATH (--decoder vae:PATH)"},
         {"output-dir", 'o', OPT_STRING, &c.output_dir, "DIR", "where the PNGs go (samples)"},
         {"grid", 0, OPT_STRING, &c.grid, "FILE", "also write all images as one grid PNG"},
         {"decode", 0, OPT_STRING, &c.decode, "FILE", "decode FILE's latents to PNGs instead of sampling"},
@@ -57,6 +59,12 @@ int main(int argc, char **argv)
     if (c.model_path && c.decode)
         opt_usage_error("--decode takes latents, not a model: give one of --model-path and --decode");
     c.seed = (uint64_t)seed;
+    if (vae && c.decoder)
+        opt_usage_error("--vae and --decoder both name the decoder: give one");
+    if (vae) {
+        snprintf(vae_spec, sizeof vae_spec, "vae:%s", vae);
+        c.decoder = vae_spec;
+    }
     c.device = device_select(opt_device());
     /* The compute dtype: bf16 on a GPU unless asked otherwise; f32 on the CPU. */
     int cpu_note = kdtype_for_compute(precision, c.device, &c.dtype);
