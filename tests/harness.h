@@ -26,6 +26,10 @@ const char *test_source_path(const char *rel);
 void test_write_file(const char *path, const void *data, size_t size);
 /* Reads a whole file (NUL-terminated); *size may be NULL. Caller frees. */
 char *test_read_file(const char *path, size_t *size);
+/* Runs fn in a child with stderr to a file (a dispatcher's abort, say);
+ * returns what it wrote (malloc'd) and sets *sig to the signal that ended
+ * it (0: it returned). */
+char *test_stderr_of(void (*fn)(void), int *sig);
 
 #define TEST(name)                                                             \
     static void test_##name(void);                                             \

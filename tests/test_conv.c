@@ -256,26 +256,6 @@ TEST(transpose_matches_loop_and_inverts)
 
 /* ---- the dispatcher refuses broken calls ----------------------------- */
 
-/* Runs fn in a child with stderr to a file; returns what it wrote
- * (malloc'd) and sets *sig to the signal that ended it (0: it returned). */
-static char *stderr_of(void (*fn)(void), int *sig)
-{
-    const char *path = test_tmp_path("stderr.txt");
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0)
-            dup2(fd, 2);
-        fn();
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    *sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    return test_read_file(path, NULL);
-}
 
 static float buf[4096];
 
@@ -330,7 +310,7 @@ TEST(conv_dispatchers_refuse_broken_calls)
     };
     for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++) {
         int sig = 0;
-        char *text = stderr_of(calls[i].fn, &sig);
+        char *text = test_stderr_of(calls[i].fn, &sig);
         CHECK_INT(sig, SIGABRT);
         CHECK_CONTAINS(text, calls[i].says);
         free(text);

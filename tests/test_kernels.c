@@ -1350,26 +1350,6 @@ TEST(cuda_context_without_a_gpu_is_refused)
     kctx_free(&cpu);
 }
 
-/* Runs fn in a child with stderr to a file; returns what it wrote
- * (malloc'd) and sets *sig to the signal that ended it (0: it returned). */
-static char *stderr_of(void (*fn)(void), int *sig)
-{
-    const char *path = test_tmp_path("stderr.txt");
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0)
-            dup2(fd, 2);
-        fn();
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    *sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    return test_read_file(path, NULL);
-}
 
 static float four[4];
 
@@ -1425,7 +1405,7 @@ TEST(dispatcher_aborts_naming_the_op_and_the_problem)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int sig = 0;
-        char *msg = stderr_of(cases[i].fn, &sig);
+        char *msg = test_stderr_of(cases[i].fn, &sig);
         CHECK_INT(sig, SIGABRT);
         CHECK_CONTAINS(msg, cases[i].want);
         free(msg);
