@@ -4,6 +4,7 @@
  * Environment: DIT_BIN (the tools' directory, for the scripts),
  *              DIT_TESTS (the tests/ source directory; default "tests"). */
 #include "tests/harness.h"
+#include "libcommon/philox.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -261,4 +262,22 @@ char *test_stderr_of(void (*fn)(void), int *sig)
     waitpid(pid, &status, 0);
     *sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     return test_read_file(path, NULL);
+}
+
+float *test_randn(size_t n, uint64_t seed, float scale, uint32_t purpose)
+{
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    struct rng_stream s = rng_stream(seed, purpose, 0, 0);
+    rng_normal_f32(&s, 0, n, x);
+    for (size_t i = 0; i < n; i++)
+        x[i] *= scale;
+    return x;
+}
+
+float *test_filled(size_t n, float v)
+{
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = v;
+    return x;
 }

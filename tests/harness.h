@@ -30,6 +30,11 @@ char *test_read_file(const char *path, size_t *size);
  * returns what it wrote (malloc'd) and sets *sig to the signal that ended
  * it (0: it returned). */
 char *test_stderr_of(void (*fn)(void), int *sig);
+/* n normal values times scale from Philox stream (seed, purpose): each test
+ * file passes a purpose of its own, so no product stream is reused. And n
+ * copies of v. Both malloc'd (never NULL for n = 0). */
+float *test_randn(size_t n, uint64_t seed, float scale, uint32_t purpose);
+float *test_filled(size_t n, float v);
 
 #define TEST(name)                                                             \
     static void test_##name(void);                                             \

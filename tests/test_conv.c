@@ -18,23 +18,8 @@
 /* A purpose of these tests' own. */
 #define CONV_TEST_PURPOSE 0xc0471u
 
-static float *randn(size_t n, uint64_t seed, float scale)
-{
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    struct rng_stream s = rng_stream(seed, CONV_TEST_PURPOSE, 0, 0);
-    rng_normal_f32(&s, 0, n, x);
-    for (size_t i = 0; i < n; i++)
-        x[i] *= scale;
-    return x;
-}
-
-static float *filled(size_t n, float v)
-{
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    for (size_t i = 0; i < n; i++)
-        x[i] = v;
-    return x;
-}
+#define randn(n, seed, scale) test_randn(n, seed, scale, CONV_TEST_PURPOSE)
+#define filled test_filled
 
 static struct kctx cpu_ctx(int threads)
 {

@@ -26,23 +26,8 @@
 /* A purpose of the tests' own, so no product stream is reused here. */
 #define TEST_PURPOSE 0x7e57u
 
-static float *randn(size_t n, uint64_t seed, float scale)
-{
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    struct rng_stream s = rng_stream(seed, TEST_PURPOSE, 0, 0);
-    rng_normal_f32(&s, 0, n, x);
-    for (size_t i = 0; i < n; i++)
-        x[i] *= scale;
-    return x;
-}
-
-static float *filled(size_t n, float v)
-{
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    for (size_t i = 0; i < n; i++)
-        x[i] = v;
-    return x;
-}
+#define randn(n, seed, scale) test_randn(n, seed, scale, TEST_PURPOSE)
+#define filled test_filled
 
 static float *copy_of(const float *src, size_t n)
 {
