@@ -264,7 +264,7 @@ char *test_stderr_of(void (*fn)(void), int *sig)
     return test_read_file(path, NULL);
 }
 
-float *test_randn(size_t n, uint64_t seed, float scale, uint32_t purpose)
+float *test_normal(size_t n, uint64_t seed, float scale, uint32_t purpose)
 {
     float *x = malloc((n ? n : 1) * sizeof *x);
     struct rng_stream s = rng_stream(seed, purpose, 0, 0);

@@ -33,7 +33,7 @@ char *test_stderr_of(void (*fn)(void), int *sig);
 /* n normal values times scale from Philox stream (seed, purpose): each test
  * file passes a purpose of its own, so no product stream is reused. And n
  * copies of v. Both malloc'd (never NULL for n = 0). */
-float *test_randn(size_t n, uint64_t seed, float scale, uint32_t purpose);
+float *test_normal(size_t n, uint64_t seed, float scale, uint32_t purpose);
 float *test_filled(size_t n, float v);
 
 #define TEST(name)                                                             \

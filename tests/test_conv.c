@@ -18,7 +18,7 @@
 /* A purpose of these tests' own. */
 #define CONV_TEST_PURPOSE 0xc0471u
 
-#define randn(n, seed, scale) test_randn(n, seed, scale, CONV_TEST_PURPOSE)
+#define randn(n, seed, scale) test_normal(n, seed, scale, CONV_TEST_PURPOSE)
 #define filled test_filled
 
 static struct kctx cpu_ctx(int threads)

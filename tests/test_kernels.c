@@ -26,7 +26,7 @@
 /* A purpose of the tests' own, so no product stream is reused here. */
 #define TEST_PURPOSE 0x7e57u
 
-#define randn(n, seed, scale) test_randn(n, seed, scale, TEST_PURPOSE)
+#define randn(n, seed, scale) test_normal(n, seed, scale, TEST_PURPOSE)
 #define filled test_filled
 
 static float *copy_of(const float *src, size_t n)

@@ -48,20 +48,7 @@ struct kctx cpu_test_ctx(void)
 
 float *test_randn(size_t n, uint64_t seed, float scale)
 {
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    struct rng_stream s = rng_stream(seed, TEST_PURPOSE, 0, 0);
-    rng_normal_f32(&s, 0, n, x);
-    for (size_t i = 0; i < n; i++)
-        x[i] *= scale;
-    return x;
-}
-
-float *test_filled(size_t n, float v)
-{
-    float *x = malloc((n ? n : 1) * sizeof *x);
-    for (size_t i = 0; i < n; i++)
-        x[i] = v;
-    return x;
+    return test_normal(n, seed, scale, TEST_PURPOSE);
 }
 
 struct tensor test_tensor(struct kctx *ctx, enum kdtype dt, const float *host, size_t n)

@@ -24,10 +24,9 @@ static inline double tol_for(enum kdtype dt)
 struct kctx cuda_test_ctx(void);
 struct kctx cpu_test_ctx(void);
 
-/* n normal values times scale from a test stream of seed (malloc'd). */
+/* n normal values times scale from the CUDA tests' stream of seed
+ * (malloc'd); test_filled is the harness's. */
 float *test_randn(size_t n, uint64_t seed, float scale);
-/* n values equal to v (malloc'd). */
-float *test_filled(size_t n, float v);
 
 /* A tensor of n elements of dt on ctx's device holding host (f32 values,
  * rounded to dt), or left as allocated when host is NULL. */
