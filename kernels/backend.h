@@ -46,9 +46,12 @@ struct kbackend {
     /* f32 elements of attention scratch, from the context's device and
      * threads only (planning asks before any context is set up). */
     int64_t (*attention_scratch)(const struct kctx *ctx, int B, int T, int NH);
+    /* f32 elements of attention_bias_forward's scratch, likewise. */
+    int64_t (*attention_bias_scratch)(const struct kctx *ctx, int B, int Tq, int Tk, int NH,
+                                      int HS);
     /* f32 elements of conv2d_forward's im2col scratch, likewise. */
-    int64_t (*conv2d_scratch)(const struct kctx *ctx, int C, int H, int W, int k, int stride,
-                              int pad_lo, int pad_hi);
+    int64_t (*conv2d_scratch)(const struct kctx *ctx, int C, int H, int W, int OC, int k,
+                              int stride, int pad_lo, int pad_hi);
 
     /* The ops, one entry per line of kernels/ops.def. */
 #define KOP(name, family, dtypes, ret, params) ret(*name) params;

@@ -31,8 +31,25 @@ static void cuda_be_attention_backward(struct kctx *ctx, void *dqkv, const void 
     cuda_attention_backward(ctx, dqkv, dout, out, lse, qkv, scratch, dt, B, T, C, NH);
 }
 
-static int64_t cuda_be_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int k,
-                                      int stride, int pad_lo, int pad_hi)
+static int64_t cuda_be_attention_bias_scratch(const struct kctx *ctx, int B, int Tq, int Tk,
+                                              int NH, int HS)
+{
+    return cuda_attention_bias_scratch(B, Tq, Tk, NH, HS);
+}
+
+static void cuda_be_attention_bias_forward(struct kctx *ctx, void *out, float *lse, const void *q,
+                                           const void *k, const void *v, const float *bias,
+                                           const float *key_mask, float *scratch,
+                                           int64_t scratch_n, enum kdtype dt, int B, int Tq,
+                                           int Tk, int NH, int HS, int q_stride, int kv_stride,
+                                           float scale)
+{
+    cuda_attention_bias_forward(ctx, out, lse, q, k, v, bias, key_mask, dt, B, Tq, Tk, NH, HS,
+                                q_stride, kv_stride, scale);
+}
+
+static int64_t cuda_be_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int OC,
+                                      int k, int stride, int pad_lo, int pad_hi)
 {
     return cuda_conv2d_scratch(C, H, W, k, stride, pad_lo, pad_hi);
 }
@@ -58,6 +75,7 @@ static const struct kbackend kbackend_cuda = {
     .mem_copy = cuda_mem_copy,
     .sync = cuda_sync,
     .attention_scratch = cuda_be_attention_scratch,
+    .attention_bias_scratch = cuda_be_attention_bias_scratch,
     .conv2d_scratch = cuda_be_conv2d_scratch,
     .gemm = cuda_gemm,
     .linear_forward = cuda_linear_forward,
@@ -72,12 +90,15 @@ static const struct kbackend kbackend_cuda = {
     .adaln_backward = cuda_adaln_backward,
     .gated_residual_forward = cuda_gated_residual_forward,
     .gated_residual_backward = cuda_gated_residual_backward,
+    .rmsnorm_forward = cuda_rmsnorm_forward,
     .gelu_forward = cuda_gelu_forward,
     .gelu_backward = cuda_gelu_backward,
     .silu_forward = cuda_silu_forward,
     .silu_backward = cuda_silu_backward,
+    .gated_gelu_forward = cuda_gated_gelu_forward,
     .attention_forward = cuda_be_attention_forward,
     .attention_backward = cuda_be_attention_backward,
+    .attention_bias_forward = cuda_be_attention_bias_forward,
     .patchify_forward = cuda_patchify_forward,
     .unpatchify_forward = cuda_unpatchify_forward,
     .unpatchify_backward = cuda_unpatchify_backward,
@@ -117,7 +138,7 @@ const char *kbackend_missing(const struct kbackend *be)
 {
     if (!be->device_count || !be->ctx_init || !be->ctx_free || !be->mem_alloc || !be->mem_free ||
         !be->mem_usage || !be->mem_upload || !be->mem_download || !be->mem_copy || !be->sync ||
-        !be->attention_scratch || !be->conv2d_scratch)
+        !be->attention_scratch || !be->attention_bias_scratch || !be->conv2d_scratch)
         return "a context or memory entry";
 #define KOP(name, family, dtypes, ret, params)                                                   \
     if (!be->name)                                                                               \

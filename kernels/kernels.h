@@ -198,6 +198,13 @@ void k_gated_residual_backward(struct kctx *ctx, struct tensor dy, struct tensor
                                struct tensor dres, struct tensor y, struct tensor gate, int B,
                                int T, int C, int mod_stride);
 
+/* out[M,C] = inp[M,C] * rsqrt(mean_c(inp^2) + eps) * weight[C] (T5LayerNorm / RMSNorm): the
+ * mean of squares in fp32 whatever the dtype; weight in the activations' dtype, or absent
+ * (no weight: plain RMS normalisation). rstd[M] f32, optional (absent: not written): kept for
+ * a backward to come. out may equal inp. */
+void k_rmsnorm_forward(struct kctx *ctx, struct tensor out, struct tensor rstd, struct tensor inp,
+                       struct tensor weight, int M, int C, float eps);
+
 /* ---- activations -------------------------------------------------------- */
 
 /* GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
@@ -210,6 +217,11 @@ void k_silu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int6
 /* dinp = dout * silu'(inp) (overwrites). */
 void k_silu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, struct tensor inp,
                      int64_t n);
+
+/* out[M,F] = gelu_tanh(inp[m, f]) * inp[m, F + f]: T5 v1.1's gated-GELU feed-forward
+ * ("gelu_new", the tanh approximation), the two input projections wi_0 | wi_1 computed as
+ * one [M, 2F] linear. */
+void k_gated_gelu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int M, int F);
 
 /* ---- attention ---------------------------------------------------------- */
 
@@ -226,6 +238,22 @@ void k_attention_backward(struct kctx *ctx, struct tensor dqkv, struct tensor do
                           struct tensor out, struct tensor lse, struct tensor qkv,
                           struct tensor scratch, int B, int T, int C, int NH);
 int64_t k_attention_scratch(const struct kctx *ctx, int B, int T, int NH);
+
+/* Multi-head attention with an additive bias and a key mask, any query/key lengths:
+ * for batch b, head h, query i: s_j = scale * q_i . k_j + bias[h, i, j] over keys j with
+ * key_mask[b, j] != 0, out[b, i, h*HS:(h+1)*HS] = softmax(s) . v. Row (b, t) of q starts at
+ * element (b*Tq + t) * q_stride of q, head h at + h*HS; k and v likewise with kv_stride and
+ * Tk (so q, k, v may be views into one fused qkv buffer, or q from image tokens and k, v from
+ * text: cross-attention). out[B, Tq, NH*HS] contiguous. bias f32 [NH, Tq, Tk] shared by the
+ * batch, optional; key_mask f32 [B, Tk] (1 attend, 0 not), optional; a query whose keys are
+ * all masked gets zeros (and lse = -inf). lse f32 [B, NH, Tq] = log-sum-exp of s, optional.
+ * T5 uses scale 1 (unscaled scores). Never materialises more than the backend's scratch. */
+void k_attention_bias_forward(struct kctx *ctx, struct tensor out, struct tensor lse,
+                              struct tensor q, struct tensor k, struct tensor v, struct tensor bias,
+                              struct tensor key_mask, struct tensor scratch, int B, int Tq, int Tk,
+                              int NH, int HS, int q_stride, int kv_stride, float scale);
+/* Floats of scratch k_attention_bias_forward needs (may be 0). */
+int64_t k_attention_bias_scratch(const struct kctx *ctx, int B, int Tq, int Tk, int NH, int HS);
 
 /* ---- patches ------------------------------------------------------------ */
 
@@ -251,14 +279,14 @@ void k_unpatchify_backward(struct kctx *ctx, struct tensor dtok, struct tensor d
  * Ho = (H + pad_lo + pad_hi - k) / stride + 1 and likewise Wo (diffusers:
  * 1,1 for a 3x3 conv; 0,1 for the stride-2 downsample after
  * F.pad(x,(0,1,0,1)); 0,0 for 1x1). weight and bias in the activations'
- * dtype. scratch: f32, at least k_conv2d_scratch(ctx, C, H, W, k, stride,
- * pad_lo, pad_hi) elements (im2col by blocks of output rows, so memory stays
- * bounded for a 1024x1024 image with 512 channels; 0 for a 1x1 stride-1
- * conv). */
+ * dtype. scratch: f32, at least k_conv2d_scratch(ctx, C, H, W, OC, k,
+ * stride, pad_lo, pad_hi) elements (im2col or Winograd tiles by blocks, so
+ * memory stays bounded for a 1024x1024 image with 512 channels; 0 for a 1x1
+ * stride-1 conv). */
 void k_conv2d_forward(struct kctx *ctx, struct tensor out, struct tensor inp, struct tensor weight,
                       struct tensor bias, struct tensor scratch, int B, int C, int H, int W,
                       int OC, int k, int stride, int pad_lo, int pad_hi);
-int64_t k_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int k, int stride,
+int64_t k_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int OC, int k, int stride,
                          int pad_lo, int pad_hi);
 
 /* out[B,C,2H,2W]: each pixel of inp[B,C,H,W] repeated 2x2

@@ -4,7 +4,9 @@
  * Environment: DIT_BIN (the tools' directory, for the scripts),
  *              DIT_TESTS (the tests/ source directory; default "tests"). */
 #include "tests/harness.h"
+#include "libcommon/error.h"
 #include "libcommon/philox.h"
+#include "libcommon/safetensors.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -279,5 +281,30 @@ float *test_filled(size_t n, float v)
     float *x = malloc((n ? n : 1) * sizeof *x);
     for (size_t i = 0; i < n; i++)
         x[i] = v;
+    return x;
+}
+
+struct st_file *test_goldens_open(const char *rel)
+{
+    struct st_file *f = st_open(test_source_path(rel));
+    if (!f)
+        test_fail(__FILE__, __LINE__, "%s", err_get());
+    return f;
+}
+
+float *test_golden_f32(const struct st_file *f, const char *name, size_t n)
+{
+    float *x = calloc(n ? n : 1, sizeof *x);
+    const struct st_tensor *t = f ? st_find(f, name) : NULL;
+    if (!t) {
+        test_fail(__FILE__, __LINE__, "golden %s is missing", name);
+        return x;
+    }
+    if (t->dtype != ST_F32 || t->nelem != n) {
+        test_fail(__FILE__, __LINE__, "golden %s: %s with %llu elements, want F32 with %zu", name,
+                  st_dtype_name(t->dtype), (unsigned long long)t->nelem, n);
+        return x;
+    }
+    memcpy(x, t->data, n * sizeof *x);
     return x;
 }

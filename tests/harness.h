@@ -35,6 +35,13 @@ char *test_stderr_of(void (*fn)(void), int *sig);
  * copies of v. Both malloc'd (never NULL for n = 0). */
 float *test_normal(size_t n, uint64_t seed, float scale, uint32_t purpose);
 float *test_filled(size_t n, float v);
+/* Goldens: the safetensors file rel under tests/ (fails the test when it
+ * cannot be opened; NULL then), and a malloc'd copy of its tensor name,
+ * which must be F32 with n elements (copied: the mapping need not be
+ * aligned for float); zeros after a failure. */
+struct st_file;
+struct st_file *test_goldens_open(const char *rel);
+float *test_golden_f32(const struct st_file *f, const char *name, size_t n);
 
 #define TEST(name)                                                             \
     static void test_##name(void);                                             \

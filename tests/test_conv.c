@@ -1,7 +1,7 @@
 /* kernels, conv family: the CPU backend's conv2d, nearest 2x upsampling
  * and per-batch transpose against direct loops written here (conv within
- * 1e-5 relative, the permutations exact); a conv cut into several blocks of
- * output rows; the scratch staying bounded for a 1024x1024 image of 512
+ * 1e-5 relative, the permutations exact), Winograd's 3x3 path included; a
+ * conv cut into several blocks of output rows or of tiles; the scratch staying bounded for a 1024x1024 image of 512
  * channels on both backends; the dispatcher refusing a broken call. */
 #include "tests/harness.h"
 #include "kernels/kernels.h"
@@ -89,7 +89,7 @@ static double conv_error(const struct conv_case *c, int threads, int64_t *scratc
     size_t ny = (size_t)c->B * c->OC * out_size(c->H, c) * out_size(c->W, c);
     float *x = randn(nx, 1, 1.0f), *w = randn(nw, 2, 1.0f / sqrtf((float)(c->C * c->k * c->k)));
     float *bias = c->bias ? randn((size_t)c->OC, 3, 0.5f) : NULL;
-    int64_t ns = k_conv2d_scratch(&ctx, c->C, c->H, c->W, c->k, c->stride, c->pad_lo, c->pad_hi);
+    int64_t ns = k_conv2d_scratch(&ctx, c->C, c->H, c->W, c->OC, c->k, c->stride, c->pad_lo, c->pad_hi);
     /* NaN: a block reading scratch it did not write shows in the output. */
     float *scratch = ns > 0 ? filled((size_t)ns, NAN) : NULL;
     float *y = filled(ny, NAN);
@@ -139,6 +139,13 @@ TEST(conv2d_forward_matches_direct_loop)
         {2, 8, 5, 7, 12, 1, 1, 0, 0, 0},
         /* a 1x1 with padding goes through im2col */
         {1, 3, 4, 4, 2, 1, 1, 1, 1, 1},
+        /* 3x3 stride 1 from 8 channels is Winograd's: odd sizes clip the
+         * last tile row and column; every padding */
+        {1, 8, 7, 9, 5, 3, 1, 1, 1, 1},
+        {2, 9, 5, 4, 3, 3, 1, 0, 0, 1},
+        {1, 16, 3, 3, 4, 3, 1, 2, 2, 1},
+        {1, 8, 6, 9, 12, 3, 1, 0, 1, 0},
+        {1, 12, 1, 1, 3, 3, 1, 1, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         CHECK_CONV(cases[i], 1);
@@ -168,6 +175,20 @@ TEST(conv2d_forward_in_several_row_blocks)
     }
 }
 
+/* Winograd's tiles in two blocks, the last short: 8 -> 8 channels give
+ * blocks of 16,384 tiles, and a 256x260 output has 16,640. */
+TEST(conv2d_winograd_in_several_tile_blocks)
+{
+    const struct conv_case c = {1, 8, 256, 260, 8, 3, 1, 1, 1, 1};
+    int64_t ns = 0;
+    double e = conv_error(&c, 2, &ns);
+    const int64_t tiles = 128 * 130;
+    if (!(ns < 16 * 8 * 2 * tiles))
+        test_fail(__FILE__, __LINE__, "scratch %lld holds every tile", (long long)ns);
+    if (!(e <= 1e-5))
+        test_fail(__FILE__, __LINE__, "error %.3g", e);
+}
+
 /* Planning asks with a context that only names its device. */
 TEST(conv2d_scratch_is_bounded)
 {
@@ -175,13 +196,13 @@ TEST(conv2d_scratch_is_bounded)
     const int64_t bound = (int64_t)64 << 20;
     for (int d = 0; d < 2; d++) {
         struct kctx plan = {.device = d ? DEVICE_CUDA : DEVICE_CPU};
-        int64_t s1 = k_conv2d_scratch(&plan, 512, 1024, 1024, 3, 1, 1, 1);
-        int64_t s2 = k_conv2d_scratch(&plan, 512, 1024, 1024, 3, 2, 0, 1);
+        int64_t s1 = k_conv2d_scratch(&plan, 512, 1024, 1024, 512, 3, 1, 1, 1);
+        int64_t s2 = k_conv2d_scratch(&plan, 512, 1024, 1024, 512, 3, 2, 0, 1);
         CHECK(s1 > 0 && s1 <= bound && s1 < full);
         CHECK(s2 > 0 && s2 <= bound);
-        CHECK_INT(k_conv2d_scratch(&plan, 512, 1024, 1024, 1, 1, 0, 0), 0);
+        CHECK_INT(k_conv2d_scratch(&plan, 512, 1024, 1024, 512, 1, 1, 0, 0), 0);
         /* a small layer needs no more than its whole im2col plus a stage */
-        int64_t small = k_conv2d_scratch(&plan, 3, 8, 8, 3, 1, 1, 1);
+        int64_t small = k_conv2d_scratch(&plan, 3, 8, 8, 128, 3, 1, 1, 1);
         CHECK(small >= 27 * 64 && small <= 27 * 64 + 300 * 64);
     }
 }

@@ -186,30 +186,10 @@ static void fd_check_at(const char *file, int line, struct fd *f, const char *wh
 
 static struct st_file *goldens_open(void)
 {
-    struct st_file *f = st_open(test_source_path("fixtures/kernels/goldens.safetensors"));
-    if (!f)
-        test_fail(__FILE__, __LINE__, "%s", err_get());
-    return f;
+    return test_goldens_open("fixtures/kernels/goldens.safetensors");
 }
 
-/* A copy of golden tensor name, which must hold n F32 elements (copied: the
- * mapping need not be aligned for float). Zeros after a failure. */
-static float *golden(const struct st_file *f, const char *name, size_t n)
-{
-    float *x = calloc(n ? n : 1, sizeof *x);
-    const struct st_tensor *t = f ? st_find(f, name) : NULL;
-    if (!t) {
-        test_fail(__FILE__, __LINE__, "golden %s is missing", name);
-        return x;
-    }
-    if (t->dtype != ST_F32 || t->nelem != n) {
-        test_fail(__FILE__, __LINE__, "golden %s: %s with %llu elements, want F32 with %zu",
-                  name, st_dtype_name(t->dtype), (unsigned long long)t->nelem, n);
-        return x;
-    }
-    memcpy(x, t->data, n * sizeof *x);
-    return x;
-}
+#define golden test_golden_f32
 
 /* ------------------------------------------------------------------ gemm */
 

@@ -1,4 +1,5 @@
-/* GELU (tanh approximation, as PyTorch's approximate='tanh') and SiLU. */
+/* GELU (tanh approximation, as PyTorch's approximate='tanh') and SiLU, and
+ * T5's gated GELU. */
 #include "kernels/cpu/cpu.h"
 
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
@@ -97,5 +98,33 @@ void cpu_silu_backward(float *dinp, const float *dout, const float *inp, int64_t
         int64_t lo, hi;
         cpu_thread_range(n, &lo, &hi);
         silu_backward_range(dinp + lo, dout + lo, inp + lo, hi - lo);
+    }
+}
+
+/* Rows [m0, m1) of the gated GELU: gelu(a) * g with a = inp[m, f] and
+ * g = inp[m, F + f], GELU as gelu_forward_range computes it. */
+CPU_VECTOR_CLONES static void gated_gelu_rows(float *out, const float *inp, int64_t m0,
+                                              int64_t m1, int F)
+{
+    for (int64_t m = m0; m < m1; m++) {
+        const float *a = inp + m * 2 * F, *g = a + F;
+        float *o = out + m * F;
+#pragma omp simd
+        for (int f = 0; f < F; f++) {
+            float x = a[f];
+            float u = GELU_K * (x + GELU_A * x * x * x);
+            o[f] = x / (1.0f + cpu_expf(-2.0f * u)) * g[f];
+        }
+    }
+}
+
+/* inp (M, 2F) -> out (M, F), rows split between threads. */
+void cpu_gated_gelu_forward(float *out, const float *inp, int M, int F)
+{
+#pragma omp parallel if ((int64_t)M * F >= CPU_PARALLEL_MIN)
+    {
+        int64_t lo, hi;
+        cpu_thread_range(M, &lo, &hi);
+        gated_gelu_rows(out, inp, lo, hi, F);
     }
 }

@@ -1,8 +1,8 @@
 /* Multi-head self-attention without a mask, on sgemm.
  *
- * One (batch, head) pair is one task, run by one OpenMP thread with
- * sequential OpenBLAS calls on strided views of qkv (rows 3C apart), so no
- * head is ever copied out. Queries go in blocks of ATT_QBLOCK rows: a thread
+ * One (batch, head) pair is one task (forward: one (batch, head, query
+ * block)), run by one OpenMP thread with sequential OpenBLAS calls on
+ * strided views of qkv (rows 3C apart), so no head is ever copied out. Queries go in blocks of ATT_QBLOCK rows: a thread
  * holds at most two ATT_QBLOCK x T score blocks of scratch, which for DiT
  * sizes (T <= 256) is the whole T x T matrix and stays bounded for long
  * sequences. Forward saves only the log-sum-exp of each row; backward
@@ -133,17 +133,22 @@ void cpu_attention_forward(float *out, float *lse, const float *qkv, float *scra
     }
     float scale = 1.0f / sqrtf((float)HS);
     int qb = attention_qblock(T);
-    int nthreads = attention_threads(scratch_n, T, tasks);
+    /* Forward tasks are (batch, head, query block): the blocks of a head
+     * are independent, so one head (the VAE's) still fills every thread. */
+    const int64_t blocks = (T + qb - 1) / qb, units = tasks * blocks;
+    int nthreads = attention_threads(scratch_n, T, units);
 #pragma omp parallel num_threads(nthreads)
     {
         float *S = scratch + (int64_t)omp_get_thread_num() * attention_per_thread(T);
 #pragma omp for schedule(static)
-        for (int64_t task = 0; task < tasks; task++) {
+        for (int64_t unit = 0; unit < units; unit++) {
+            const int64_t task = unit / blocks;
             int64_t b = task / NH;
             int h = (int)(task % NH);
             const float *Q = qkv + b * T * C3 + (int64_t)h * HS;
             const float *K = Q + C, *V = Q + 2 * (int64_t)C;
-            for (int t0 = 0; t0 < T; t0 += qb) {
+            {
+                const int t0 = (int)(unit % blocks) * qb;
                 int nq = T - t0 < qb ? T - t0 : qb;
                 /* S = scale Q K^T */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, T, HS, scale,
@@ -214,6 +219,184 @@ void cpu_attention_backward(float *dqkv, const float *dout, const float *out, co
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, nq, scale, dS, T, Qb,
                             C3, beta, dK, C3);
             }
+        }
+    }
+}
+
+/* ---- attention with a bias and a key mask (T5) ------------------------------
+ *
+ * Any Tq and Tk, strided q, k and v rows, an additive bias [NH, Tq, Tk] and
+ * a key mask [B, Tk]. A task is one (batch, head, block of ATB_QBLOCK
+ * queries): T5-base's B = 1, NH = 12, T = 512 makes 96 of them, enough for
+ * every core, where (batch, head) tasks alone would leave most idle. Each
+ * computes its block of scores S = scale Q K^T with one sgemm on the
+ * strided views, adds the bias and drops masked keys in one pass over S
+ * (two-pass softmax in f32: the row max, then exp(s - max) and the sum),
+ * and O = P V with a second sgemm, each row then divided by its sum.
+ * Masked keys get probability exactly 0, never a large negative score, and
+ * the keys before the first and after the last attended one (T5's padding)
+ * are left out of both products. The thread count changes only which
+ * thread runs a task, so results are the same bits for any count. */
+
+#define ATB_QBLOCK 64
+
+static int atb_qblock(int Tq)
+{
+    return Tq < ATB_QBLOCK ? Tq : ATB_QBLOCK;
+}
+
+int64_t cpu_attention_bias_tasks(int B, int Tq, int NH)
+{
+    if (B <= 0 || Tq <= 0 || NH <= 0)
+        return 0;
+    return (int64_t)B * NH * ((Tq + ATB_QBLOCK - 1) / ATB_QBLOCK);
+}
+
+/* Floats one thread needs: a block of scores, its queries by every key. */
+static int64_t atb_per_thread(int Tq, int Tk)
+{
+    return (int64_t)atb_qblock(Tq) * (Tk > 0 ? Tk : 0);
+}
+
+int64_t cpu_attention_bias_scratch(int Tq, int Tk, int threads)
+{
+    if (threads <= 0)
+        threads = omp_get_max_threads();
+    return atb_per_thread(Tq, Tk) * threads;
+}
+
+/* Row i of S[nq, nk] (the block's scores over its key range) becomes
+ * p_j = exp(s_j - max) for the attended keys, s = S + bias, and 0 for the
+ * others; lse[i] = max + log(sum p) and inv[i] = 1 / sum p, or -inf and 0
+ * when the row attends to nothing. A masked score becomes -inf through
+ * integer bit masks (a float ?: keeps GCC from vectorising, as cpu_expf
+ * says), and cpu_expf(-inf) is exactly 0. */
+CPU_VECTOR_CLONES static void atb_softmax_rows(float *S, int nq, int nk, const float *bias,
+                                               int64_t bias_stride, const float *mask,
+                                               float *lse, float *inv)
+{
+    const uint32_t neg_inf = 0xff800000u;
+    for (int i = 0; i < nq; i++) {
+        float *s = S + (int64_t)i * nk;
+        if (bias) {
+            const float *bi = bias + i * bias_stride;
+#pragma omp simd
+            for (int j = 0; j < nk; j++)
+                s[j] += bi[j];
+        }
+        if (mask) {
+#pragma omp simd
+            for (int j = 0; j < nk; j++) {
+                uint32_t keep = -(uint32_t)(mask[j] != 0.0f), sb;
+                memcpy(&sb, &s[j], sizeof sb);
+                sb = (sb & keep) | (neg_inf & ~keep);
+                memcpy(&s[j], &sb, sizeof sb);
+            }
+        }
+        float maxv = -INFINITY;
+#pragma omp simd reduction(max : maxv)
+        for (int j = 0; j < nk; j++)
+            maxv = s[j] > maxv ? s[j] : maxv;
+        if (maxv == -INFINITY) {
+            /* nothing attended: P = 0, so O = 0 */
+            memset(s, 0, (size_t)nk * sizeof *s);
+            lse[i] = -INFINITY;
+            inv[i] = 0.0f;
+            continue;
+        }
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < nk; j++) {
+            float e = cpu_expf(s[j] - maxv);
+            s[j] = e;
+            sum += e;
+        }
+        inv[i] = 1.0f / sum;
+        lse[i] = maxv + logf(sum);
+    }
+}
+
+/* out rows (C apart) *= inv[i] */
+CPU_VECTOR_CLONES static void atb_scale_rows(float *out, int nq, int HS, int64_t C,
+                                             const float *inv)
+{
+    for (int i = 0; i < nq; i++) {
+        float *o = out + i * C;
+        float r = inv[i];
+#pragma omp simd
+        for (int d = 0; d < HS; d++)
+            o[d] *= r;
+    }
+}
+
+/* q (B, Tq, NH, HS) rows q_stride apart, k and v (B, Tk, NH, HS) rows
+ * kv_stride apart -> out (B, Tq, NH * HS), lse (B, NH, Tq) */
+void cpu_attention_bias_forward(float *out, float *lse, const float *q, const float *k,
+                                const float *v, const float *bias, const float *key_mask,
+                                float *scratch, int64_t scratch_n, int B, int Tq, int Tk, int NH,
+                                int HS, int q_stride, int kv_stride, float scale)
+{
+    int64_t tasks = cpu_attention_bias_tasks(B, Tq, NH);
+    if (tasks <= 0)
+        return;
+    const int64_t C = (int64_t)NH * HS;
+    const int qb = atb_qblock(Tq), nblk = (Tq + qb - 1) / qb;
+    const int64_t per = atb_per_thread(Tq, Tk);
+    int64_t nthreads = omp_get_max_threads();
+    if (per > 0 && scratch_n / per < nthreads)
+        nthreads = scratch_n / per;
+    if (nthreads > tasks)
+        nthreads = tasks;
+    if (nthreads < 1)
+        nthreads = 1;
+#pragma omp parallel num_threads((int)nthreads)
+    {
+        float *S = scratch ? scratch + (int64_t)omp_get_thread_num() * per : NULL;
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < tasks; task++) {
+            const int64_t b = task / ((int64_t)NH * nblk);
+            const int h = (int)(task / nblk % NH);
+            const int t0 = (int)(task % nblk) * qb;
+            const int nq = Tq - t0 < qb ? Tq - t0 : qb;
+            float *O = HS ? out + (b * Tq + t0) * C + (int64_t)h * HS : NULL;
+            float lrow[ATB_QBLOCK], inv[ATB_QBLOCK];
+            /* the attended key range [k_lo, k_hi) of this batch row */
+            const float *m = key_mask ? key_mask + b * Tk : NULL;
+            int k_lo = 0, k_hi = Tk;
+            while (m && k_lo < k_hi && m[k_lo] == 0.0f)
+                k_lo++;
+            while (m && k_hi > k_lo && m[k_hi - 1] == 0.0f)
+                k_hi--;
+            const int nk = k_hi - k_lo;
+            if (nk == 0) {
+                for (int i = 0; i < nq; i++) {
+                    if (HS > 0)
+                        memset(O + i * C, 0, (size_t)HS * sizeof *O);
+                    lrow[i] = -INFINITY;
+                }
+            } else {
+                /* (no head dims: every score is 0, and q, k, v and out may
+                 * have no memory at all) */
+                const float *Q = HS ? q + (b * Tq + t0) * q_stride + (int64_t)h * HS : NULL;
+                const float *K = HS ? k + (b * Tk + k_lo) * kv_stride + (int64_t)h * HS : NULL;
+                const float *V = HS ? v + (b * Tk + k_lo) * kv_stride + (int64_t)h * HS : NULL;
+                /* S = scale Q K^T */
+                if (HS > 0)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, scale, Q,
+                                q_stride, K, kv_stride, 0.0f, S, nk);
+                else
+                    memset(S, 0, (size_t)nq * nk * sizeof *S);
+                const float *bias_blk = bias ? bias + ((int64_t)h * Tq + t0) * Tk + k_lo : NULL;
+                atb_softmax_rows(S, nq, nk, bias_blk, Tk, m ? m + k_lo : NULL, lrow, inv);
+                /* O = exp(S - max) V, then each row over its sum */
+                if (HS > 0) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, nk, 1.0f, S,
+                                nk, V, kv_stride, 0.0f, O, (int)C);
+                    atb_scale_rows(O, nq, HS, C, inv);
+                }
+            }
+            if (lse)
+                memcpy(lse + (b * NH + h) * Tq + t0, lrow, (size_t)nq * sizeof *lrow);
         }
     }
 }

@@ -82,24 +82,42 @@ static void be_sync(struct kctx *ctx)
 {
 }
 
-/* The CPU works one (batch, head) at a time per thread, on at most two
- * blocks of scores of 256 query rows by T keys: linear in T, and no more
- * threads' worth than there are (batch, head) tasks, which the kernels
- * never exceed (a VAE's one head at T = 16384 needs one thread's 8M floats,
- * not 64 of them). */
+/* The CPU works one (batch, head, query block) at a time per thread, on at
+ * most two blocks of scores of 256 query rows by T keys: linear in T, no
+ * more threads' worth than there are such tasks, which the kernels never
+ * exceed, and no more than 2^25 floats (128 MiB) once one thread has its
+ * share: a VAE's one head at T = 16384 takes 8M floats a thread, so 4
+ * threads of a 64-core machine run its attention, not 64 of them. */
+#define ATTENTION_SCRATCH_BUDGET ((int64_t)1 << 25)
 static int64_t be_attention_scratch(const struct kctx *ctx, int B, int T, int NH)
 {
     int64_t threads = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
-    int64_t tasks = (int64_t)B * NH;
+    int64_t tasks = (int64_t)B * NH * ((T + 255) / 256);
     if (tasks < threads)
         threads = tasks > 1 ? tasks : 1;
+    const int64_t per = cpu_attention_scratch(T, 1);
+    if (per > 0 && threads > 1 && threads * per > ATTENTION_SCRATCH_BUDGET)
+        threads = ATTENTION_SCRATCH_BUDGET / per > 1 ? ATTENTION_SCRATCH_BUDGET / per : 1;
     return cpu_attention_scratch(T, (int)threads);
 }
 
-static int64_t be_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int k,
+/* One block of scores a thread, at most 64 queries by Tk keys (T5-base at
+ * 512 tokens: 128 KiB), and no more threads' worth than there are (batch,
+ * head, query block) tasks. */
+static int64_t be_attention_bias_scratch(const struct kctx *ctx, int B, int Tq, int Tk, int NH,
+                                         int HS)
+{
+    int64_t threads = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
+    int64_t tasks = cpu_attention_bias_tasks(B, Tq, NH);
+    if (tasks < threads)
+        threads = tasks > 1 ? tasks : 1;
+    return cpu_attention_bias_scratch(Tq, Tk, (int)threads);
+}
+
+static int64_t be_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int OC, int k,
                                  int stride, int pad_lo, int pad_hi)
 {
-    return cpu_conv2d_scratch(C, H, W, k, stride, pad_lo, pad_hi);
+    return cpu_conv2d_scratch(C, H, W, OC, k, stride, pad_lo, pad_hi);
 }
 
 /* ---- gemm --------------------------------------------------------------- */
@@ -197,6 +215,12 @@ static void be_gated_residual_backward(struct kctx *ctx, void *dy, void *dgate, 
     cpu_gated_residual_backward(dy, dgate, dres, y, gate, B, T, C, mod_stride);
 }
 
+static void be_rmsnorm_forward(struct kctx *ctx, void *out, float *rstd, const void *inp,
+                               const void *weight, enum kdtype dt, int M, int C, float eps)
+{
+    cpu_rmsnorm_forward(out, rstd, inp, weight, M, C, eps);
+}
+
 /* ---- activation --------------------------------------------------------- */
 
 static void be_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
@@ -223,6 +247,12 @@ static void be_silu_backward(struct kctx *ctx, void *dinp, const void *dout, con
     cpu_silu_backward(dinp, dout, inp, n);
 }
 
+static void be_gated_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
+                                  int M, int F)
+{
+    cpu_gated_gelu_forward(out, inp, M, F);
+}
+
 /* ---- attention ---------------------------------------------------------- */
 
 static void be_attention_forward(struct kctx *ctx, void *out, float *lse, const void *qkv,
@@ -237,6 +267,16 @@ static void be_attention_backward(struct kctx *ctx, void *dqkv, const void *dout
                                   int64_t scratch_n, enum kdtype dt, int B, int T, int C, int NH)
 {
     cpu_attention_backward(dqkv, dout, out, lse, qkv, scratch, scratch_n, B, T, C, NH);
+}
+
+static void be_attention_bias_forward(struct kctx *ctx, void *out, float *lse, const void *q,
+                                      const void *k, const void *v, const float *bias,
+                                      const float *key_mask, float *scratch, int64_t scratch_n,
+                                      enum kdtype dt, int B, int Tq, int Tk, int NH, int HS,
+                                      int q_stride, int kv_stride, float scale)
+{
+    cpu_attention_bias_forward(out, lse, q, k, v, bias, key_mask, scratch, scratch_n, B, Tq, Tk,
+                               NH, HS, q_stride, kv_stride, scale);
 }
 
 /* ---- patch -------------------------------------------------------------- */
@@ -389,6 +429,7 @@ const struct kbackend kbackend_cpu = {
     .mem_copy = be_mem_copy,
     .sync = be_sync,
     .attention_scratch = be_attention_scratch,
+    .attention_bias_scratch = be_attention_bias_scratch,
     .conv2d_scratch = be_conv2d_scratch,
     .gemm = be_gemm,
     .linear_forward = be_linear_forward,
@@ -403,12 +444,15 @@ const struct kbackend kbackend_cpu = {
     .adaln_backward = be_adaln_backward,
     .gated_residual_forward = be_gated_residual_forward,
     .gated_residual_backward = be_gated_residual_backward,
+    .rmsnorm_forward = be_rmsnorm_forward,
     .gelu_forward = be_gelu_forward,
     .gelu_backward = be_gelu_backward,
     .silu_forward = be_silu_forward,
     .silu_backward = be_silu_backward,
+    .gated_gelu_forward = be_gated_gelu_forward,
     .attention_forward = be_attention_forward,
     .attention_backward = be_attention_backward,
+    .attention_bias_forward = be_attention_bias_forward,
     .patchify_forward = be_patchify_forward,
     .unpatchify_forward = be_unpatchify_forward,
     .unpatchify_backward = be_unpatchify_backward,

@@ -10,7 +10,8 @@
  * block is as many rows as CONV_COL_BUDGET floats hold (at least one): the
  * full im2col of a 1024x1024 image of 512 channels would be 4.8 G floats.
  * A 1x1 stride-1 conv is already a product, weight[OC,C] inp[C,H*W] per
- * image, and needs no scratch.
+ * image, and needs no scratch; a 3x3 stride-1 conv of 8 or more input
+ * channels goes by Winograd's F(2x2, 3x3) instead (conv_winograd.c).
  *
  * Threads: im2col splits the feature rows, the product splits its output
  * the way gemm.c does (each thread one sequential sgemm over the whole K,
@@ -58,10 +59,12 @@ static int conv_block_rows(const struct conv_geom *g)
     return rows < g->Ho ? (int)rows : g->Ho;
 }
 
-int64_t cpu_conv2d_scratch(int C, int H, int W, int k, int stride, int pad_lo, int pad_hi)
+int64_t cpu_conv2d_scratch(int C, int H, int W, int OC, int k, int stride, int pad_lo, int pad_hi)
 {
     if (conv_is_product(k, stride, pad_lo, pad_hi))
         return 0;
+    if (cpu_conv3x3_winograd_applies(C, k, stride, pad_lo, pad_hi))
+        return cpu_conv3x3_winograd_scratch(C, H, W, OC, pad_lo, pad_hi);
     struct conv_geom g = conv_geom_of(C, H, W, k, stride, pad_lo, pad_hi);
     return g.K * conv_block_rows(&g) * g.Wo;
 }
@@ -162,6 +165,11 @@ void cpu_conv2d_forward(float *out, const float *inp, const float *weight, const
         for (int b = 0; b < B; b++)
             conv_gemm(out + b * out_img, plane, weight, inp + b * in_img, OC, (int)plane, C,
                       beta);
+        return;
+    }
+    if (cpu_conv3x3_winograd_applies(C, k, stride, pad_lo, pad_hi)) {
+        cpu_conv3x3_winograd(out, inp, weight, scratch, B, C, H, W, OC, pad_lo, pad_hi,
+                             bias != NULL);
         return;
     }
     const int rows = conv_block_rows(&g);

@@ -124,12 +124,17 @@ void cpu_gated_residual_forward(float *out, const float *res, const float *y, co
                                 int B, int T, int C, int mod_stride);
 void cpu_gated_residual_backward(float *dy, float *dgate, const float *dres, const float *y,
                                  const float *gate, int B, int T, int C, int mod_stride);
+/* T5's RMS norm; rstd and weight may be NULL; out may be inp */
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int M,
+                         int C, float eps);
 
 /* activation.c */
 void cpu_gelu_forward(float *out, const float *inp, int64_t n);
 void cpu_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 void cpu_silu_forward(float *out, const float *inp, int64_t n);
 void cpu_silu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+/* out[M,F] = gelu_tanh(inp[m, :F]) * inp[m, F:] */
+void cpu_gated_gelu_forward(float *out, const float *inp, int M, int F);
 
 /* attention.c: scratch holds scratch_n floats, cpu_attention_scratch(T, 1)
  * (2 min(T, 256) T) per thread; fewer threads run when it holds less. */
@@ -139,6 +144,17 @@ void cpu_attention_forward(float *out, float *lse, const float *qkv, float *scra
 void cpu_attention_backward(float *dqkv, const float *dout, const float *out, const float *lse,
                             const float *qkv, float *scratch, int64_t scratch_n, int B, int T,
                             int C, int NH);
+/* Attention with a bias and a key mask (k_attention_bias_forward): one task
+ * per (batch, head, block of up to 64 queries), cpu_attention_bias_tasks of
+ * them, each holding a block of scores of its queries by Tk keys in scratch
+ * (cpu_attention_bias_scratch(Tq, Tk, 1) floats per thread); fewer threads
+ * run when it holds less. bias, key_mask and lse may be NULL. */
+int64_t cpu_attention_bias_tasks(int B, int Tq, int NH);
+int64_t cpu_attention_bias_scratch(int Tq, int Tk, int threads);
+void cpu_attention_bias_forward(float *out, float *lse, const float *q, const float *k,
+                                const float *v, const float *bias, const float *key_mask,
+                                float *scratch, int64_t scratch_n, int B, int Tq, int Tk, int NH,
+                                int HS, int q_stride, int kv_stride, float scale);
 
 /* patch.c */
 void cpu_patchify_forward(float *out, const float *img, int B, int CH, int H, int W, int p);
@@ -146,8 +162,16 @@ void cpu_unpatchify_forward(float *img, const float *tok, int B, int CH, int H, 
 void cpu_unpatchify_backward(float *dtok, const float *dimg, int B, int CH, int H, int W, int p);
 
 /* conv.c: convolution (im2col by blocks of output rows into scratch, then
- * sgemm; scratch holds cpu_conv2d_scratch floats) and resampling */
-int64_t cpu_conv2d_scratch(int C, int H, int W, int k, int stride, int pad_lo, int pad_hi);
+ * sgemm, or Winograd for 3x3 stride 1; scratch holds cpu_conv2d_scratch
+ * floats) and resampling */
+int64_t cpu_conv2d_scratch(int C, int H, int W, int OC, int k, int stride, int pad_lo,
+                           int pad_hi);
+/* conv_winograd.c: the 3x3 stride-1 convolutions of 8 or more input channels */
+int cpu_conv3x3_winograd_applies(int C, int k, int stride, int pad_lo, int pad_hi);
+int64_t cpu_conv3x3_winograd_scratch(int C, int H, int W, int OC, int pad_lo, int pad_hi);
+void cpu_conv3x3_winograd(float *out, const float *inp, const float *weight, float *scratch,
+                          int B, int C, int H, int W, int OC, int pad_lo, int pad_hi,
+                          int accumulate);
 void cpu_conv2d_forward(float *out, const float *inp, const float *weight, const float *bias,
                         float *scratch, int B, int C, int H, int W, int OC, int k, int stride,
                         int pad_lo, int pad_hi);

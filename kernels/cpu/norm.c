@@ -454,3 +454,47 @@ void cpu_gated_residual_backward(float *dy, float *dgate, const float *dres, con
             dgate[b * mod_stride + c0 + j] += (float)acc[j];
     }
 }
+
+/* ---- RMS norm (T5LayerNorm) ------------------------------------------------ */
+
+/* Rows [m0, m1): the mean of squares in double (it cannot cancel, but a
+ * float sum of 4096 squares would drift by more than the result's ulp),
+ * rstd rounded to float once, then (x * rstd) * w in float, in T5LayerNorm's
+ * order. In place is safe: a row is summed before any of it is written. */
+CPU_VECTOR_CLONES static void rmsnorm_forward_rows(float *out, float *rstd, const float *inp,
+                                                   const float *weight, int64_t m0, int64_t m1,
+                                                   int C, float eps)
+{
+    for (int64_t m = m0; m < m1; m++) {
+        const float *x = inp + m * C;
+        float *y = out + m * C;
+        double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
+        for (int c = 0; c < C; c++)
+            ss += (double)x[c] * x[c];
+        float rs = (float)(1.0 / sqrt(ss / C + (double)eps));
+        if (weight) {
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                y[c] = (x[c] * rs) * weight[c];
+        } else {
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                y[c] = x[c] * rs;
+        }
+        if (rstd)
+            rstd[m] = rs;
+    }
+}
+
+/* inp (M, C) -> out (M, C), rstd (M); a row per thread, whatever the count. */
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int M,
+                         int C, float eps)
+{
+#pragma omp parallel if ((int64_t)M * C >= CPU_PARALLEL_MIN)
+    {
+        int64_t lo, hi;
+        cpu_thread_range(M, &lo, &hi);
+        rmsnorm_forward_rows(out, rstd, inp, weight, lo, hi, C, eps);
+    }
+}

@@ -1,8 +1,8 @@
-// GELU (tanh approximation) and SiLU, forward and backward, in the CPU
-// backend's formulation (kernels/cpu/activation.c): GELU as x sigmoid(2u),
-// which keeps its low bits for u < 0, and the exact derivative of that
-// approximation. expf here is CUDA's full-precision one (not __expf), so
-// fp32 results stay within a few ulp of the CPU's.
+// GELU (tanh approximation) and SiLU, forward and backward, and T5's gated
+// GELU (forward), in the CPU backend's formulation (kernels/cpu/activation.c):
+// GELU as x sigmoid(2u), which keeps its low bits for u < 0, and the exact
+// derivative of that approximation. expf here is CUDA's full-precision one
+// (not __expf), so fp32 results stay within a few ulp of the CPU's.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/vec.cuh"
 
@@ -109,4 +109,35 @@ extern "C" void cuda_silu_backward(struct kctx *ctx, void *dinp, const void *dou
                                    const void *inp, enum kdtype dt, int64_t n)
 {
     act_backward<false>(ctx, dinp, dout, inp, dt, n);
+}
+
+// T5's gated GELU: out[r, c] = gelu(inp[r, c]) * inp[r, F + c], inp rows of
+// 2F (wi_0 | wi_1), over rows of F columns in groups of N (16-byte accesses
+// when F % N == 0 and both tensors are aligned: the halves of a row are then
+// aligned too).
+template <typename T> struct gated_gelu_op {
+    T *out;
+    const T *inp;
+    int F;
+    template <int N> __device__ void apply(int64_t i, int64_t r, int c) const
+    {
+        const T *a = inp + r * 2 * F + c;
+        float x[N], g[N];
+        vec_load<N>(x, a);
+        vec_load<N>(g, a + F);
+#pragma unroll
+        for (int k = 0; k < N; k++)
+            x[k] = gelu_f(x[k]) * g[k];
+        vec_store<N>(out + i, x);
+    }
+};
+
+// inp (M, 2F) -> out (M, F)
+extern "C" void cuda_gated_gelu_forward(struct kctx *ctx, void *out, const void *inp,
+                                        enum kdtype dt, int M, int F)
+{
+    DISPATCH_DTYPE(dt, S, {
+        gated_gelu_op<S> op = {(S *)out, (const S *)inp, F};
+        vec_rows<vec_width<S>::value>(ctx, op, M, F, vec_aligned(out, 16) && vec_aligned(inp, 16));
+    });
 }

@@ -1152,3 +1152,238 @@ extern "C" void cuda_attention_backward(struct kctx *ctx, void *dqkv, const void
         abort();
     }
 }
+
+// ---- attention with a bias and a key mask (T5) ------------------------------
+//
+// k_attention_bias_forward: any Tq and Tk, q, k and v rows at their own
+// strides (views into one fused qkv buffer, or q with a fused kv of another
+// sequence: cross-attention), an additive f32 bias [NH, Tq, Tk] and an f32
+// key mask [B, Tk], each optional. The f32 forward's scheme on CUDA cores, in
+// every dtype: a block owns BR = 4 R queries of one (b, h), R per warp, and
+// walks the keys in tiles of 32 (one per lane), K and V converted to fp32 in
+// shared memory, with an online softmax (running max and sum per row, the
+// output accumulator rescaled), so no score or probability leaves the block
+// and no scratch is needed. The exponent is the natural expf of s - max,
+// not exp2f of log2e-scaled scores: T5's scores are unscaled and its biases
+// large, and the rounding of s * log2e grows with |s|. A tile whose keys are
+// all masked (T5's padding) is skipped by the whole block; a masked key
+// inside a tile gets probability exactly 0; a row with no attended key ends
+// with a zero sum, and gets zeros and lse = -inf.
+//
+// HS up to 128 runs with R = 8 and NI = HS / 32 rounded up dims per lane;
+// 129..512 (the backend's max_head_size_forward) with R = 4 and NI 8 or 16,
+// which keeps Q, K and V tiles within shared memory (167 KiB at HS 512).
+
+namespace {
+
+constexpr int ATB_WARPS = 4;
+constexpr int ATB_BC = 32; // keys per tile: one per lane
+constexpr int ATB_THREADS = 32 * ATB_WARPS;
+constexpr int ATB_MAX_HS = 512;
+
+// The tiles are the self-attention kernels' (att_load_tile, att_dot_rows,
+// att_accum above): key tiles of ATT_BC = ATB_BC columns, one per lane.
+static_assert(ATB_BC == ATT_BC, "the tile helpers take ATT_BC keys a tile");
+
+// Block = ATB_WARPS * R queries of one (b, h); grid = B * NH * query tiles.
+// q (B, Tq, .) rows q_stride apart, k and v (B, Tk, .) rows kv_stride apart,
+// head h at + h * HS -> out (B, Tq, NH * HS), lse (B, NH, Tq) or NULL.
+template <typename T, int NI, int R>
+__global__ void __launch_bounds__(ATB_THREADS)
+    atb_forward_kernel(T *out, float *lse, const T *q, const T *k, const T *v, const float *bias,
+                       const float *mask, int Tq, int Tk, int NH, int HS, int64_t q_stride,
+                       int64_t kv_stride, float scale, int vec_q, int vec_kv)
+{
+    constexpr int BR = ATB_WARPS * R;
+    DYNAMIC_SMEM(float, smem);
+    const int LD = att_ld(HS), HS4 = att_hs4(HS);
+    float *Qs = smem, *Ks = Qs + BR * LD, *Vs = Ks + ATB_BC * LD, *Ps = Vs + ATB_BC * LD;
+    const int tiles = (Tq + BR - 1) / BR;
+    const int bh = blockIdx.x / tiles, q0 = (blockIdx.x - bh * tiles) * BR;
+    const int b = bh / NH, h = bh - b * NH;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = q0 + warp * R;
+    const T *Q = q + (int64_t)b * Tq * q_stride + (int64_t)h * HS;
+    const T *K = k + (int64_t)b * Tk * kv_stride + (int64_t)h * HS;
+    const T *V = v + (int64_t)b * Tk * kv_stride + (int64_t)h * HS;
+    const float *mask_b = mask ? mask + (int64_t)b * Tk : nullptr;
+    // this warp's rows of bias[h]: row r at bias_w + r * Tk
+    const float *bias_w = bias ? bias + ((int64_t)h * Tq + row0) * Tk : nullptr;
+
+    att_load_tile(Qs, Q, q0, Tq, q_stride, HS, LD, BR, vec_q);
+    const float *Qw = Qs + warp * R * LD;
+    float *Pw = Ps + warp * R * ATB_BC;
+
+    // m: the running max of the row's attended scores (-inf until the first);
+    // l: this lane's share of the running sum, summed over the warp at the end.
+    float m[R], l[R], o[R][NI];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NI; n++)
+            o[r][n] = 0.0f;
+    }
+
+    for (int k0 = 0; k0 < Tk; k0 += ATB_BC) {
+        const int key = k0 + lane;
+        const bool valid = key < Tk && (!mask_b || mask_b[key] != 0.0f);
+        // The barrier before K and V are overwritten (every warp is done with
+        // the last tile, and Q is in), and a vote: a tile without an attended
+        // key is skipped by the whole block.
+        if (!__syncthreads_or(valid))
+            continue;
+        att_load_tile(Ks, K, k0, Tk, kv_stride, HS, LD, ATB_BC, vec_kv);
+        att_load_tile(Vs, V, k0, Tk, kv_stride, HS, LD, ATB_BC, vec_kv);
+        __syncthreads();
+        float s[R];
+        att_dot_rows<R>(Qw, Ks + lane * LD, HS4, LD, s);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            float x = -INFINITY;
+            if (valid && row0 + r < Tq) {
+                x = s[r] * scale;
+                if (bias_w)
+                    x += bias_w[(int64_t)r * Tk + key];
+            }
+            const float mnew = fmaxf(m[r], warp_max(x));
+            // Until the row meets an attended key there is nothing to add or
+            // rescale (and -inf - -inf would be NaN); after, a masked key's
+            // exp(-inf) is 0 and the first correction exp(-inf) zeroes zeros.
+            const bool none = mnew == -INFINITY;
+            const float corr = none ? 1.0f : expf(m[r] - mnew);
+            const float p = none ? 0.0f : expf(x - mnew);
+            m[r] = mnew;
+            l[r] = fmaf(l[r], corr, p);
+#pragma unroll
+            for (int n = 0; n < NI; n++)
+                o[r][n] *= corr;
+            Pw[r * ATB_BC + lane] = p;
+        }
+        __syncwarp();
+        if (HS > 0)
+            att_accum<R, NI>(Pw, Vs, LD, HS, o);
+        __syncwarp(); // P is read by every lane before the next tile's write
+    }
+
+    const int64_t C = (int64_t)NH * HS;
+    T *O = out + (int64_t)b * Tq * C + (int64_t)h * HS;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const float sum = warp_sum(l[r]);
+        const int row = row0 + r;
+        if (row >= Tq)
+            break;
+        // no attended key: zeros, and the log of an empty sum
+        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+        if (lse && lane == 0)
+            lse[(int64_t)bh * Tq + row] = sum > 0.0f ? m[r] + logf(sum) : -INFINITY;
+#pragma unroll
+        for (int n = 0; n < NI; n++) {
+            const int d = lane + 32 * n;
+            if (d < HS)
+                O[(int64_t)row * C + d] = st<T>(o[r][n] * inv);
+        }
+    }
+}
+
+// Whether rows `stride` elements apart from p (a head at p + h * HS) can be
+// read 16 bytes at a time.
+bool atb_vec_ok(const void *p, size_t elem, int HS, int64_t stride)
+{
+    const int V = 16 / (int)elem;
+    return ((uintptr_t)p & 15) == 0 && HS % V == 0 && stride % V == 0;
+}
+
+template <typename T, int NI, int R>
+void atb_launch(struct kctx *ctx, T *out, float *lse, const T *q, const T *k, const T *v,
+                const float *bias, const float *mask, int B, int Tq, int Tk, int NH, int HS,
+                int q_stride, int kv_stride, float scale)
+{
+    constexpr int BR = ATB_WARPS * R;
+    auto fn = atb_forward_kernel<T, NI, R>;
+    const size_t smem =
+        sizeof(float) * ((size_t)(BR + 2 * ATB_BC) * att_ld(HS) + (size_t)BR * ATB_BC);
+    if (smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void *>(fn),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem));
+    const int64_t blocks = (int64_t)B * NH * ((Tq + BR - 1) / BR);
+    if (blocks > 0x7fffffff) {
+        fprintf(stderr, "dit: attention_bias_forward: %lld blocks are more than a grid holds\n",
+                (long long)blocks);
+        abort();
+    }
+    const int vec_q = atb_vec_ok(q, sizeof(T), HS, q_stride);
+    const int vec_kv =
+        atb_vec_ok(k, sizeof(T), HS, kv_stride) && atb_vec_ok(v, sizeof(T), HS, kv_stride);
+    KLAUNCH(fn, (unsigned)blocks, ATB_THREADS, smem, cuda_stream_of(ctx), out, lse, q, k, v,
+            bias, mask, Tq, Tk, NH, HS, (int64_t)q_stride, (int64_t)kv_stride, scale, vec_q,
+            vec_kv);
+}
+
+template <typename T>
+void atb_forward(struct kctx *ctx, T *out, float *lse, const T *q, const T *k, const T *v,
+                 const float *bias, const float *mask, int B, int Tq, int Tk, int NH, int HS,
+                 int q_stride, int kv_stride, float scale)
+{
+#define ATB_CASE(NI, R)                                                                        \
+    atb_launch<T, NI, R>(ctx, out, lse, q, k, v, bias, mask, B, Tq, Tk, NH, HS, q_stride,      \
+                         kv_stride, scale)
+    const int ni = (HS + 31) / 32;
+    if (ni <= 1)
+        ATB_CASE(1, 8);
+    else if (ni == 2)
+        ATB_CASE(2, 8);
+    else if (ni == 3)
+        ATB_CASE(3, 8);
+    else if (ni == 4)
+        ATB_CASE(4, 8);
+    else if (ni <= 8)
+        ATB_CASE(8, 4);
+    else
+        ATB_CASE(16, 4);
+#undef ATB_CASE
+}
+
+} // namespace
+
+// Flash-style: nothing is kept between key tiles outside the block.
+extern "C" int64_t cuda_attention_bias_scratch(int B, int Tq, int Tk, int NH, int HS)
+{
+    return 0;
+}
+
+extern "C" void cuda_attention_bias_forward(struct kctx *ctx, void *out, float *lse, const void *q,
+                                            const void *k, const void *v, const float *bias,
+                                            const float *key_mask, enum kdtype dt, int B, int Tq,
+                                            int Tk, int NH, int HS, int q_stride, int kv_stride,
+                                            float scale)
+{
+    if (B <= 0 || Tq <= 0 || NH <= 0)
+        return;
+    if (HS > ATB_MAX_HS) {
+        fprintf(stderr, "dit: attention_bias_forward: head size %d is over the CUDA backend's %d\n",
+                HS, ATB_MAX_HS);
+        abort();
+    }
+    switch (dt) {
+    case KDT_F32:
+        atb_forward(ctx, (float *)out, lse, (const float *)q, (const float *)k,
+                    (const float *)v, bias, key_mask, B, Tq, Tk, NH, HS, q_stride, kv_stride,
+                    scale);
+        break;
+    case KDT_BF16:
+        atb_forward(ctx, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
+                    bias, key_mask, B, Tq, Tk, NH, HS, q_stride, kv_stride, scale);
+        break;
+    case KDT_F16:
+        atb_forward(ctx, (f16 *)out, lse, (const f16 *)q, (const f16 *)k, (const f16 *)v, bias,
+                    key_mask, B, Tq, Tk, NH, HS, q_stride, kv_stride, scale);
+        break;
+    default:
+        fprintf(stderr, "dit: attention_bias_forward: unknown dtype %d\n", (int)dt);
+        abort();
+    }
+}

@@ -99,6 +99,10 @@ void cuda_gated_residual_forward(struct kctx *ctx, void *out, const void *res, c
 void cuda_gated_residual_backward(struct kctx *ctx, void *dy, void *dgate, const void *dres,
                                   const void *y, const void *gate, enum kdtype dt, int B, int T,
                                   int C, int mod_stride);
+/* T5's RMS norm: out = inp * rsqrt(mean(inp^2) + eps) * weight; weight and
+ * rstd may be NULL; out may be inp. */
+void cuda_rmsnorm_forward(struct kctx *ctx, void *out, float *rstd, const void *inp,
+                          const void *weight, enum kdtype dt, int M, int C, float eps);
 
 /* activation.cu */
 void cuda_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, int64_t n);
@@ -107,6 +111,9 @@ void cuda_gelu_backward(struct kctx *ctx, void *dinp, const void *dout, const vo
 void cuda_silu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, int64_t n);
 void cuda_silu_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
                         enum kdtype dt, int64_t n);
+/* out[M,F] = gelu_tanh(inp[m, :F]) * inp[m, F:] */
+void cuda_gated_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, int M,
+                             int F);
 
 /* attention.cu: flash-style, never a T x T matrix in memory. scratch holds
  * cuda_attention_scratch(B, T, NH) floats. */
@@ -116,6 +123,14 @@ void cuda_attention_forward(struct kctx *ctx, void *out, float *lse, const void 
 void cuda_attention_backward(struct kctx *ctx, void *dqkv, const void *dout, const void *out,
                              const float *lse, const void *qkv, float *scratch, enum kdtype dt,
                              int B, int T, int C, int NH);
+/* Attention with an additive bias [NH, Tq, Tk] and a key mask [B, Tk] (each
+ * may be NULL), strided q, k, v rows, lse optional: flash-style too, so it
+ * needs no scratch (cuda_attention_bias_scratch is 0). */
+int64_t cuda_attention_bias_scratch(int B, int Tq, int Tk, int NH, int HS);
+void cuda_attention_bias_forward(struct kctx *ctx, void *out, float *lse, const void *q,
+                                 const void *k, const void *v, const float *bias,
+                                 const float *key_mask, enum kdtype dt, int B, int Tq, int Tk,
+                                 int NH, int HS, int q_stride, int kv_stride, float scale);
 
 /* patch.cu */
 void cuda_patchify_forward(struct kctx *ctx, void *out, const void *img, enum kdtype dt, int B,

@@ -824,3 +824,71 @@ extern "C" void cuda_adaln_backward(struct kctx *ctx, void *dx, void *dshift, vo
         }
     });
 }
+
+// ---- RMS norm (T5LayerNorm) ------------------------------------------------------
+//
+// One warp per row, as the LayerNorm kernels: the sum of squares in fp32 over
+// lane-strided groups of N elements (16-byte loads when the row, the weight
+// and out allow it), one warp_sum, then the row read again (a T5-XXL row of
+// 4096 bf16 is 8 KiB, still in L1 or L2), scaled by rstd and the weight in
+// T5LayerNorm's order, rounded once on store. A lane reads each element of
+// the second pass before writing it, and every lane has finished the first
+// pass at the warp_sum, so out == inp is safe.
+
+enum { RMS_THREADS = 256, RMS_ROWS = RMS_THREADS / 32 };
+
+// inp (M, C), weight (C) or NULL -> out (M, C), rstd (M) or NULL
+template <typename T, int N>
+__global__ void rmsnorm_forward_kernel(T *out, float *rstd, const T *inp, const T *weight,
+                                       int64_t M, int C, float eps)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M)
+        return; // the whole warp: one row per warp
+    const T *x = inp + row * C;
+    float ss = 0.0f;
+    for (int c = lane * N; c < C; c += 32 * N) {
+        float v[N];
+        vec_load<N>(v, x + c);
+#pragma unroll
+        for (int j = 0; j < N; j++)
+            ss = fmaf(v[j], v[j], ss);
+    }
+    const float rs = 1.0f / sqrtf(warp_sum(ss) / (float)C + eps);
+    T *y = out + row * C;
+    for (int c = lane * N; c < C; c += 32 * N) {
+        float v[N];
+        vec_load<N>(v, x + c);
+        if (weight) {
+            float w[N];
+            vec_load<N>(w, weight + c);
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                v[j] = (v[j] * rs) * w[j];
+        } else {
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                v[j] *= rs;
+        }
+        vec_store<N>(y + c, v);
+    }
+    if (rstd && lane == 0)
+        rstd[row] = rs;
+}
+
+extern "C" void cuda_rmsnorm_forward(struct kctx *ctx, void *out, float *rstd, const void *inp,
+                                     const void *weight, enum kdtype dt, int M, int C, float eps)
+{
+    if (M <= 0 || C <= 0)
+        return;
+    const unsigned blocks = (unsigned)((M + RMS_ROWS - 1) / RMS_ROWS);
+    DISPATCH_DTYPE(dt, S, {
+        constexpr int N = vec_width<S>::value;
+        const bool vec = C % N == 0 && vec_aligned(inp, 16) && vec_aligned(out, 16) &&
+                         (!weight || vec_aligned(weight, 16));
+        auto fn = vec ? rmsnorm_forward_kernel<S, N> : rmsnorm_forward_kernel<S, 1>;
+        KLAUNCH(fn, blocks, RMS_THREADS, 0, cuda_stream_of(ctx), (S *)out, rstd, (const S *)inp,
+                (const S *)weight, (int64_t)M, C, eps);
+    });
+}

@@ -1,4 +1,4 @@
-/* Activations: GELU (tanh) and SiLU. */
+/* Activations: GELU (tanh) and SiLU, and T5's gated GELU. */
 #include "kernels/ops/dispatch.h"
 
 void k_gelu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int64_t n)
@@ -49,4 +49,21 @@ void k_silu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, s
     void *pi = IN(inp, n);
     if (pdi)
         ctx->ops->silu_backward(ctx, pdi, pdo, pi, dt, n);
+}
+
+/* Every output element reads two inputs of its row, so out may not overlap
+ * inp at all: a row written in place would clobber rows still to be read. */
+void k_gated_gelu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int M, int F)
+{
+    const char *op = "gated_gelu_forward";
+    op_check_ctx(ctx, op);
+    DIMS("M, F", M, F);
+    int64_t n = (int64_t)M * F;
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *po = OUT(out, n);
+    void *pi = IN(inp, 2 * n);
+    uintptr_t o = (uintptr_t)po, i = (uintptr_t)pi, bytes = (uintptr_t)n * kdtype_bytes(dt);
+    if (n > 0 && o < i + 2 * bytes && i < o + bytes)
+        op_abort(op, "out overlaps inp");
+    ctx->ops->gated_gelu_forward(ctx, po, pi, dt, M, F);
 }

@@ -45,13 +45,13 @@ static void check_disjoint(const char *op, struct tensor out, struct tensor inp)
 /* Planning asks before any context is set up (only ctx->device and
  * ctx->threads are read), so the table comes from the device, as for
  * k_attention_scratch. */
-int64_t k_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int k, int stride,
+int64_t k_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int OC, int k, int stride,
                          int pad_lo, int pad_hi)
 {
     int Ho, Wo;
     check_conv_geometry("conv2d_scratch", C, H, W, k, stride, pad_lo, pad_hi, &Ho, &Wo);
     const struct kbackend *be = kbackend_for(ctx->device);
-    return (be ? be : &kbackend_cpu)->conv2d_scratch(ctx, C, H, W, k, stride, pad_lo, pad_hi);
+    return (be ? be : &kbackend_cpu)->conv2d_scratch(ctx, C, H, W, OC, k, stride, pad_lo, pad_hi);
 }
 
 void k_conv2d_forward(struct kctx *ctx, struct tensor out, struct tensor inp, struct tensor weight,
@@ -70,7 +70,7 @@ void k_conv2d_forward(struct kctx *ctx, struct tensor out, struct tensor inp, st
     void *pb = op_check_tensor(ctx, op, "bias", bias, OC, OPTIONAL, EXACT, dt);
     /* An empty scratch (a 1x1 stride-1 conv) may be absent. */
     float *ps = op_check_tensor(ctx, op, "scratch", scratch,
-                                k_conv2d_scratch(ctx, C, H, W, k, stride, pad_lo, pad_hi),
+                                k_conv2d_scratch(ctx, C, H, W, OC, k, stride, pad_lo, pad_hi),
                                 REQUIRED, AT_LEAST, KDT_F32);
     check_disjoint(op, out, inp);
     ctx->ops->conv2d_forward(ctx, po, pi, pw, pb, ps, dt, B, C, H, W, OC, k, stride, pad_lo,

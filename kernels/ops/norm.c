@@ -1,5 +1,5 @@
-/* LayerNorm, adaLN (modulate, and fused with the norm) and the gated
- * residual of adaLN-Zero. */
+/* LayerNorm, adaLN (modulate, and fused with the norm), the gated
+ * residual of adaLN-Zero, and T5's RMS norm. */
 #include "kernels/ops/dispatch.h"
 
 void k_layernorm_forward(struct kctx *ctx, struct tensor out, struct tensor mean,
@@ -181,4 +181,27 @@ void k_gated_residual_backward(struct kctx *ctx, struct tensor dy, struct tensor
     void *py = IN(y, n);
     void *pg = MOD(gate, ext, REQUIRED);
     ctx->ops->gated_residual_backward(ctx, pdy, pdg, pdr, py, pg, dt, B, T, C, mod_stride);
+}
+
+/* T5's RMS norm. In place is allowed (out == inp: each row is read whole
+ * before it is written, by the thread or warp that writes it), any other
+ * overlap is a caller's bug. */
+void k_rmsnorm_forward(struct kctx *ctx, struct tensor out, struct tensor rstd, struct tensor inp,
+                       struct tensor weight, int M, int C, float eps)
+{
+    const char *op = "rmsnorm_forward";
+    op_check_ctx(ctx, op);
+    DIMS("M, C", M, C);
+    if (C == 0 && M > 0)
+        op_abort(op, "C is 0: the mean of an empty row");
+    int64_t n = (int64_t)M * C;
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *po = OUT(out, n);
+    float *pr = op_check_tensor(ctx, op, "rstd", rstd, M, OPTIONAL, EXACT, KDT_F32);
+    void *pi = IN(inp, n);
+    void *pw = op_check_tensor(ctx, op, "weight", weight, C, OPTIONAL, EXACT, dt);
+    uintptr_t o = (uintptr_t)po, i = (uintptr_t)pi, bytes = (uintptr_t)n * kdtype_bytes(dt);
+    if (o != i && n > 0 && o < i + bytes && i < o + bytes)
+        op_abort(op, "out overlaps inp without being the same tensor");
+    ctx->ops->rmsnorm_forward(ctx, po, pr, pi, pw, dt, M, C, eps);
 }

@@ -55,7 +55,7 @@ static void conv_forward(struct pass *p, int to, int from, int C, int *H, int *W
     const int Ho = (*H + lo + hi - k) / stride + 1, Wo = (*W + lo + hi - k) / stride + 1;
     struct tensor w = param(p, (int64_t)OC * C * k * k), b = param(p, OC);
     struct tensor out = buf(p, to, (int64_t)OC * Ho * Wo), inp = buf(p, from, (int64_t)C * *H * *W);
-    int64_t s = k_conv2d_scratch(p->v->ctx, C, *H, *W, k, stride, lo, hi);
+    int64_t s = k_conv2d_scratch(p->v->ctx, C, *H, *W, OC, k, stride, lo, hi);
     if (p->plan) {
         if (s > p->scratch)
             p->scratch = s;

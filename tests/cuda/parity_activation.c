@@ -1,7 +1,8 @@
 /* Parity specs of the activations (tests/cuda/parity.h): GELU (tanh) and
- * SiLU, forward and backward, on sizes from one element to several blocks,
- * aligned and only 2 or 4 bytes aligned (the scalar tails), an absent
- * gradient. Saturation at large |x| is test_cuda_ops.c's. */
+ * SiLU, forward and backward, and T5's gated GELU forward, on sizes from
+ * one element to several blocks, aligned and only 2 or 4 bytes aligned (the
+ * scalar tails), an absent gradient. Saturation at large |x| is
+ * test_cuda_ops.c's. */
 #include "tests/cuda/parity.h"
 
 enum { A_OUT, A_INP, A_DINP = 0, A_DOUT = 2 };
@@ -86,4 +87,38 @@ const struct parity_op parity_silu_backward = {
     .layout = act_layout,
     .call = silu_backward_call,
     PARITY_CASES(ACT_BACKWARD_CASES),
+};
+
+/* ---- T5's gated GELU ------------------------------------------------------------ */
+
+enum { GG_OUT, GG_INP };
+
+/* M, F: inp [M, 2F] */
+static void gg_layout(const struct kctx *ctx, const struct parity_case *c, int64_t *n,
+                      int64_t *at)
+{
+    n[GG_OUT] = (int64_t)c->d[0] * c->d[1];
+    n[GG_INP] = 2 * n[GG_OUT];
+}
+
+static double gated_gelu_forward_call(struct kctx *ctx, struct tensor *t,
+                                      const struct parity_case *c, int step)
+{
+    k_gated_gelu_forward(ctx, t[GG_OUT], t[GG_INP], c->d[0], c->d[1]);
+    return 0;
+}
+
+/* F = 1, odd (7, 13), whole f32 vectors but not bf16 ones (20), whole
+ * vectors (64, 1024), rows of several blocks' worth; views at offset 1. */
+static const struct parity_case GG_CASES[] = {
+    {PD(1, 1)},  {PD(3, 7)},    {PD(7, 13)},   {PD(3, 20)},   {PD(5, 64)}, {PD(2, 1000)},
+    {PD(4, 1024)}, {PD(3, 7), .offset = 1}, {PD(5, 64), .offset = 1}, {PD(4, 1024), .offset = 1},
+};
+
+const struct parity_op parity_gated_gelu_forward = {
+    .name = "gated_gelu_forward",
+    .args = {[GG_OUT] = ARG("out", PA_OUT), [GG_INP] = ARG("inp", PA_IN, .scale = 3.0f)},
+    .layout = gg_layout,
+    .call = gated_gelu_forward_call,
+    PARITY_CASES(GG_CASES),
 };

@@ -151,3 +151,159 @@ const struct parity_op parity_attention_backward = {
     .check = att_check,
     PARITY_CASES(ATT_BACKWARD_CASES),
 };
+
+/* ---- attention with a bias and a key mask (T5) ------------------------------- */
+
+enum { AB_OUT, AB_LSE, AB_BUF, AB_Q, AB_K, AB_V, AB_BIAS, AB_MASK, AB_SCRATCH };
+
+/* d: B, Tq, Tk, NH, HS, where q, k and v lie in buf (0: one fused qkv
+ * buffer, rows 3C; 1: q rows of C, then a fused kv of rows 2C, as in
+ * cross-attention; 2: rows C + 3 and 2C + 5, odd strides), and the mask (0:
+ * random; 1: random, the last batch row wholly masked; 2: T5's padding, a
+ * prefix of each row, shorter down the batch, so that whole key tiles are
+ * masked). f[0]: the scale. Each view is exactly as long as its rows span. */
+static void ab_strides(const struct parity_case *c, int *qs, int *kvs)
+{
+    int C = c->d[3] * c->d[4], lay = c->d[5];
+    *qs = lay == 0 ? 3 * C : lay == 1 ? C : C + 3;
+    *kvs = lay == 0 ? 3 * C : lay == 1 ? 2 * C : 2 * C + 5;
+}
+
+static void ab_layout(const struct kctx *ctx, const struct parity_case *c, int64_t *n,
+                      int64_t *at)
+{
+    int64_t B = c->d[0], Tq = c->d[1], Tk = c->d[2], NH = c->d[3], HS = c->d[4];
+    int64_t C = NH * HS;
+    int qs, kvs;
+    ab_strides(c, &qs, &kvs);
+    n[AB_Q] = B * Tq > 0 ? (B * Tq - 1) * qs + C : 0;
+    n[AB_K] = n[AB_V] = B * Tk > 0 ? (B * Tk - 1) * kvs + C : 0;
+    if (c->d[5] == 0) {
+        at[AB_K] = C;
+        at[AB_V] = 2 * C;
+    } else {
+        /* kv after q; one element between them for the odd strides */
+        at[AB_K] = n[AB_Q] + (c->d[5] == 2);
+        at[AB_V] = at[AB_K] + C;
+    }
+    n[AB_BUF] = at[AB_V] + n[AB_V] > n[AB_Q] ? at[AB_V] + n[AB_V] : n[AB_Q];
+    n[AB_OUT] = B * Tq * C;
+    n[AB_LSE] = B * NH * Tq;
+    n[AB_BIAS] = NH * Tq * Tk;
+    n[AB_MASK] = B * Tk;
+    n[AB_SCRATCH] = k_attention_bias_scratch(ctx, (int)B, (int)Tq, (int)Tk, (int)NH, (int)HS);
+}
+
+static double ab_forward_call(struct kctx *ctx, struct tensor *t, const struct parity_case *c,
+                              int step)
+{
+    int qs, kvs;
+    ab_strides(c, &qs, &kvs);
+    k_attention_bias_forward(ctx, t[AB_OUT], t[AB_LSE], t[AB_Q], t[AB_K], t[AB_V], t[AB_BIAS],
+                             t[AB_MASK], t[AB_SCRATCH], c->d[0], c->d[1], c->d[2], c->d[3],
+                             c->d[4], qs, kvs, c->f[0]);
+    return 0;
+}
+
+/* The mask as the case's mode asks (from the random values: about 7 keys
+ * in 10 attended). */
+static void ab_fill(const struct parity_case *c, int i, int step, float *x, size_t n)
+{
+    if (i != AB_MASK)
+        return;
+    int B = c->d[0], Tk = c->d[2], mode = c->d[6];
+    for (int b = 0; b < B; b++) {
+        int len = Tk * (B - b) / (B + 1);
+        for (int j = 0; j < Tk; j++) {
+            float *m = &x[(size_t)b * Tk + j];
+            if (mode == 2)
+                *m = j < (len > 0 ? len : 1) ? 1.0f : 0.0f;
+            else
+                *m = (mode == 1 && b == B - 1) ? 0.0f : *m > -0.5f ? 1.0f : 0.0f;
+        }
+    }
+}
+
+/* lse: a query with no attended key has -inf on both sides; the others
+ * within tolerance. */
+static int ab_check(const struct parity_case *c, int i, const float *got, const float *want,
+                    size_t n, double tol, const char *what)
+{
+    if (i != AB_LSE)
+        return 0;
+    float *g = malloc((n + 1) * sizeof *g), *w = malloc((n + 1) * sizeof *w);
+    size_t m = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (isinf(want[k]) && want[k] < 0) {
+            if (!(isinf(got[k]) && got[k] < 0))
+                test_fail(__FILE__, __LINE__, "%s[%zu]: got %.9g, want -inf", what, k,
+                          (double)got[k]);
+        } else {
+            g[m] = got[k];
+            w[m] = want[k];
+            m++;
+        }
+    }
+    CHECK_PARITY(what, g, w, m, tol);
+    free(g);
+    free(w);
+    return 1;
+}
+
+#define AB_T5 PF(1.0f)
+
+/* B, Tq, Tk, NH, HS, buf layout, mask mode; absent: bit 0 lse, 1 bias,
+ * 2 mask. */
+static const struct parity_case AB_FORWARD_CASES[] = {
+    /* T5's shape of call: fused qkv, unscaled, HS 64, a random mask */
+    {PD(2, 5, 5, 2, 64, 0, 0), AB_T5},
+    /* HS 40, Tq = Tk = 33 (a second query and key tile, one row or key in
+     * it), the last batch row wholly masked (zeros, lse -inf) */
+    {PD(2, 33, 33, 2, 40, 0, 1), AB_T5},
+    /* cross-attention, Tq != Tk, three key tiles of which padding masks
+     * whole ones; scaled */
+    {PD(2, 37, 70, 1, 40, 1, 2), PF(0.158f), F32},
+    {PD(2, 37, 70, 1, 40, 1, 2), PF(0.158f), BF16},
+    /* HS 128, four dims per lane */
+    {PD(1, 9, 20, 1, 128, 1, 0), PF(0.088f)},
+    /* odd strides and HS 6: scalar loads, pad columns */
+    {PD(2, 7, 12, 3, 6, 2, 0), AB_T5, F32},
+    {PD(2, 7, 12, 3, 6, 2, 0), AB_T5, F16},
+    /* views only 2 or 4 bytes aligned */
+    {PD(1, 5, 40, 2, 64, 1, 0), AB_T5, .offset = 1},
+    /* one query, one key (masked or not) */
+    {PD(3, 1, 1, 1, 16, 1, 0), AB_T5, F32},
+    /* no lse, no bias, no mask, neither (plain attention), nothing optional */
+    {PD(2, 5, 9, 2, 64, 1, 1), AB_T5, F32, .absent = 1},
+    {PD(2, 5, 9, 2, 64, 1, 1), AB_T5, F32, .absent = 2},
+    {PD(2, 5, 9, 2, 64, 1, 1), AB_T5, F32, .absent = 4},
+    {PD(2, 5, 9, 2, 64, 1, 1), PF(0.125f), BF16, .absent = 6},
+    {PD(2, 5, 9, 2, 64, 1, 1), PF(0.125f), F32, .absent = 7},
+    /* the wide heads, up to the backend's 512 */
+    {PD(1, 3, 9, 1, 256, 1, 0), PF(0.0625f), F32},
+    {PD(1, 3, 9, 1, 200, 2, 0), PF(0.0625f), BF16},
+    {PD(1, 2, 5, 1, 512, 1, 2), PF(0.0442f), F32},
+    /* no head dims (lse from the bias alone), no keys (zeros, lse -inf) */
+    {PD(2, 3, 4, 2, 0, 1, 1), AB_T5, F32},
+    {PD(2, 3, 0, 2, 8, 1, 0), AB_T5, F32},
+};
+
+/* Scores of a few units (T5's are unscaled): q, k, v of spread 0.5, bias
+ * of spread 2. */
+const struct parity_op parity_attention_bias_forward = {
+    .name = "attention_bias_forward",
+    .args = {[AB_OUT] = ARG("out", PA_OUT),
+             [AB_LSE] = ARG("lse", PA_OUT | PA_F32 | PA_ALIGNED | PA_OPT),
+             [AB_BUF] = ARG("buf", PA_IN, .scale = 0.5f),
+             [AB_Q] = ARG("q", PA_IN, .view = "buf"),
+             [AB_K] = ARG("k", PA_IN, .view = "buf"),
+             [AB_V] = ARG("v", PA_IN, .view = "buf"),
+             [AB_BIAS] = ARG("bias", PA_IN | PA_F32 | PA_OPT, .scale = 2.0f),
+             [AB_MASK] = ARG("key_mask", PA_IN | PA_F32 | PA_OPT),
+             [AB_SCRATCH] = ARG("scratch", PA_SCRATCH)},
+    .layout = ab_layout,
+    .call = ab_forward_call,
+    .fill = ab_fill,
+    .check = ab_check,
+    PARITY_CASES(AB_FORWARD_CASES),
+};

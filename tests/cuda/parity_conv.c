@@ -28,7 +28,7 @@ static void conv_layout(const struct kctx *ctx, const struct parity_case *c, int
     n[CV_INP] = B * C * H * W;
     n[CV_WEIGHT] = OC * C * k * k;
     n[CV_BIAS] = OC;
-    n[CV_SCRATCH] = k_conv2d_scratch(ctx, (int)C, (int)H, (int)W, (int)k, c->d[6], PAD_LO(c),
+    n[CV_SCRATCH] = k_conv2d_scratch(ctx, (int)C, (int)H, (int)W, (int)OC, (int)k, c->d[6], PAD_LO(c),
                                      PAD_HI(c));
 }
 

@@ -1,5 +1,6 @@
 /* Parity specs of the norm family (tests/cuda/parity.h): LayerNorm,
- * adaLN's modulate, the two fused (k_adaln_*), and the gated residual.
+ * adaLN's modulate, the two fused (k_adaln_*), the gated residual, and
+ * T5's RMS norm (with and without weight and rstd, in place).
  * Rows from under one 16-byte group per lane to past the register tile
  * (4104), ragged C (37, 1, 6), M = 1 and M not a multiple of a block's rows,
  * inputs with a large mean (the variance must not cancel), modulation rows
@@ -435,4 +436,49 @@ const struct parity_op parity_groupnorm_forward = {
     .layout = gn_layout,
     .call = gn_forward_call,
     PARITY_CASES(GN_FORWARD_CASES),
+};
+
+/* ---- RMS norm (T5LayerNorm) -------------------------------------------------- */
+
+enum { RN_OUT, RN_RSTD, RN_INP, RN_WEIGHT };
+
+/* M, C */
+static void rn_layout(const struct kctx *ctx, const struct parity_case *c, int64_t *n,
+                      int64_t *at)
+{
+    int64_t M = c->d[0], C = c->d[1];
+    n[RN_OUT] = n[RN_INP] = M * C;
+    n[RN_RSTD] = M;
+    n[RN_WEIGHT] = C;
+}
+
+static double rn_forward_call(struct kctx *ctx, struct tensor *t, const struct parity_case *c,
+                              int step)
+{
+    k_rmsnorm_forward(ctx, t[RN_OUT], t[RN_RSTD], t[RN_INP], t[RN_WEIGHT], c->d[0], c->d[1],
+                      EPS);
+    return 0;
+}
+
+/* C a multiple of the 16-byte group (64, 96, T5-base's 768, T5-XXL's 4096,
+ * 4104) and ragged (37, 1, 6, 40: whole f32 vectors, not bf16 ones); M = 1
+ * and M not a multiple of the 8 rows of a block; absent: bit 0 rstd, bit 1
+ * weight; in place; views at offset 1 (scalar loads). */
+static const struct parity_case RN_FORWARD_CASES[] = {
+    {PD(5, 64)},   {PD(11, 96)},  {PD(4, 37)},  {PD(1, 768)},  {PD(3, 1)},
+    {PD(9, 6)},    {PD(17, 40)},  {PD(3, 4096)}, {PD(2, 4104)},
+    {PD(5, 64), .absent = 1},     {PD(5, 64), .absent = 2},     {PD(4, 37), .absent = 3},
+    {PD(5, 64), .inplace = 1},    {PD(4, 37), .inplace = 1, .absent = 2},
+    {PD(5, 64), .offset = 1},     {PD(4, 37), .offset = 1},     {PD(3, 1040), .offset = 1},
+};
+
+const struct parity_op parity_rmsnorm_forward = {
+    .name = "rmsnorm_forward",
+    .args = {[RN_OUT] = ARG("out", PA_OUT, .alias = "inp"),
+             [RN_RSTD] = ARG("rstd", PA_OUT | PA_F32 | PA_ALIGNED | PA_OPT),
+             [RN_INP] = ARG("inp", PA_IN, .scale = 3.0f, .shift = 0.5f),
+             [RN_WEIGHT] = ARG("weight", PA_IN | PA_OPT, .scale = 0.5f, .shift = 1.0f)},
+    .layout = rn_layout,
+    .call = rn_forward_call,
+    PARITY_CASES(RN_FORWARD_CASES),
 };
