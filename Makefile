@@ -13,7 +13,12 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parame
 CFLAGS  ?= -O2 -g
 CPPFLAGS += -I. -D_GNU_SOURCE -DDIT_VERSION='"$(VERSION)"' $(shell pkg-config --cflags openblas 2>/dev/null)
 ALL_CFLAGS = -std=c11 $(WARN) -fopenmp -pthread $(CFLAGS)
-LDLIBS  = -lisal -lcsv -larchive -ljpeg -lspng -lwebp -lexif -ljansson -lxxhash -lopenblas -lm -lpthread -fopenmp
+LDLIBS  = -lisal -lcsv -larchive -ljpeg -lspng -lwebp -lexif -ljansson -lxxhash -lopenblas -lsentencepiece -lstdc++ \
+          -lm -lpthread -fopenmp
+# C++ sources of the library (models/*/*.cc: shims over C++-only APIs such as
+# libsentencepiece's), with the sanitizers of SANITIZE=1 (EMU_SANFLAGS).
+CXXWARN  = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+ALL_CXXFLAGS = -std=c++17 $(CXXWARN) -pthread $(CFLAGS) $(if $(filter san,$(VARIANT)),$(EMU_SANFLAGS))
 
 ifeq ($(SANITIZE),1)
   VARIANT   = san
@@ -38,7 +43,8 @@ ifneq ($(NVCC),)
 endif
 
 LIB_SRCS  = $(wildcard libcommon/*.c formats/*.c image/*.c data/*.c kernels/*.c kernels/ops/*.c kernels/cpu/*.c nn/*.c models/*.c models/*/*.c diffusion/*.c train/*.c)
-LIB_OBJS  = $(LIB_SRCS:%.c=$(OBJDIR)/%.o)
+LIB_CXX_SRCS = $(wildcard models/*/*.cc)
+LIB_OBJS  = $(LIB_SRCS:%.c=$(OBJDIR)/%.o) $(LIB_CXX_SRCS:%.cc=$(OBJDIR)/%.o)
 CUDA_SRCS = $(wildcard kernels/cuda/*.cu)
 CUDA_OBJS = $(if $(HAVE_CUDA),$(CUDA_SRCS:%.cu=$(OBJDIR)/%.cu.o))
 TOOLS     = $(patsubst cmd/%.c,%,$(wildcard cmd/dit-*.c))
@@ -59,6 +65,10 @@ all: $(TOOL_BINS) $(EXAMPLE_BINS)
 $(OBJDIR)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(OBJDIR)/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(ALL_CXXFLAGS) -MMD -MP -c -o $@ $<
 
 $(OBJDIR)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
@@ -170,7 +180,8 @@ install: all
 
 # Debian packages the build and the tests need; apt runs only when one is missing.
 DEB_PACKAGES = build-essential pkg-config libjansson-dev libxxhash-dev libopenblas-dev \
-  libcsv-dev libarchive-dev libjpeg62-turbo-dev libspng-dev libpng-dev libwebp-dev libexif-dev libisal-dev mandoc
+  libcsv-dev libarchive-dev libjpeg62-turbo-dev libspng-dev libpng-dev libwebp-dev libexif-dev libisal-dev mandoc \
+  libsentencepiece-dev
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
