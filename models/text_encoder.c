@@ -1,13 +1,15 @@
-/* The table of text encoders and the calls every user goes through. The
- * T5 issue adds models/t5/ and its line here; until then the table is empty
- * and every spec is refused with that said. */
+/* The table of text encoders and the calls every user goes through: T5
+ * (models/t5/, T5 v1.1's encoder, F-Lite's and FLUX's). A new kind is one
+ * line here. */
 #include "models/text_encoder.h"
 #include "libcommon/error.h"
+#include "models/t5/t5.h"
 
 #include <stdio.h>
 #include <string.h>
 
 static const struct text_encoder_kind *const text_encoders[] = {
+    &t5_text_encoder_kind,
     NULL,
 };
 
@@ -31,10 +33,7 @@ int text_encoder_open(struct text_encoder *e, const char *spec)
         if (rc < 0)
             return -1;
     }
-    if (!text_encoders[0])
-        err_set("text encoder '%s': this build has no text encoder yet (T5 is still to come)", spec ? spec : "");
-    else
-        err_set("text encoder '%s': expected %s", spec ? spec : "", forms);
+    err_set("text encoder '%s': expected %s", spec ? spec : "", forms);
     return -1;
 }
 
@@ -51,11 +50,11 @@ size_t text_encoder_embedding_elems(const struct text_encoder *e)
 }
 
 int text_encoder_encode(const struct text_encoder *e, const char *const *captions, int n, float *emb,
-                        uint8_t *mask)
+                        uint8_t *mask, uint8_t *truncated)
 {
     if (!e->kind) {
         err_set("text encoder: not open");
         return -1;
     }
-    return e->kind->encode(e, captions, n, emb, mask);
+    return e->kind->encode(e, captions, n, emb, mask, truncated);
 }

@@ -9,7 +9,7 @@
  * whether the final norm is applied are part of its spec and identity:
  * F-Lite encodes without a mask and takes layer -8 through the final norm.
  *
- * Implementations live in one folder each (models/t5/, by the T5 issue)
+ * Implementations live in one folder each (models/t5/: T5 v1.1)
  * and are listed in the table of models/text_encoder.c; text_encoder_open
  * picks one by spec, or by the identity string that shards and checkpoints
  * record, which names everything that changes the embeddings. */
@@ -27,9 +27,12 @@ struct text_encoder_kind {
     /* As encoder_kind's open: 0, 1 when the text is not its spec, -1 with
      * err_set() when it is but cannot be opened. */
     int (*open)(struct text_encoder *e, const char *spec);
-    /* n captions (UTF-8) to emb[n, max_length, dim] and mask[n, max_length].
-     * 0, or -1 with err_set(). */
-    int (*encode)(const struct text_encoder *e, const char *const *captions, int n, float *emb, uint8_t *mask);
+    /* n captions (UTF-8) to emb[n, max_length, dim] and mask[n, max_length];
+     * truncated[n] (may be NULL) gets 1 for each caption that had more
+     * tokens than max_length holds. 0, or -1 with err_set(). Several
+     * threads may call it at once. */
+    int (*encode)(const struct text_encoder *e, const char *const *captions, int n, float *emb, uint8_t *mask,
+                  uint8_t *truncated);
     void (*close)(struct text_encoder *e); /* NULL when there is no state */
 };
 
@@ -49,6 +52,6 @@ void text_encoder_close(struct text_encoder *e);
 size_t text_encoder_embedding_elems(const struct text_encoder *e);
 
 int text_encoder_encode(const struct text_encoder *e, const char *const *captions, int n, float *emb,
-                        uint8_t *mask);
+                        uint8_t *mask, uint8_t *truncated);
 
 #endif
