@@ -8,13 +8,18 @@
 #include "libcommon/log.h"
 #include "libcommon/options.h"
 #include "models/encoder.h"
+#include "models/text_encoder.h"
 
 #include <stdio.h>
 #include <string.h>
 
+/* --text-layer's value before parsing: any layer a user may ask for differs. */
+#define TEXT_LAYER_UNSET (-1000000)
+
 struct options {
     const char *encoder, *vae, *filter, *flip_mode, *background, *dtype, *latent_mode;
-    int vae_tiling;
+    const char *pretrained, *text_encoder, *tokenizer, *text_dtype;
+    int vae_tiling, max_length, text_layer, text_layer_given, text_final_norm, text_mask;
     int random_flip, exact_decode;
     double shard_mb;
 };
@@ -51,20 +56,70 @@ static void parse_values(struct options *o, struct precompute_config *c)
         opt_usage_error("--latent-mode: '%s' is not dist, mean or sample", o->latent_mode);
     if (c->fast_decode && o->exact_decode)
         opt_usage_error("--fast-decode and --exact-decode contradict each other");
+    if (strcmp(o->text_dtype, "f32") == 0)
+        c->text_dtype = ST_F32;
+    else if (strcmp(o->text_dtype, "bf16") == 0)
+        c->text_dtype = ST_BF16;
+    else if (strcmp(o->text_dtype, "f16") == 0)
+        c->text_dtype = ST_F16;
+    else
+        opt_usage_error("--text-dtype: '%s' is not f32, bf16 or f16", o->text_dtype);
+}
+
+/* The text encoder's spec from the options: "t5:PATH" (PATH a text_encoder
+ * folder or a pipeline: --text-encoder, else --pretrained-model-path) with
+ * the tokenizer, layer, norm, mask and length as options; a --text-encoder
+ * that is already a spec ("t5:...") gets the options appended. NULL when
+ * no text encoder is asked for. */
+static const char *text_spec(const struct options *o, char *spec, size_t size)
+{
+    const char *path = o->text_encoder ? o->text_encoder : o->pretrained;
+    if (!path) {
+        if (o->tokenizer || o->text_layer_given || o->text_final_norm || o->text_mask || o->max_length)
+            opt_usage_error("the text options need --text-encoder or --pretrained-model-path");
+        return NULL;
+    }
+    if (o->max_length < 0)
+        opt_usage_error("--max-sequence-length must be positive");
+    size_t n = (size_t)snprintf(spec, size, "%s%s", strncmp(path, "t5:", 3) == 0 ? "" : "t5:", path);
+    if (o->tokenizer)
+        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",tokenizer=%s", o->tokenizer);
+    if (o->text_layer_given)
+        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",layer=%d", o->text_layer);
+    if (o->text_final_norm)
+        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",final_norm");
+    if (o->text_mask)
+        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",mask");
+    n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",max_length=%d", o->max_length ? o->max_length : 512);
+    if (n >= size)
+        opt_usage_error("the text encoder's paths are too long");
+    return spec;
 }
 
 int main(int argc, char **argv)
 {
     struct precompute_config c;
     precompute_config_init(&c);
-    struct options o = {.encoder = "pixel", .filter = "bicubic", .flip_mode = "none",
+    struct options o = {.text_layer = TEXT_LAYER_UNSET, .filter = "bicubic", .flip_mode = "none",
                         .background = "255,255,255", .dtype = "f32", .shard_mb = 256,
-                        .latent_mode = "dist"};
+                        .latent_mode = "dist", .text_dtype = "bf16"};
     const struct opt opts[] = {
         {"output-dir", 'o', OPT_STRING, &c.output_dir, "DIR", "the shard set to write (required)"},
         {"encoder", 0, OPT_STRING, &o.encoder, "SPEC", "pixel, pixel:F (space-to-depth by F) or vae:PATH[,OPTIONS]"},
         {"vae", 0, OPT_STRING, &o.vae, "PATH", "the AutoencoderKL of PATH (the same as --encoder vae:PATH)"},
         {"vae-tiling", 0, OPT_FLAG, &o.vae_tiling, NULL, "with --vae: encode large images in tiles, as diffusers"},
+        {"pretrained-model-path", 0, OPT_STRING, &o.pretrained, "DIR",
+         "a pipeline folder: its vae/ (unless --vae or --encoder) and its text_encoder/ and tokenizer/"},
+        {"text-encoder", 0, OPT_STRING, &o.text_encoder, "PATH",
+         "encode the captions with the T5 encoder of PATH (a text_encoder/ or pipeline folder)"},
+        {"tokenizer", 0, OPT_STRING, &o.tokenizer, "DIR", "the tokenizer/ folder (default: the pipeline's)"},
+        {"caption-column", 0, OPT_STRING, &c.caption_column, "NAME", "the manifest column of the captions (caption)"},
+        {"max-sequence-length", 0, OPT_INT, &o.max_length, "N", "tokens per caption, padded or cut (512)"},
+        {"text-layer", 0, OPT_INT, &o.text_layer, "N", "the hidden state to store (-1, the last; F-Lite: -8)"},
+        {"text-final-norm", 0, OPT_FLAG, &o.text_final_norm, NULL, "apply the final layer norm to it (F-Lite)"},
+        {"text-attention-mask", 0, OPT_FLAG, &o.text_mask, NULL,
+         "the encoder attends with the padding mask (F-Lite and FLUX do not)"},
+        {"text-dtype", 0, OPT_STRING, &o.text_dtype, "TYPE", "text embeddings in bf16 (default), f16 or f32"},
         {"latent-mode", 0, OPT_STRING, &o.latent_mode, "MODE",
          "a VAE's latents: dist (mean and std, drawn at training), mean, or sample"},
         {"resize-filter", 0, OPT_STRING, &o.filter, "NAME", "bicubic (default) or lanczos, as Pillow"},
@@ -85,6 +140,7 @@ int main(int argc, char **argv)
     const struct opt_tool tool = {"dit-precompute", "[options] -o DIR [MANIFEST]",
                                   "Decode, resize, crop and encode a bucketed manifest into a shard set."};
     int first = opt_parse(&tool, opts, argc, argv);
+    o.text_layer_given = o.text_layer != TEXT_LAYER_UNSET;
     if (!c.output_dir)
         opt_usage_error("-o DIR is required");
     if (argc - first > 1)
@@ -94,6 +150,10 @@ int main(int argc, char **argv)
     if (opt_device_given())
         device_select(opt_device()); /* the pixel encoder runs on the CPU */
     char vae_spec[4200];
+    if (o.pretrained && !o.vae && !o.encoder)
+        o.vae = o.pretrained; /* the pipeline's vae/ */
+    if (!o.encoder)
+        o.encoder = "pixel";
     if (o.vae) {
         snprintf(vae_spec, sizeof vae_spec, "vae:%s%s", o.vae, o.vae_tiling ? ",tiling" : "");
         o.encoder = vae_spec;
@@ -105,11 +165,21 @@ int main(int argc, char **argv)
         opt_usage_error("%s", err_get());
     parse_values(&o, &c);
     c.encoder = &enc;
+    char spec[8400];
+    const char *ts = text_spec(&o, spec, sizeof spec);
+    struct text_encoder text;
+    if (ts && text_encoder_open(&text, ts) != 0) {
+        encoder_close(&enc);
+        opt_usage_error("%s", err_get());
+    }
+    c.text_encoder = ts ? &text : NULL;
     if (first < argc)
         c.input = argv[first];
 
     int rc = precompute_run(&c, NULL);
     encoder_close(&enc);
+    if (ts)
+        text_encoder_close(&text);
     if (rc == STAGE_BAD_CONFIG)
         opt_usage_error("%s", err_get());
     if (rc == STAGE_ERROR)

@@ -3,6 +3,7 @@
  * are sequential); the pool reads files, checks, decodes, resizes and
  * encodes; the main thread then writes the records in manifest order. */
 #include "data/precompute.h"
+#include "data/precompute_text.h"
 #include "data/source.h"
 #include "formats/manifest.h"
 #include "formats/shardset.h"
@@ -43,7 +44,10 @@ struct item {
     size_t size;
     enum precompute_reject reject;
     char *reason;
-    void *tensor[4]; /* mean, std (when the encoder gives one), of the image then of its mirror */
+    const char *caption; /* fields[the caption column], when there is a text encoder */
+    /* mean, std (when the encoder gives one), of the image then of its
+     * mirror; then the caption's text and text_mask */
+    void *tensor[6];
 };
 
 struct run {
@@ -53,6 +57,8 @@ struct run {
     struct source_reader *src;
     size_t ncols;
     int col[N_REQ];
+    int col_caption;
+    struct precompute_text text; /* enc NULL: no captions */
     struct shard_cache cache;
     struct shardset_writer *writer;
     struct manifest_writer *rejects;
@@ -68,6 +74,9 @@ void precompute_config_init(struct precompute_config *c)
         .background = {255, 255, 255},
         .dtype = ST_F32,
         .shard_bytes = 256000000,
+        .caption_column = "caption",
+        .text_dtype = ST_BF16,
+        .text_cache_bytes = 256u << 20,
     };
 }
 
@@ -202,14 +211,20 @@ static void process_range(void *arg, size_t begin, size_t end)
 /* The cache key: everything that decides the record's tensors. */
 static struct hash128 cache_key_of(const struct run *run, const struct item *it)
 {
-    char geometry[160], hash[33];
+    char geometry[160], hash[33], caption[40] = "";
     const struct precompute_geometry *g = &it->g;
     snprintf(geometry, sizeof geometry, "%s %dx%d resize %dx%d crop %d,%d", g->adm ? "adm" : "fit",
              g->bucket_width, g->bucket_height, g->resize_width, g->resize_height, g->crop_left, g->crop_top);
     hash_hex(it->hash, hash);
+    if (it->caption) { /* the text encoder itself is in the preprocessing identity */
+        memcpy(caption, "text ", 5);
+        hash_hex(precompute_caption_hash(it->caption), caption + 5);
+    }
     struct hash_state *h = hash_begin();
-    const char *parts[] = {"dit-precompute/1", hash, run->enc->identity, run->preprocess, geometry};
-    for (size_t i = 0; h && i < sizeof parts / sizeof parts[0]; i++)
+    const char *parts[] = {"dit-precompute/1", hash, run->enc->identity, run->preprocess, geometry, caption};
+    /* Without captions the key is what it always was. */
+    const size_t np = sizeof parts / sizeof parts[0] - (it->caption ? 0 : 1);
+    for (size_t i = 0; h && i < np; i++)
         hash_update(h, parts[i], strlen(parts[i]) + 1);
     return h ? hash_end(h) : (struct hash128){0, 0};
 }
@@ -232,6 +247,9 @@ static void prepare_item(struct run *run, struct item *it)
         return;
     }
     g->adm = strcmp(method, "adm") == 0;
+    /* Valid UTF-8: the manifest reader refuses a line that is not. */
+    if (run->text.enc)
+        it->caption = f[run->col_caption];
     const int factor = run->enc->factor;
     if (g->bucket_width % factor || g->bucket_height % factor || (g->adm && g->bucket_width != g->bucket_height) ||
         g->crop_left + g->bucket_width > g->resize_width || g->crop_top + g->bucket_height > g->resize_height) {
@@ -266,15 +284,21 @@ static int emit(struct run *run, struct item *it)
     /* The latent, its std (LATENT_DIST of a stochastic encoder) as
      * latent_std; the mirrored image's as latent_flip and latent_std_flip
      * (the loader's FIELD_flip rule). */
-    static const char *const names[4] = {"latent", "latent_std", "latent_flip", "latent_std_flip"};
+    static const char *const names[6] = {"latent",      "latent_std", "latent_flip", "latent_std_flip",
+                                         "text", "text_mask"};
     const int f = run->enc->factor;
-    struct shard_tensor t[4];
+    struct shard_tensor t[6];
     size_t nt = 0;
     for (int i = 0; i < 4; i++)
         if (it->tensor[i])
             t[nt++] = (struct shard_tensor){names[i], run->cfg->dtype, 3,
                                             {run->enc->channels, it->g.bucket_height / f, it->g.bucket_width / f},
                                             it->tensor[i]};
+    if (it->tensor[4]) { /* text [L, D], text_mask [L] */
+        const int L = run->text.enc->max_length;
+        t[nt++] = (struct shard_tensor){names[4], run->text.dtype, 2, {L, run->text.enc->dim}, it->tensor[4]};
+        t[nt++] = (struct shard_tensor){names[5], run->text.dtype, 1, {L}, it->tensor[5]};
+    }
     run->encoded++;
     return shardset_writer_add(run->writer, in, in[run->col[C_BUCKET]], it->cache_key, nt, t);
 }
@@ -288,9 +312,38 @@ static void item_free(struct item *it, size_t ncols)
     free(it->where);
     free(it->bytes);
     free(it->reason);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         free(it->tensor[i]);
     memset(it, 0, sizeof *it);
+}
+
+/* The captions of the batch's records still to encode (not rejected, not
+ * reused) to their text and text_mask, on the main thread: the text
+ * encoder parallelises inside. 0, or -1 with err_set(). */
+static int encode_captions(struct run *run, struct item *items, size_t n)
+{
+    const char **captions = malloc((n ? n : 1) * sizeof *captions);
+    size_t *which = malloc((n ? n : 1) * sizeof *which), m = 0;
+    void **emb = malloc((n ? n : 1) * sizeof *emb), **mask = malloc((n ? n : 1) * sizeof *mask);
+    int rc = captions && which && emb && mask ? 0 : -1;
+    if (rc)
+        err_set("out of memory");
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (!items[i].reject && !items[i].hit) {
+            captions[m] = items[i].caption;
+            which[m++] = i;
+        }
+    if (rc == 0 && m)
+        rc = precompute_text_encode(&run->text, captions, m, emb, mask);
+    for (size_t j = 0; rc == 0 && j < m; j++) {
+        items[which[j]].tensor[4] = emb[j];
+        items[which[j]].tensor[5] = mask[j];
+    }
+    free(captions);
+    free(which);
+    free(emb);
+    free(mask);
+    return rc;
 }
 
 /* Every record in batches. 0; 1 when a manifest line was refused
@@ -337,6 +390,8 @@ static int precompute_all(struct run *run, struct manifest_reader *mr, struct th
         }
         if (status >= 0)
             threadpool_for(tp, n, process_range, &b);
+        if (status >= 0 && run->text.enc && encode_captions(run, items, n) != 0)
+            status = -1, more = 0;
         for (size_t i = 0; i < n; i++) {
             if (status >= 0 && emit(run, &items[i]) != 0)
                 status = -1, more = 0;
@@ -383,6 +438,11 @@ static char *preprocess_identity(const struct precompute_config *c)
      * deterministic sets stay what they were. */
     if (p && c->encoder && c->encoder->has_std)
         json_object_set_new(p, "latent", json_string(latent_mode_name(c->latent_mode)));
+    /* Likewise the text encoder, only for sets that have captions encoded. */
+    if (p && c->text_encoder) {
+        json_object_set_new(p, "text_encoder", json_string(c->text_encoder->identity));
+        json_object_set_new(p, "text_dtype", json_string(dtype_option(c->text_dtype)));
+    }
     char *s = p ? json_to_string(p) : NULL;
     json_decref(p);
     return s;
@@ -396,6 +456,10 @@ static int check_config(const struct precompute_config *c)
         err_set("--resize-filter: '%s' is not bicubic or lanczos", resize_filter_name(c->filter));
     else if (!dtype_option(c->dtype))
         err_set("--dtype: %s is not f32, bf16 or f16", st_dtype_name(c->dtype));
+    else if (c->text_encoder && !dtype_option(c->text_dtype))
+        err_set("--text-dtype: %s is not f32, bf16 or f16", st_dtype_name(c->text_dtype));
+    else if (c->text_encoder && (!c->caption_column || !*c->caption_column))
+        err_set("precompute: a text encoder but no caption column");
     else
         return 0;
     return -1;
@@ -418,6 +482,13 @@ static int open_all(struct run *run, struct manifest_reader **mr)
                     manifest_path(*mr), required[i]);
             return STAGE_ERROR;
         }
+    if (c->text_encoder && (run->col_caption = manifest_column_index(*mr, c->caption_column)) < 0) {
+        err_set("%s: no '%s' column for the captions (--caption-column names another)", manifest_path(*mr),
+                c->caption_column);
+        return STAGE_ERROR;
+    }
+    if (c->text_encoder && precompute_text_init(&run->text, c->text_encoder, c->text_dtype, c->text_cache_bytes) != 0)
+        return STAGE_ERROR;
     char *input_dir = NULL;
     if (!c->base_dir && strcmp(c->input, "-") != 0) {
         char *copy = strdup(c->input);
@@ -457,6 +528,7 @@ static int finish(struct run *run, int status, struct precompute_summary *s)
                             (unsigned long long)run->by_reason[i], precompute_reject_name(i));
         }
     s->read = run->read, s->encoded = run->encoded, s->reused = run->reused;
+    s->captions_encoded = run->text.encoded, s->captions_truncated = run->text.truncated;
     int fail = status != 0 || (c->strict && s->rejected);
     struct shardset_writer *w = run->writer;
     run->writer = NULL;
@@ -473,6 +545,11 @@ static int finish(struct run *run, int status, struct precompute_summary *s)
     log_info("%llu records read: %llu encoded, %llu reused, %llu rejected%s%s%s", (unsigned long long)s->read,
              (unsigned long long)s->encoded, (unsigned long long)s->reused, (unsigned long long)s->rejected,
              s->rejected ? " (" : "", reasons, s->rejected ? ")" : "");
+    if (run->text.enc && run->text.captions)
+        log_info("%llu captions: %llu distinct encoded (%.2f captions/s), %llu cut at %d tokens",
+                 (unsigned long long)run->text.captions, (unsigned long long)run->text.encoded,
+                 run->text.seconds > 0 ? (double)run->text.encoded / run->text.seconds : 0.0,
+                 (unsigned long long)run->text.truncated, run->text.enc->max_length);
     if (!fail && c->prune) {
         prune(c->output_dir, &s->pruned);
         log_info("pruned %llu shard%s no longer used", (unsigned long long)s->pruned, s->pruned == 1 ? "" : "s");
@@ -512,6 +589,7 @@ int precompute_run(const struct precompute_config *c, struct precompute_summary 
     shardset_writer_abort(run.writer);
     manifest_writer_abort(run.rejects);
     shard_cache_free(&run.cache);
+    precompute_text_free(&run.text);
     source_reader_free(run.src);
     free(run.preprocess);
     return status;

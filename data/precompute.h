@@ -14,6 +14,7 @@
 #include "image/resize.h"
 #include "libcommon/safetensors.h"
 #include "models/encoder.h"
+#include "models/text_encoder.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,12 @@ struct precompute_config {
     int strict;                     /* any rejected record fails the run */
     int prune;                      /* after a good run, delete the shards no longer named */
     enum latent_mode latent_mode;   /* what a stochastic encoder's (the VAE's) output becomes */
+    /* Captions: NULL, or open; each record's caption_column becomes text and
+     * text_mask (data/precompute_text.h), stored in text_dtype. */
+    const struct text_encoder *text_encoder;
+    const char *caption_column;     /* "caption", as dit-index writes it */
+    enum st_dtype text_dtype;       /* ST_BF16 by default */
+    size_t text_cache_bytes;        /* embeddings kept for repeated captions */
 };
 
 /* Why a record was kept out; precompute_reject_name() names each. */
@@ -68,13 +75,16 @@ const char *precompute_reject_name(enum precompute_reject r);
 
 struct precompute_summary {
     uint64_t read, encoded, reused, rejected;
+    uint64_t captions_encoded, captions_truncated; /* distinct captions run through the text encoder */
     uint64_t by_reason[PRECOMPUTE_REJECT_COUNT];
     uint64_t pruned; /* shards deleted by prune */
 };
 
 /* The defaults of dit-precompute(1): input "-", bicubic, no flip, white
- * background, f32, 256 MB shards, full-size decoding, jobs 0. output_dir
- * and encoder are left NULL for the caller. */
+ * background, f32, 256 MB shards, full-size decoding, jobs 0; captions
+ * from "caption" in bf16 with 256 MB of repeated embeddings kept, once a
+ * text encoder is given. output_dir, encoder and text_encoder are left NULL
+ * for the caller. */
 void precompute_config_init(struct precompute_config *c);
 
 /* Runs the whole stage and logs the reuse found, each rejection and the
