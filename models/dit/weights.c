@@ -4,6 +4,7 @@
 #include "models/dit/weights.h"
 #include "formats/model_dir.h"
 #include "libcommon/error.h"
+#include "libcommon/problems.h"
 #include "libcommon/json.h"
 
 #include <stdio.h>
@@ -162,17 +163,11 @@ int dit_weights_load(const struct dit_config *cfg, float *params, const struct s
     struct disk_table dt = {0};
     if (build_table(cfg, layout, &dt) != 0)
         return -1;
-    char problems[4096] = "";
-    size_t plen = 0;
-    int n_problems = 0, rc = 0;
+    struct problems probs = {0};
+    int rc = 0;
     float *replica = NULL;
     size_t used = 0;
-#define PROBLEM(...)                                                                              \
-    do {                                                                                          \
-        if (n_problems++ < 8 && plen < sizeof problems)                                           \
-            plen += (size_t)snprintf(problems + plen, sizeof problems - plen, "%s", plen ? "; " : ""), \
-                plen += (size_t)snprintf(problems + plen, sizeof problems - plen, __VA_ARGS__);   \
-    } while (0)
+#define PROBLEM(...) problems_add(&probs, __VA_ARGS__)
     for (size_t i = 0; i < dt.n; i++) {
         const struct disk_tensor *d = &dt.t[i];
         const struct st_tensor *t = st_set_find(set, d->name, NULL);
@@ -227,11 +222,8 @@ int dit_weights_load(const struct dit_config *cfg, float *params, const struct s
         }
     }
 #undef PROBLEM
-    if (n_problems) {
-        err_set("%s: %d problem%s: %s%s", set->path, n_problems, n_problems == 1 ? "" : "s", problems,
-                n_problems > 8 ? "; ..." : "");
+    if (problems_report(&probs, set->path) != 0)
         rc = -1;
-    }
     free(dt.t);
     return rc;
 }

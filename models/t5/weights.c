@@ -6,6 +6,7 @@
  * ignores as T5EncoderModel does (_keys_to_ignore_on_load_unexpected). */
 #include "models/t5/t5.h"
 #include "libcommon/error.h"
+#include "libcommon/problems.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -102,17 +103,8 @@ static int known_name(const struct t5_params *t, const char *name)
 
 int t5_weights_find(const struct t5_params *t, const struct st_set *set, const struct st_tensor **src)
 {
-    char problems[4096] = "";
-    size_t plen = 0;
-    int n_problems = 0;
-#define PROBLEM(...)                                                                                   \
-    do {                                                                                               \
-        if (n_problems++ < 8 && plen < sizeof problems) {                                              \
-            plen += (size_t)snprintf(problems + plen, sizeof problems - plen, "%s", plen ? "; " : ""); \
-            if (plen < sizeof problems)                                                                \
-                plen += (size_t)snprintf(problems + plen, sizeof problems - plen, __VA_ARGS__);        \
-        }                                                                                              \
-    } while (0)
+    struct problems probs = {0};
+#define PROBLEM(...) problems_add(&probs, __VA_ARGS__)
     for (size_t i = 0; i < t->count; i++) {
         const struct t5_param *p = &t->p[i];
         const char *name = p->name;
@@ -140,16 +132,11 @@ int t5_weights_find(const struct t5_params *t, const struct st_set *set, const s
     }
     /* An encoder tensor the table lacks: a config of fewer layers than the
      * file, or another network. */
-    for (size_t i = 0; n_problems == 0 && i < set->n_tensors; i++) {
+    for (size_t i = 0; probs.count == 0 && i < set->n_tensors; i++) {
         const char *name = st_set_tensor(set, i, NULL)->name;
         if (strncmp(name, "encoder.", 8) == 0 && !known_name(t, name))
             PROBLEM("unexpected tensor %s (the config describes a different network)", name);
     }
 #undef PROBLEM
-    if (n_problems) {
-        err_set("%s: %d problem%s: %s%s", set->path, n_problems, n_problems == 1 ? "" : "s", problems,
-                n_problems > 8 ? "; ..." : "");
-        return -1;
-    }
-    return 0;
+    return problems_report(&probs, set->path);
 }

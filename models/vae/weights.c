@@ -7,6 +7,7 @@
 #include "models/vae/vae.h"
 #include "formats/model_dir.h"
 #include "libcommon/error.h"
+#include "libcommon/problems.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -255,17 +256,9 @@ int vae_weights_load(const struct vae_params *t, float *params, const struct st_
     const char *prefix;
     if (vae_weights_layout(set, &layout, &prefix) != 0)
         return -1;
-    char problems[4096] = "";
-    size_t plen = 0, used = 0;
-    int n_problems = 0;
-#define PROBLEM(...)                                                                                   \
-    do {                                                                                               \
-        if (n_problems++ < 8 && plen < sizeof problems) {                                              \
-            plen += (size_t)snprintf(problems + plen, sizeof problems - plen, "%s", plen ? "; " : ""); \
-            if (plen < sizeof problems)                                                                \
-                plen += (size_t)snprintf(problems + plen, sizeof problems - plen, __VA_ARGS__);        \
-        }                                                                                              \
-    } while (0)
+    struct problems probs = {0};
+    size_t used = 0;
+#define PROBLEM(...) problems_add(&probs, __VA_ARGS__)
     for (size_t i = 0; i < t->count; i++) {
         const struct vae_param *p = &t->p[i];
         const char *name = layout_name(p, layout);
@@ -288,7 +281,7 @@ int vae_weights_load(const struct vae_params *t, float *params, const struct st_
     size_t ours = 0;
     for (size_t i = 0; i < set->n_tensors; i++)
         ours += (size_t)is_vae_tensor(st_set_tensor(set, i, NULL)->name, prefix, layout);
-    if (ours > used && n_problems == 0)
+    if (ours > used && probs.count == 0)
         for (size_t i = 0; i < set->n_tensors; i++) {
             const char *name = st_set_tensor(set, i, NULL)->name;
             if (!is_vae_tensor(name, prefix, layout))
@@ -302,12 +295,7 @@ int vae_weights_load(const struct vae_params *t, float *params, const struct st_
             }
         }
 #undef PROBLEM
-    if (n_problems) {
-        err_set("%s: %d problem%s: %s%s", set->path, n_problems, n_problems == 1 ? "" : "s", problems,
-                n_problems > 8 ? "; ..." : "");
-        return -1;
-    }
-    return 0;
+    return problems_report(&probs, set->path);
 }
 
 /* The tensor of the file named by printf format fmt in the file's layout. */
