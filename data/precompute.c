@@ -570,7 +570,9 @@ int precompute_run(const struct precompute_config *c, struct precompute_summary 
     if (status == STAGE_DONE) {
         /* Images already run one per thread: a resize must not fan out again. */
         image_resize_set_parallel_threshold(LONG_MAX);
-        run.progress = progress_start("precompute", "img", 0);
+        /* A record is one image and, with a text encoder, one caption: the
+         * rate is captions/s then (the encoder that dominates). */
+        run.progress = progress_start("precompute", c->text_encoder ? "caption" : "img", 0);
         status = precompute_all(&run, mr, tp, (size_t)threadpool_size(tp) * 16);
         progress_finish(run.progress);
         image_resize_set_parallel_threshold(0);

@@ -24,7 +24,7 @@ folder above, as F-Lite's pipeline loads it. The script checks that
 tokenizer_config.json's `legacy` (true, false or absent) changes no id, so no
 second variant folder is written; the C test checks the same on copies.
 
-`--grapheme-table` instead prints the C tables of models/t5/tokenizer.c that
+`--grapheme-table` instead prints the C tables of models/t5/unicode.c that
 say which code points continue or break a grapheme cluster, measured on the
 tokenizers library itself (see grapheme_table below).
 
