@@ -845,3 +845,15 @@ int st_tensor_to_f32(const struct st_tensor *t, float *out)
         return -1;
     }
 }
+
+void st_tensor_release(const struct st_tensor *t)
+{
+    const long page = sysconf(_SC_PAGESIZE);
+    if (!t || !t->data || page <= 0)
+        return;
+    /* Only the pages that t covers whole: its neighbours' bytes stay. */
+    uintptr_t lo = ((uintptr_t)t->data + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t hi = ((uintptr_t)t->data + t->nbytes) / (uintptr_t)page * (uintptr_t)page;
+    if (hi > lo)
+        madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}

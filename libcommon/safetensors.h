@@ -68,6 +68,12 @@ struct st_file *st_open_buffer(const char *name, const void *data, size_t size);
 void st_close(struct st_file *f);            /* NULL allowed */
 /* bsearch; NULL if absent. */
 const struct st_tensor *st_find(const struct st_file *f, const char *name);
+/* Gives the pages of t's data back to the kernel once the caller has read
+ * them (copied or hashed): a reader that converts a large file tensor by
+ * tensor then holds about its own copy, not that and the whole mapped file
+ * (a mapped page read stays resident until unmapped). t->data may still be
+ * read afterwards; its pages come back from the file. */
+void st_tensor_release(const struct st_tensor *t);
 /* NULL if absent. */
 const char *st_meta_get(const struct st_file *f, const char *key);
 /* t's elements as fp32 into out[t->nelem]: F32 copied, BF16 and F16

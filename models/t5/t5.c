@@ -440,6 +440,7 @@ static int load_weights(struct t5 *m, const struct st_tensor **src)
             if (dst.data)
                 k_upload_f32(m->ctx, tensor_view(dst, off, n), f, n);
         }
+        st_tensor_release(s); /* copied and hashed: T5-XXL's 9.5 GB stay on disk */
     }
     hash_hex(hash_end(hs), m->hash);
     free(f), free(h16);
