@@ -112,51 +112,68 @@ static int wino_row_span(const struct wino_geom *g, int64_t t, int64_t end, int 
     return (int)(n < end - t ? n : end - t);
 }
 
-/* V_xi[c][t - t0] = (B^T d B)[xi] for tiles [t0, t0 + nt) of img[C,H,W];
- * taps in the padding or past the edge read 0. */
+/* One channel's tiles [t0, t0 + nt) of plane[H,W] into Vc (V_xi[c] for
+ * xi = 0, streams cs apart); taps in the padding or past the edge read 0.
+ * Cloned per vector ISA, so it runs outside the parallel region's body. */
+CPU_VECTOR_CLONES static void wino_tiles_channel(float *Vc, const float *plane, const struct wino_geom *g,
+                                                 int64_t t0, int64_t nt, int64_t cs)
+{
+    float d[4][2 * WINOGRAD_ROW_TILES + 2], r[4][2 * WINOGRAD_ROW_TILES + 2];
+    for (int64_t t = t0; t < t0 + nt;) {
+        int ty, tx;
+        const int n = wino_row_span(g, t, t0 + nt, &ty, &tx);
+        const int y0 = ty * 2 - g->pad, x0 = tx * 2 - g->pad, len = 2 * n + 2;
+        /* The tile row's 4 input rows, x0 .. x0 + len, zero outside the
+         * image: one copy of the part inside, so the loops below have no
+         * bounds to test. */
+        const int in_lo = x0 < 0 ? -x0 : 0;
+        const int in_hi = g->W - x0 < len ? g->W - x0 : len;
+        for (int i = 0; i < 4; i++) {
+            const int y = y0 + i;
+            if (y < 0 || y >= g->H || in_hi <= in_lo) {
+                memset(d[i], 0, (size_t)len * sizeof d[i][0]);
+                continue;
+            }
+            memset(d[i], 0, (size_t)in_lo * sizeof d[i][0]);
+            memcpy(d[i] + in_lo, plane + (int64_t)y * g->W + x0 + in_lo,
+                   (size_t)(in_hi - in_lo) * sizeof d[i][0]);
+            memset(d[i] + in_hi, 0, (size_t)(len - in_hi) * sizeof d[i][0]);
+        }
+#pragma omp simd
+        for (int j = 0; j < len; j++) { /* B^T d, over the whole rows */
+            r[0][j] = d[0][j] - d[2][j];
+            r[1][j] = d[1][j] + d[2][j];
+            r[2][j] = d[2][j] - d[1][j];
+            r[3][j] = d[1][j] - d[3][j];
+        }
+        float *v = Vc + (t - t0);
+        for (int i = 0; i < 4; i++) { /* (B^T d) B, tile by tile */
+            const float *ri = r[i];
+            float *v0 = v + (i * 4 + 0) * cs, *v1 = v + (i * 4 + 1) * cs;
+            float *v2 = v + (i * 4 + 2) * cs, *v3 = v + (i * 4 + 3) * cs;
+            /* The streams never overlap each other or r: simd says so. */
+#pragma omp simd
+            for (int q = 0; q < n; q++) {
+                const float a = ri[2 * q], b = ri[2 * q + 1], e = ri[2 * q + 2],
+                            f = ri[2 * q + 3];
+                v0[q] = a - e;
+                v1[q] = b + e;
+                v2[q] = e - b;
+                v3[q] = b - f;
+            }
+        }
+        t += n;
+    }
+}
+
+/* V_xi[c][t - t0] = (B^T d B)[xi] for tiles [t0, t0 + nt) of img[C,H,W]. */
 static void wino_tiles(float *V, const float *img, const struct wino_geom *g, int64_t t0,
                        int64_t nt)
 {
     const int64_t nb = g->block, cs = (int64_t)g->C * nb; /* V's strides: xi, c */
 #pragma omp parallel for schedule(static) if ((int64_t)g->C * nt * 16 >= CPU_PARALLEL_MIN)
-    for (int c = 0; c < g->C; c++) {
-        const float *plane = img + (int64_t)c * g->H * g->W;
-        float d[4][2 * WINOGRAD_ROW_TILES + 2], r[4][2 * WINOGRAD_ROW_TILES + 2];
-        for (int64_t t = t0; t < t0 + nt;) {
-            int ty, tx;
-            const int n = wino_row_span(g, t, t0 + nt, &ty, &tx);
-            const int y0 = ty * 2 - g->pad, x0 = tx * 2 - g->pad, len = 2 * n + 2;
-            for (int i = 0; i < 4; i++) {
-                const int y = y0 + i;
-                const float *src = y >= 0 && y < g->H ? plane + (int64_t)y * g->W : NULL;
-                for (int j = 0; j < len; j++) {
-                    const int x = x0 + j;
-                    d[i][j] = src && x >= 0 && x < g->W ? src[x] : 0.0f;
-                }
-            }
-            for (int j = 0; j < len; j++) { /* B^T d, over the whole rows */
-                r[0][j] = d[0][j] - d[2][j];
-                r[1][j] = d[1][j] + d[2][j];
-                r[2][j] = d[2][j] - d[1][j];
-                r[3][j] = d[1][j] - d[3][j];
-            }
-            float *v = V + (int64_t)c * nb + (t - t0);
-            for (int i = 0; i < 4; i++) { /* (B^T d) B, tile by tile */
-                const float *ri = r[i];
-                float *v0 = v + (i * 4 + 0) * cs, *v1 = v + (i * 4 + 1) * cs;
-                float *v2 = v + (i * 4 + 2) * cs, *v3 = v + (i * 4 + 3) * cs;
-                for (int q = 0; q < n; q++) {
-                    const float a = ri[2 * q], b = ri[2 * q + 1], e = ri[2 * q + 2],
-                                f = ri[2 * q + 3];
-                    v0[q] = a - e;
-                    v1[q] = b + e;
-                    v2[q] = e - b;
-                    v3[q] = b - f;
-                }
-            }
-            t += n;
-        }
-    }
+    for (int c = 0; c < g->C; c++)
+        wino_tiles_channel(V + (int64_t)c * nb, img + (int64_t)c * g->H * g->W, g, t0, nt, cs);
 }
 
 /* M_xi[OC, nt] = U_xi[OC, C] V_xi[C, nt]: the 16 products, one per thread
@@ -173,44 +190,62 @@ static void wino_products(float *M, const float *U, const float *V, const struct
                     0.0f, M + (int64_t)xi * g->OC * nb, (int)nb);
 }
 
-/* out[oc] (+)= A^T m A for each tile, clipped at the output's edge. */
+/* One output channel's tiles [t0, t0 + nt): plane[Ho,Wo] (+)= A^T m A with
+ * m from Moc (M_xi[oc] for xi = 0, streams os apart), clipped at the
+ * output's edge. Cloned per vector ISA, as wino_tiles_channel. */
+CPU_VECTOR_CLONES static void wino_outputs_channel(float *plane, const float *Moc, const struct wino_geom *g,
+                                                   int64_t t0, int64_t nt, int64_t os, int accumulate)
+{
+    float y[2][2 * WINOGRAD_ROW_TILES];
+    for (int64_t t = t0; t < t0 + nt;) {
+        int ty, tx;
+        const int n = wino_row_span(g, t, t0 + nt, &ty, &tx);
+        const float *m = Moc + (t - t0);
+        /* A^T m A over the run, by stream (each m + xi * os is
+         * contiguous in q), even and odd output columns apart so the
+         * loop vectorises; then interleaved. */
+        float e[2][WINOGRAD_ROW_TILES], o[2][WINOGRAD_ROW_TILES];
+#pragma omp simd
+        for (int q = 0; q < n; q++) {
+            float s0[4], s1[4];
+            for (int j = 0; j < 4; j++) {
+                const float m0 = m[(0 * 4 + j) * os + q], m1 = m[(1 * 4 + j) * os + q];
+                const float m2 = m[(2 * 4 + j) * os + q], m3 = m[(3 * 4 + j) * os + q];
+                s0[j] = m0 + m1 + m2;
+                s1[j] = m1 - m2 - m3;
+            }
+            e[0][q] = s0[0] + s0[1] + s0[2];
+            o[0][q] = s0[1] - s0[2] - s0[3];
+            e[1][q] = s1[0] + s1[1] + s1[2];
+            o[1][q] = s1[1] - s1[2] - s1[3];
+        }
+        for (int i = 0; i < 2; i++)
+            for (int q = 0; q < n; q++) {
+                y[i][2 * q] = e[i][q];
+                y[i][2 * q + 1] = o[i][q];
+            }
+        const int x0 = tx * 2, w = g->Wo - x0 < 2 * n ? g->Wo - x0 : 2 * n;
+        for (int i = 0; i < 2 && ty * 2 + i < g->Ho; i++) {
+            float *row = plane + (int64_t)(ty * 2 + i) * g->Wo + x0;
+            if (accumulate)
+                for (int x = 0; x < w; x++)
+                    row[x] += y[i][x];
+            else
+                memcpy(row, y[i], (size_t)w * sizeof *row);
+        }
+        t += n;
+    }
+}
+
+/* out[oc] (+)= A^T m A for each tile and output channel. */
 static void wino_outputs(float *out, const float *M, const struct wino_geom *g, int64_t t0,
                          int64_t nt, int accumulate)
 {
     const int64_t nb = g->block, os = (int64_t)g->OC * nb; /* M's stride per xi */
 #pragma omp parallel for schedule(static) if ((int64_t)g->OC * nt * 16 >= CPU_PARALLEL_MIN)
-    for (int oc = 0; oc < g->OC; oc++) {
-        float *plane = out + (int64_t)oc * g->Ho * g->Wo;
-        float y[2][2 * WINOGRAD_ROW_TILES];
-        for (int64_t t = t0; t < t0 + nt;) {
-            int ty, tx;
-            const int n = wino_row_span(g, t, t0 + nt, &ty, &tx);
-            const float *m = M + (int64_t)oc * nb + (t - t0);
-            for (int q = 0; q < n; q++) {
-                float s0[4], s1[4]; /* A^T m */
-                for (int j = 0; j < 4; j++) {
-                    const float m0 = m[(0 * 4 + j) * os + q], m1 = m[(1 * 4 + j) * os + q];
-                    const float m2 = m[(2 * 4 + j) * os + q], m3 = m[(3 * 4 + j) * os + q];
-                    s0[j] = m0 + m1 + m2;
-                    s1[j] = m1 - m2 - m3;
-                }
-                y[0][2 * q] = s0[0] + s0[1] + s0[2];
-                y[0][2 * q + 1] = s0[1] - s0[2] - s0[3];
-                y[1][2 * q] = s1[0] + s1[1] + s1[2];
-                y[1][2 * q + 1] = s1[1] - s1[2] - s1[3];
-            }
-            const int x0 = tx * 2, w = g->Wo - x0 < 2 * n ? g->Wo - x0 : 2 * n;
-            for (int i = 0; i < 2 && ty * 2 + i < g->Ho; i++) {
-                float *row = plane + (int64_t)(ty * 2 + i) * g->Wo + x0;
-                if (accumulate)
-                    for (int x = 0; x < w; x++)
-                        row[x] += y[i][x];
-                else
-                    memcpy(row, y[i], (size_t)w * sizeof *row);
-            }
-            t += n;
-        }
-    }
+    for (int oc = 0; oc < g->OC; oc++)
+        wino_outputs_channel(out + (int64_t)oc * g->Ho * g->Wo, M + (int64_t)oc * nb, g, t0, nt, os,
+                             accumulate);
 }
 
 /* out[B,OC,Ho,Wo] (+)= conv3x3(inp[B,C,H,W], weight[OC,C,3,3]), stride 1;
