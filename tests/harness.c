@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -307,4 +308,37 @@ float *test_golden_f32(const struct st_file *f, const char *name, size_t n)
     }
     memcpy(x, t->data, n * sizeof *x);
     return x;
+}
+
+void test_write_model_variant(const char *dir, const char *weights, const char *config_text, const char *src_rel,
+                              const char *drop, const char *rename, const char *reshape, const char *retype)
+{
+    mkdir(dir, 0755);
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    test_write_file(p, config_text, strlen(config_text));
+    struct st_file *f = st_open(test_source_path(src_rel));
+    if (!f)
+        test_fail(__FILE__, __LINE__, "%s", err_get());
+    struct st_writer *w = st_writer_new();
+    const char *eq = rename ? strchr(rename, '=') : NULL;
+    for (size_t i = 0; f && i < f->n_tensors; i++) {
+        const struct st_tensor *t = &f->tensors[i];
+        if (drop && strcmp(t->name, drop) == 0)
+            continue;
+        int64_t shape[ST_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        int ndim = t->ndim;
+        if (reshape && strcmp(t->name, reshape) == 0) /* same bytes, another shape */
+            shape[0] = 1, shape[1] = (int64_t)t->nelem, ndim = 2;
+        const char *name = t->name;
+        if (eq && strncmp(t->name, rename, (size_t)(eq - rename)) == 0 && !t->name[eq - rename])
+            name = eq + 1;
+        st_writer_add(w, name, retype && strcmp(t->name, retype) == 0 ? ST_I32 : t->dtype, ndim, shape, t->data);
+    }
+    snprintf(p, sizeof p, "%s/%s", dir, weights);
+    if (st_writer_write(w, p) != 0)
+        test_fail(__FILE__, __LINE__, "%s: %s", p, err_get());
+    st_writer_free(w);
+    st_close(f);
 }

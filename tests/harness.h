@@ -41,6 +41,13 @@ float *test_filled(size_t n, float v);
  * aligned for float); zeros after a failure. */
 struct st_file;
 struct st_file *test_goldens_open(const char *rel);
+/* A broken copy of a model folder, for bad-input tests: dir/config.json
+ * holds config_text and dir/weights the tensors of the safetensors file
+ * src_rel (under tests/) with `drop` left out, `rename` ("FROM=TO")
+ * renamed, `reshape` given the shape [1, n] and `retype` relabelled I32;
+ * each NULL for none. */
+void test_write_model_variant(const char *dir, const char *weights, const char *config_text, const char *src_rel,
+                              const char *drop, const char *rename, const char *reshape, const char *retype);
 float *test_golden_f32(const struct st_file *f, const char *name, size_t n);
 
 #define TEST(name)                                                             \

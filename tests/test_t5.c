@@ -256,37 +256,12 @@ TEST(t5_relative_buckets_match_transformers)
         }
 }
 
-/* Writes dir/config.json (text) and dir/model.safetensors: the small
- * tensors with `drop` left out, `rename` (FROM=TO) renamed, `reshape`
- * given another shape and `retype` relabelled I32. */
+/* dir: the small model's tensors, edited as test_write_model_variant says. */
 static void write_variant(const char *dir, const char *config_text, const char *drop, const char *rename,
                           const char *reshape, const char *retype)
 {
-    mkdir(dir, 0755);
-    char p[4096];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    test_write_file(p, config_text, strlen(config_text));
-    struct st_file *f = st_open(fixture("fixtures/t5/small/model.safetensors"));
-    struct st_writer *w = st_writer_new();
-    const char *eq = rename ? strchr(rename, '=') : NULL;
-    for (size_t i = 0; f && i < f->n_tensors; i++) {
-        const struct st_tensor *t = &f->tensors[i];
-        if (drop && strcmp(t->name, drop) == 0)
-            continue;
-        int64_t shape[ST_MAX_DIMS];
-        memcpy(shape, t->shape, sizeof shape);
-        int ndim = t->ndim;
-        if (reshape && strcmp(t->name, reshape) == 0) /* same bytes, another shape */
-            shape[0] = 1, shape[1] = (int64_t)t->nelem, ndim = 2;
-        const char *name = t->name;
-        if (eq && strncmp(t->name, rename, (size_t)(eq - rename)) == 0 && !t->name[eq - rename])
-            name = eq + 1;
-        st_writer_add(w, name, retype && strcmp(t->name, retype) == 0 ? ST_I32 : t->dtype, ndim, shape, t->data);
-    }
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    CHECK_INT(st_writer_write(w, p), 0);
-    st_writer_free(w);
-    st_close(f);
+    test_write_model_variant(dir, "model.safetensors", config_text, "fixtures/t5/small/model.safetensors", drop,
+                             rename, reshape, retype);
 }
 
 static void expect_open_error(const char *dir, const char *const *needles)

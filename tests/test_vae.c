@@ -234,31 +234,12 @@ TEST(vae_single_file_config_is_inferred_from_shapes)
     st_set_close(s);
 }
 
-/* Writes dir/config.json (text) and dir's weights: the sd tensors, with
- * `drop` left out and `reshape` given a wrong first dimension. */
+/* dir: the sd tensors with `drop` left out and `reshape` given a wrong
+ * shape (test_write_model_variant). */
 static void write_variant(const char *dir, const char *config_text, const char *drop, const char *reshape)
 {
-    mkdir(dir, 0755);
-    char p[4096];
-    snprintf(p, sizeof p, "%s/config.json", dir);
-    test_write_file(p, config_text, strlen(config_text));
-    struct st_file *f = st_open(fixture("fixtures/vae/sd/diffusion_pytorch_model.safetensors"));
-    struct st_writer *w = st_writer_new();
-    for (size_t i = 0; f && i < f->n_tensors; i++) {
-        const struct st_tensor *t = &f->tensors[i];
-        if (drop && strcmp(t->name, drop) == 0)
-            continue;
-        int64_t shape[ST_MAX_DIMS];
-        memcpy(shape, t->shape, sizeof shape);
-        int ndim = t->ndim;
-        if (reshape && strcmp(t->name, reshape) == 0) /* same bytes, another shape */
-            shape[0] = 1, shape[1] = (int64_t)t->nelem, ndim = 2;
-        st_writer_add(w, t->name, t->dtype, ndim, shape, t->data);
-    }
-    snprintf(p, sizeof p, "%s/diffusion_pytorch_model.safetensors", dir);
-    CHECK_INT(st_writer_write(w, p), 0);
-    st_writer_free(w);
-    st_close(f);
+    test_write_model_variant(dir, "diffusion_pytorch_model.safetensors", config_text,
+                             "fixtures/vae/sd/diffusion_pytorch_model.safetensors", drop, NULL, reshape, NULL);
 }
 
 static void expect_open_error(const char *path, const char *config, const char *const *needles)
