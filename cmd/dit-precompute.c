@@ -24,6 +24,17 @@ struct options {
     double shard_mb;
 };
 
+/* A stored tensors' dtype option: f32, bf16 or f16; anything else exits. */
+static enum st_dtype storage_dtype(const char *flag, const char *v)
+{
+    static const char *const names[] = {"f32", "bf16", "f16"};
+    static const enum st_dtype types[] = {ST_F32, ST_BF16, ST_F16};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(v, names[i]) == 0)
+            return types[i];
+    opt_usage_error("%s: '%s' is not f32, bf16 or f16", flag, v);
+}
+
 /* The option strings into c; usage errors exit. */
 static void parse_values(struct options *o, struct precompute_config *c)
 {
@@ -41,14 +52,7 @@ static void parse_values(struct options *o, struct precompute_config *c)
         b < 0 || b > 255)
         opt_usage_error("--background: '%s' is not R,G,B with values 0..255", o->background);
     c->background[0] = (uint8_t)r, c->background[1] = (uint8_t)g, c->background[2] = (uint8_t)b;
-    if (strcmp(o->dtype, "f32") == 0)
-        c->dtype = ST_F32;
-    else if (strcmp(o->dtype, "bf16") == 0)
-        c->dtype = ST_BF16;
-    else if (strcmp(o->dtype, "f16") == 0)
-        c->dtype = ST_F16;
-    else
-        opt_usage_error("--dtype: '%s' is not f32, bf16 or f16", o->dtype);
+    c->dtype = storage_dtype("--dtype", o->dtype);
     if (o->shard_mb <= 0)
         opt_usage_error("--shard-size must be positive (MB)");
     c->shard_bytes = (uint64_t)(o->shard_mb * 1e6);
@@ -56,14 +60,7 @@ static void parse_values(struct options *o, struct precompute_config *c)
         opt_usage_error("--latent-mode: '%s' is not dist, mean or sample", o->latent_mode);
     if (c->fast_decode && o->exact_decode)
         opt_usage_error("--fast-decode and --exact-decode contradict each other");
-    if (strcmp(o->text_dtype, "f32") == 0)
-        c->text_dtype = ST_F32;
-    else if (strcmp(o->text_dtype, "bf16") == 0)
-        c->text_dtype = ST_BF16;
-    else if (strcmp(o->text_dtype, "f16") == 0)
-        c->text_dtype = ST_F16;
-    else
-        opt_usage_error("--text-dtype: '%s' is not f32, bf16 or f16", o->text_dtype);
+    c->text_dtype = storage_dtype("--text-dtype", o->text_dtype);
 }
 
 /* The text encoder's spec from the options: "t5:PATH" (PATH a text_encoder

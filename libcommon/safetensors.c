@@ -857,3 +857,12 @@ void st_tensor_release(const struct st_tensor *t)
     if (hi > lo)
         madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
+
+void st_shape_text(char *buf, size_t size, int ndim, const int64_t *shape)
+{
+    size_t n = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < size)
+        snprintf(buf + n, size - n, "]");
+}

@@ -74,6 +74,8 @@ const struct st_tensor *st_find(const struct st_file *f, const char *name);
  * (a mapped page read stays resident until unmapped). t->data may still be
  * read afterwards; its pages come back from the file. */
 void st_tensor_release(const struct st_tensor *t);
+/* "[2, 3]": a shape as the weight readers' messages print it. */
+void st_shape_text(char *buf, size_t size, int ndim, const int64_t *shape);
 /* NULL if absent. */
 const char *st_meta_get(const struct st_file *f, const char *key);
 /* t's elements as fp32 into out[t->nelem]: F32 copied, BF16 and F16

@@ -147,15 +147,6 @@ int dit_weights_layout(const struct st_set *set)
     return -1;
 }
 
-static void shape_text(char *buf, size_t size, int ndim, const int64_t *shape)
-{
-    size_t n = (size_t)snprintf(buf, size, "[");
-    for (int i = 0; i < ndim && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (n < size)
-        snprintf(buf + n, size - n, "]");
-}
-
 
 int dit_weights_load(const struct dit_config *cfg, float *params, const struct st_set *set,
                      enum dit_layout layout)
@@ -181,8 +172,8 @@ int dit_weights_load(const struct dit_config *cfg, float *params, const struct s
             same = t->shape[k] == d->shape[k];
         if (!same) {
             char want[64], got[64];
-            shape_text(want, sizeof want, d->ndim, d->shape);
-            shape_text(got, sizeof got, t->ndim, t->shape);
+            st_shape_text(want, sizeof want, d->ndim, d->shape);
+            st_shape_text(got, sizeof got, t->ndim, t->shape);
             PROBLEM("%s has shape %s, the configuration needs %s", d->name, got, want);
             continue;
         }

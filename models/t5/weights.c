@@ -72,15 +72,6 @@ void t5_params_free(struct t5_params *t)
     memset(t, 0, sizeof *t);
 }
 
-static void shape_text(char *buf, size_t size, int ndim, const int64_t *shape)
-{
-    size_t n = (size_t)snprintf(buf, size, "[");
-    for (int i = 0; i < ndim && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (n < size)
-        snprintf(buf + n, size - n, "]");
-}
-
 static int same_shape(const struct t5_param *p, const struct st_tensor *s)
 {
     if (s->ndim != p->ndim)
@@ -123,8 +114,8 @@ int t5_weights_find(const struct t5_params *t, const struct st_set *set, const s
         }
         if (!same_shape(p, s)) {
             char want[64], got[64];
-            shape_text(want, sizeof want, p->ndim, p->shape);
-            shape_text(got, sizeof got, s->ndim, s->shape);
+            st_shape_text(want, sizeof want, p->ndim, p->shape);
+            st_shape_text(got, sizeof got, s->ndim, s->shape);
             PROBLEM("tensor %s has shape %s, the config needs %s", name, got, want);
         } else if (s->dtype != ST_F32 && s->dtype != ST_BF16 && s->dtype != ST_F16) {
             PROBLEM("tensor %s is %s; weights must be F32, BF16 or F16", name, st_dtype_name(s->dtype));

@@ -210,15 +210,6 @@ static const char *layout_name(const struct vae_param *p, enum vae_layout layout
     return layout == VAE_LAYOUT_LDM ? p->ldm : layout == VAE_LAYOUT_LEGACY_ATTN ? p->legacy : p->name;
 }
 
-static void shape_text(char *buf, size_t size, int ndim, const int64_t *shape)
-{
-    size_t n = (size_t)snprintf(buf, size, "[");
-    for (int i = 0; i < ndim && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (n < size)
-        snprintf(buf + n, size - n, "]");
-}
-
 /* The file's shape is the table's, or for a Linear weight the same with
  * trailing 1x1 (ldm stores the attention projections as 1x1 convs). */
 static int same_shape(const struct vae_param *p, const struct st_tensor *t)
@@ -270,8 +261,8 @@ int vae_weights_load(const struct vae_params *t, float *params, const struct st_
         used++;
         if (!same_shape(p, s)) {
             char want[64], got[64];
-            shape_text(want, sizeof want, p->ndim, p->shape);
-            shape_text(got, sizeof got, s->ndim, s->shape);
+            st_shape_text(want, sizeof want, p->ndim, p->shape);
+            st_shape_text(got, sizeof got, s->ndim, s->shape);
             PROBLEM("tensor %s%s has shape %s, the config needs %s", prefix, name, got, want);
             continue;
         }
