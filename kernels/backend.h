@@ -49,6 +49,9 @@ struct kbackend {
     /* f32 elements of attention_bias_forward's scratch, likewise. */
     int64_t (*attention_bias_scratch)(const struct kctx *ctx, int B, int Tq, int Tk, int NH,
                                       int HS);
+    /* f32 elements of attention_bias_backward's scratch, likewise. */
+    int64_t (*attention_bias_backward_scratch)(const struct kctx *ctx, int B, int Tq, int Tk,
+                                               int NH, int HS);
     /* f32 elements of conv2d_forward's im2col scratch, likewise. */
     int64_t (*conv2d_scratch)(const struct kctx *ctx, int C, int H, int W, int OC, int k,
                               int stride, int pad_lo, int pad_hi);

@@ -48,6 +48,24 @@ static void cuda_be_attention_bias_forward(struct kctx *ctx, void *out, float *l
                                 q_stride, kv_stride, scale);
 }
 
+static int64_t cuda_be_attention_bias_backward_scratch(const struct kctx *ctx, int B, int Tq,
+                                                       int Tk, int NH, int HS)
+{
+    return cuda_attention_bias_backward_scratch(B, Tq, Tk, NH, HS);
+}
+
+static void cuda_be_attention_bias_backward(struct kctx *ctx, void *dq, void *dk, void *dv,
+                                            const void *dout, const void *out, const float *lse,
+                                            const void *q, const void *k, const void *v,
+                                            const float *bias, const float *key_mask,
+                                            float *scratch, int64_t scratch_n, enum kdtype dt,
+                                            int B, int Tq, int Tk, int NH, int HS, int q_stride,
+                                            int kv_stride, float scale)
+{
+    cuda_attention_bias_backward(ctx, dq, dk, dv, dout, out, lse, q, k, v, bias, key_mask,
+                                 scratch, dt, B, Tq, Tk, NH, HS, q_stride, kv_stride, scale);
+}
+
 static int64_t cuda_be_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int OC,
                                       int k, int stride, int pad_lo, int pad_hi)
 {
@@ -76,6 +94,7 @@ static const struct kbackend kbackend_cuda = {
     .sync = cuda_sync,
     .attention_scratch = cuda_be_attention_scratch,
     .attention_bias_scratch = cuda_be_attention_bias_scratch,
+    .attention_bias_backward_scratch = cuda_be_attention_bias_backward_scratch,
     .conv2d_scratch = cuda_be_conv2d_scratch,
     .gemm = cuda_gemm,
     .linear_forward = cuda_linear_forward,
@@ -91,14 +110,20 @@ static const struct kbackend kbackend_cuda = {
     .gated_residual_forward = cuda_gated_residual_forward,
     .gated_residual_backward = cuda_gated_residual_backward,
     .rmsnorm_forward = cuda_rmsnorm_forward,
+    .rmsnorm_backward = cuda_rmsnorm_backward,
     .gelu_forward = cuda_gelu_forward,
     .gelu_backward = cuda_gelu_backward,
     .silu_forward = cuda_silu_forward,
     .silu_backward = cuda_silu_backward,
     .gated_gelu_forward = cuda_gated_gelu_forward,
+    .gelu_erf_forward = cuda_gelu_erf_forward,
+    .gelu_erf_backward = cuda_gelu_erf_backward,
     .attention_forward = cuda_be_attention_forward,
     .attention_backward = cuda_be_attention_backward,
     .attention_bias_forward = cuda_be_attention_bias_forward,
+    .rope_norm_forward = cuda_rope_norm_forward,
+    .rope_norm_backward = cuda_rope_norm_backward,
+    .attention_bias_backward = cuda_be_attention_bias_backward,
     .patchify_forward = cuda_patchify_forward,
     .unpatchify_forward = cuda_unpatchify_forward,
     .unpatchify_backward = cuda_unpatchify_backward,
@@ -108,6 +133,8 @@ static const struct kbackend kbackend_cuda = {
     .add_broadcast_forward = cuda_add_broadcast_forward,
     .add = cuda_add,
     .axpy = cuda_axpy,
+    .mix_forward = cuda_mix_forward,
+    .mix_backward = cuda_mix_backward,
     .fill = cuda_fill,
     .scale = cuda_scale,
     .mse_forward_backward = cuda_mse_forward_backward,
@@ -138,7 +165,8 @@ const char *kbackend_missing(const struct kbackend *be)
 {
     if (!be->device_count || !be->ctx_init || !be->ctx_free || !be->mem_alloc || !be->mem_free ||
         !be->mem_usage || !be->mem_upload || !be->mem_download || !be->mem_copy || !be->sync ||
-        !be->attention_scratch || !be->attention_bias_scratch || !be->conv2d_scratch)
+        !be->attention_scratch || !be->attention_bias_scratch ||
+        !be->attention_bias_backward_scratch || !be->conv2d_scratch)
         return "a context or memory entry";
 #define KOP(name, family, dtypes, ret, params)                                                   \
     if (!be->name)                                                                               \

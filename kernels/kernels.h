@@ -204,6 +204,12 @@ void k_gated_residual_backward(struct kctx *ctx, struct tensor dy, struct tensor
  * a backward to come. out may equal inp. */
 void k_rmsnorm_forward(struct kctx *ctx, struct tensor out, struct tensor rstd, struct tensor inp,
                        struct tensor weight, int M, int C, float eps);
+/* dinp[M,C] (overwrites) from dout[M,C] for out = inp * rstd * weight, rstd from
+ * k_rmsnorm_forward; weight absent: out = inp * rstd. dweight f32 [C], optional, accumulates
+ * sum_m dout * inp * rstd (F-Lite's trainable norms). out may not equal inp. */
+void k_rmsnorm_backward(struct kctx *ctx, struct tensor dinp, struct tensor dweight,
+                        struct tensor dout, struct tensor inp, struct tensor rstd,
+                        struct tensor weight, int M, int C);
 
 /* ---- activations -------------------------------------------------------- */
 
@@ -222,6 +228,11 @@ void k_silu_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout, s
  * ("gelu_new", the tanh approximation), the two input projections wi_0 | wi_1 computed as
  * one [M, 2F] linear. */
 void k_gated_gelu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int M, int F);
+/* GELU, exact: 0.5 x (1 + erf(x / sqrt 2)) (torch.nn.GELU(), F-Lite's MLP). out may equal inp. */
+void k_gelu_erf_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int64_t n);
+/* dinp = dout * gelu_erf'(inp) (overwrites). */
+void k_gelu_erf_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout,
+                         struct tensor inp, int64_t n);
 
 /* ---- attention ---------------------------------------------------------- */
 
@@ -254,6 +265,41 @@ void k_attention_bias_forward(struct kctx *ctx, struct tensor out, struct tensor
                               int NH, int HS, int q_stride, int kv_stride, float scale);
 /* Floats of scratch k_attention_bias_forward needs (may be 0). */
 int64_t k_attention_bias_scratch(const struct kctx *ctx, int B, int Tq, int Tk, int NH, int HS);
+/* The gradient of k_attention_bias_forward, with the same bias and key_mask (the bias gets no
+ * gradient): dq rows q_stride apart like q, dk and dv rows kv_stride apart like k and v, each
+ * overwritten on its heads' elements only (so dq, dk, dv may be views into one fused dqkv
+ * buffer; what lies between them is left as it was), from dout[B, Tq, NH*HS] contiguous and
+ * the forward's out and lse. A key no query attends gets zero dk and dv. Deterministic: the
+ * same inputs give the same bits on every run. scratch: f32, at least
+ * k_attention_bias_backward_scratch() elements. */
+void k_attention_bias_backward(struct kctx *ctx, struct tensor dq, struct tensor dk,
+                               struct tensor dv, struct tensor dout, struct tensor out,
+                               struct tensor lse, struct tensor q, struct tensor k,
+                               struct tensor v, struct tensor bias, struct tensor key_mask,
+                               struct tensor scratch, int B, int Tq, int Tk, int NH, int HS,
+                               int q_stride, int kv_stride, float scale);
+int64_t k_attention_bias_backward_scratch(const struct kctx *ctx, int B, int Tq, int Tk, int NH,
+                                          int HS);
+
+/* ---- rotary embedding and the query/key norm ----------------------------- */
+
+/* F-Lite's query/key path, per head: the rotary embedding, then RMS normalisation over the
+ * head (QK-norm, no weight), each optional. Row (b, t) of inp starts at element
+ * (b*T + t) * in_stride, head h at + h*HS; out likewise with out_stride (so both may be
+ * views into a fused qkv buffer). Rotation, F-Lite's pairing and sign: x1 = x[:HS/2],
+ * x2 = x[HS/2:], r1 = x1 cos + x2 sin, r2 = -x1 sin + x2 cos, with cos and sin f32
+ * [T, HS/2] of token t, shared by the batch and the heads; cos and sin absent: r = x.
+ * Norm: y = r * rsqrt(mean(r^2) + eps), rstd f32 [B*T*NH] at (b*T + t)*NH + h saved for
+ * backward; rstd absent: y = r. Math in f32 whatever the dtype. out may not equal inp. */
+void k_rope_norm_forward(struct kctx *ctx, struct tensor out, struct tensor rstd,
+                         struct tensor inp, struct tensor cos, struct tensor sin, int B, int T,
+                         int NH, int HS, int in_stride, int out_stride, float eps);
+/* dinp (rows in_stride apart; the heads' elements overwritten, the rest left as it was)
+ * from dout (rows out_stride apart), with the forward's inp, rstd, cos and sin. */
+void k_rope_norm_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout,
+                          struct tensor inp, struct tensor rstd, struct tensor cos,
+                          struct tensor sin, int B, int T, int NH, int HS, int in_stride,
+                          int out_stride);
 
 /* ---- patches ------------------------------------------------------------ */
 
@@ -327,6 +373,19 @@ void k_add_broadcast_forward(struct kctx *ctx, struct tensor out, struct tensor 
 void k_add(struct kctx *ctx, struct tensor out, struct tensor a, struct tensor b, int64_t n);
 /* y[n] += alpha * x[n]. */
 void k_axpy(struct kctx *ctx, struct tensor y, float alpha, struct tensor x, int64_t n);
+/* out[m, c] = lam a[m, c] + (1 - lam) b[m, c] for m < M, c < C: F-Lite's residual value
+ * mix, lam = lam[0] in the activations' dtype on the device (a parameter of the compute
+ * weights). Rows of out, a and b lie out_stride, a_stride, b_stride elements apart. lam
+ * absent: out = a (a strided copy; b unused). Math in f32. */
+void k_mix_forward(struct kctx *ctx, struct tensor out, struct tensor a, struct tensor b,
+                   struct tensor lam, int M, int C, int out_stride, int a_stride, int b_stride);
+/* Accumulates the gradient of k_mix_forward from dout (rows dout_stride apart):
+ * da[m*a_stride + c] += lam dout (lam absent: += dout); db, optional, contiguous [M, C],
+ * += (1 - lam) dout; dlam, optional, f32 [1], += sum over m, c of dout (a - b), summed in a
+ * fixed order (the same bits on every run). */
+void k_mix_backward(struct kctx *ctx, struct tensor da, struct tensor db, struct tensor dlam,
+                    struct tensor dout, struct tensor a, struct tensor b, struct tensor lam,
+                    int M, int C, int dout_stride, int a_stride, int b_stride);
 void k_fill(struct kctx *ctx, struct tensor x, float value, int64_t n);
 
 /* Mean squared error over n elements: returns mean((pred - target)^2); with

@@ -342,3 +342,48 @@ void test_write_model_variant(const char *dir, const char *weights, const char *
     st_writer_free(w);
     st_close(f);
 }
+
+void test_check_rel(const char *file, int line, const char *what, const float *got, const float *want, size_t n,
+                    double tol)
+{
+    double num = 0, den = 0;
+    size_t finite = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isinf(want[i]))
+            continue;
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+        finite++;
+    }
+    double rms = finite ? sqrt(den / (double)finite) : 0, worst = 0;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isinf(want[i])) {
+            if (got[i] != want[i] && bad++ < 5)
+                test_fail(file, line, "%s[%zu]: got %.9g, want %g", what, i, (double)got[i],
+                          (double)want[i]);
+            continue;
+        }
+        double rel = fabs((double)got[i] - want[i]) / (fabs(want[i]) + rms + 1e-30);
+        worst = rel > worst ? rel : worst;
+        if (!(rel <= tol) && bad++ < 5)
+            test_fail(file, line, "%s[%zu]: got %.9g, want %.9g (relative error %.3g)", what, i,
+                      (double)got[i], (double)want[i], rel);
+    }
+    double normwise = den > 0 ? sqrt(num / den) : sqrt(num);
+    if (!(normwise <= tol))
+        test_fail(file, line, "%s: norm-wise relative error %.3g above %.3g", what, normwise, tol);
+    fprintf(stderr, "    %s: largest relative error %.2g, norm-wise %.2g\n", what, worst,
+            normwise);
+}
+
+void test_check_same_bits(const char *file, int line, const char *what, const float *a, const float *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof *a) != 0) {
+            test_fail(file, line, "%s[%zu]: %.9g vs %.9g, not the same bits", what, i,
+                      (double)a[i], (double)b[i]);
+            return;
+        }
+}

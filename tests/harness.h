@@ -49,6 +49,14 @@ struct st_file *test_goldens_open(const char *rel);
 void test_write_model_variant(const char *dir, const char *weights, const char *config_text, const char *src_rel,
                               const char *drop, const char *rename, const char *reshape, const char *retype);
 float *test_golden_f32(const struct st_file *f, const char *name, size_t n);
+/* got against want within tol, the kernel tests' measure: every
+ * |got - want| / (|want| + rms(want)) (the rms a floor where want nears 0:
+ * a gradient is a sum of terms that may cancel; an infinite want must be
+ * met exactly) and the norm-wise ||got - want|| / ||want||; prints the
+ * largest errors seen. And a bit-for-bit comparison. */
+void test_check_rel(const char *file, int line, const char *what, const float *got, const float *want, size_t n,
+                    double tol);
+void test_check_same_bits(const char *file, int line, const char *what, const float *a, const float *b, size_t n);
 
 #define TEST(name)                                                             \
     static void test_##name(void);                                             \

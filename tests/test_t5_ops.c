@@ -37,58 +37,10 @@ static struct kctx cpu_ctx(int threads)
     return ctx;
 }
 
-/* The relative error of kernels' fp32 results, as test_groupnorm.c measures
- * it: every |got - want| / (|want| + rms(want)) (the rms a floor where want
- * nears 0: an attention output is a weighted sum, so an element that cancels
- * to near 0 keeps the rounding of its larger terms) and the norm-wise
- * ||got - want|| / ||want|| both <= tol; -inf (an lse with no key) must be
- * -inf. Prints the largest errors seen. */
-static void check_rel_at(const char *file, int line, const char *what, const float *got,
-                         const float *want, size_t n, double tol)
-{
-    double num = 0, den = 0;
-    size_t finite = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isinf(want[i]))
-            continue;
-        double d = (double)got[i] - want[i];
-        num += d * d;
-        den += (double)want[i] * want[i];
-        finite++;
-    }
-    double rms = finite ? sqrt(den / (double)finite) : 0, worst = 0;
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isinf(want[i])) {
-            if (got[i] != want[i] && bad++ < 5)
-                test_fail(file, line, "%s[%zu]: got %.9g, want %g", what, i, (double)got[i],
-                          (double)want[i]);
-            continue;
-        }
-        double rel = fabs((double)got[i] - want[i]) / (fabs(want[i]) + rms + 1e-30);
-        worst = rel > worst ? rel : worst;
-        if (!(rel <= tol) && bad++ < 5)
-            test_fail(file, line, "%s[%zu]: got %.9g, want %.9g (relative error %.3g)", what, i,
-                      (double)got[i], (double)want[i], rel);
-    }
-    double normwise = den > 0 ? sqrt(num / den) : sqrt(num);
-    if (!(normwise <= tol))
-        test_fail(file, line, "%s: norm-wise relative error %.3g above %.3g", what, normwise, tol);
-    fprintf(stderr, "    %s: largest relative error %.2g, norm-wise %.2g\n", what, worst,
-            normwise);
-}
+#define check_rel_at test_check_rel
 #define check_rel(what, got, want, n) check_rel_at(__FILE__, __LINE__, what, got, want, n, TOL)
 
-static void check_same_bits_at(const char *file, int line, const char *what, const float *a,
-                               const float *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof *a) != 0) {
-            test_fail(file, line, "%s[%zu]: %.9g vs %.9g, not the same bits", what, i,
-                      (double)a[i], (double)b[i]);
-            return;
-        }
-}
+#define check_same_bits_at test_check_same_bits
 #define check_same_bits(what, a, b, n) check_same_bits_at(__FILE__, __LINE__, what, a, b, n)
 
 static float *filled(size_t n, float v)

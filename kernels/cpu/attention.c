@@ -400,3 +400,188 @@ void cpu_attention_bias_forward(float *out, float *lse, const float *q, const fl
         }
     }
 }
+
+/* ---- its backward ------------------------------------------------------------
+ *
+ * A task is one (batch, head): dk and dv sum over every query, so the
+ * task walks its query blocks in order, and its gradients are columns of
+ * dq, dk and dv no other task writes. Per block of nq <= ATB_QBLOCK
+ * queries, over the attended key range [k_lo, k_hi) as the forward takes
+ * it, with P recomputed from lse (no max or sum needed):
+ *   P = exp(scale Q K^T + bias - lse), 0 for masked keys and for a query
+ *       with lse = -inf (it attended nothing)
+ *   dV (+)= P^T dO
+ *   dP = dO V^T,  dS = P * (dP - D),  D_i = dO_i . O_i
+ *   dQ = scale dS K,  dK (+)= scale dS^T Q
+ * The first block overwrites dK and dV (beta 0), the later ones add, in
+ * block order; keys outside [k_lo, k_hi) are zeroed, and masked keys inside
+ * it sum exact zeros. A thread holds P and dS of one block in scratch. */
+
+/* Floats one thread needs: P and dS of a block of queries by every key. */
+static int64_t atb_backward_per_thread(int Tq, int Tk)
+{
+    return 2 * atb_per_thread(Tq, Tk);
+}
+
+int64_t cpu_attention_bias_backward_scratch(int Tq, int Tk, int threads)
+{
+    if (threads <= 0)
+        threads = omp_get_max_threads();
+    return atb_backward_per_thread(Tq, Tk) * threads;
+}
+
+/* Row i of S[nq, nk] (scale q k^T over the block's key range) becomes
+ * p_j = exp(s_j + bias_ij - lse_i), and 0 where the key is masked (integer
+ * bit masks, as atb_softmax_rows does) or the row attended nothing. */
+CPU_VECTOR_CLONES static void atb_probs_rows(float *S, int nq, int nk, const float *bias,
+                                             int64_t bias_stride, const float *mask,
+                                             const float *lse)
+{
+    for (int i = 0; i < nq; i++) {
+        float *s = S + (int64_t)i * nk;
+        const float l = lse[i];
+        if (l == -INFINITY) {
+            memset(s, 0, (size_t)nk * sizeof *s);
+            continue;
+        }
+        if (bias) {
+            const float *bi = bias + i * bias_stride;
+#pragma omp simd
+            for (int j = 0; j < nk; j++)
+                s[j] += bi[j];
+        }
+#pragma omp simd
+        for (int j = 0; j < nk; j++)
+            s[j] = cpu_expf(s[j] - l);
+        if (mask) {
+#pragma omp simd
+            for (int j = 0; j < nk; j++) {
+                uint32_t keep = -(uint32_t)(mask[j] != 0.0f), sb;
+                memcpy(&sb, &s[j], sizeof sb);
+                sb &= keep;
+                memcpy(&s[j], &sb, sizeof sb);
+            }
+        }
+    }
+}
+
+/* dS = P * (dP - D) in place on dP; D_i = dO_i . O_i, rows of dO and O C
+ * apart. */
+CPU_VECTOR_CLONES static void atb_dscores_rows(float *dS, const float *P, const float *dO,
+                                               const float *O, int nq, int nk, int HS, int64_t C)
+{
+    for (int i = 0; i < nq; i++) {
+        const float *dOi = dO + i * C, *Oi = O + i * C;
+        float D = 0.0f;
+#pragma omp simd reduction(+ : D)
+        for (int d = 0; d < HS; d++)
+            D += dOi[d] * Oi[d];
+        const float *p = P + (int64_t)i * nk;
+        float *ds = dS + (int64_t)i * nk;
+#pragma omp simd
+        for (int j = 0; j < nk; j++)
+            ds[j] = p[j] * (ds[j] - D);
+    }
+}
+
+/* rows [r0, r1) of a head slice (rows `stride` apart) = 0 */
+static void atb_zero_rows(float *x, int64_t r0, int64_t r1, int64_t stride, int HS)
+{
+    for (int64_t r = r0; r < r1; r++)
+        memset(x + r * stride, 0, (size_t)HS * sizeof *x);
+}
+
+void cpu_attention_bias_backward(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, const float *bias,
+                                 const float *key_mask, float *scratch, int64_t scratch_n, int B,
+                                 int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
+                                 float scale)
+{
+    const int64_t tasks = (int64_t)(B > 0 ? B : 0) * (NH > 0 ? NH : 0);
+    if (tasks == 0 || HS <= 0 || (!dq && !dk && !dv))
+        return; /* no gradient has an element */
+    const int64_t C = (int64_t)NH * HS;
+    const int qb = atb_qblock(Tq);
+    const int64_t per = atb_backward_per_thread(Tq, Tk);
+    int64_t nthreads = omp_get_max_threads();
+    if (per > 0 && scratch_n / per < nthreads)
+        nthreads = scratch_n / per;
+    if (nthreads > tasks)
+        nthreads = tasks;
+    if (nthreads < 1)
+        nthreads = 1;
+#pragma omp parallel num_threads((int)nthreads)
+    {
+        float *P = scratch ? scratch + (int64_t)omp_get_thread_num() * per : NULL;
+        float *dS = P ? P + per / 2 : NULL;
+#pragma omp for schedule(static)
+        for (int64_t task = 0; task < tasks; task++) {
+            const int64_t b = task / NH;
+            const int h = (int)(task % NH);
+            const float *Q = q + b * Tq * q_stride + (int64_t)h * HS;
+            const float *dO = dout + b * Tq * C + (int64_t)h * HS;
+            const float *O = out + b * Tq * C + (int64_t)h * HS;
+            const float *lse_bh = lse + task * Tq;
+            float *dQ = dq ? dq + b * Tq * q_stride + (int64_t)h * HS : NULL;
+            float *dK = dk ? dk + b * Tk * kv_stride + (int64_t)h * HS : NULL;
+            float *dV = dv ? dv + b * Tk * kv_stride + (int64_t)h * HS : NULL;
+            const float *m = key_mask ? key_mask + b * Tk : NULL;
+            int k_lo = 0, k_hi = Tk;
+            while (m && k_lo < k_hi && m[k_lo] == 0.0f)
+                k_lo++;
+            while (m && k_hi > k_lo && m[k_hi - 1] == 0.0f)
+                k_hi--;
+            const int nk = k_hi - k_lo;
+            if (nk == 0 || Tq == 0) {
+                /* no key attended, or no query: every gradient is 0 */
+                if (dQ)
+                    atb_zero_rows(dQ, 0, Tq, q_stride, HS);
+                if (dK)
+                    atb_zero_rows(dK, 0, Tk, kv_stride, HS);
+                if (dV)
+                    atb_zero_rows(dV, 0, Tk, kv_stride, HS);
+                continue;
+            }
+            /* the keys outside the range: no query attends them */
+            if (dK) {
+                atb_zero_rows(dK, 0, k_lo, kv_stride, HS);
+                atb_zero_rows(dK, k_hi, Tk, kv_stride, HS);
+            }
+            if (dV) {
+                atb_zero_rows(dV, 0, k_lo, kv_stride, HS);
+                atb_zero_rows(dV, k_hi, Tk, kv_stride, HS);
+            }
+            const float *K = k + (b * Tk + k_lo) * kv_stride + (int64_t)h * HS;
+            const float *V = v + (b * Tk + k_lo) * kv_stride + (int64_t)h * HS;
+            float *dKr = dK ? dK + (int64_t)k_lo * kv_stride : NULL;
+            float *dVr = dV ? dV + (int64_t)k_lo * kv_stride : NULL;
+            for (int t0 = 0; t0 < Tq; t0 += qb) {
+                const int nq = Tq - t0 < qb ? Tq - t0 : qb;
+                const float beta = t0 == 0 ? 0.0f : 1.0f;
+                const float *Qb = Q + (int64_t)t0 * q_stride, *dOb = dO + t0 * C;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, scale, Qb,
+                            q_stride, K, kv_stride, 0.0f, P, nk);
+                const float *bias_blk = bias ? bias + ((int64_t)h * Tq + t0) * Tk + k_lo : NULL;
+                atb_probs_rows(P, nq, nk, bias_blk, Tk, m ? m + k_lo : NULL, lse_bh + t0);
+                /* dV (+)= P^T dO */
+                if (dVr)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, nq, 1.0f, P, nk,
+                                dOb, (int)C, beta, dVr, kv_stride);
+                if (!dQ && !dKr)
+                    continue;
+                /* dP = dO V^T, then dS = P * (dP - D) in place */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, 1.0f, dOb,
+                            (int)C, V, kv_stride, 0.0f, dS, nk);
+                atb_dscores_rows(dS, P, dOb, O + t0 * C, nq, nk, HS, C);
+                /* dQ = scale dS K;  dK (+)= scale dS^T Q */
+                if (dQ)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, nk, scale, dS,
+                                nk, K, kv_stride, 0.0f, dQ + (int64_t)t0 * q_stride, q_stride);
+                if (dKr)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, nq, scale, dS,
+                                nk, Qb, q_stride, beta, dKr, kv_stride);
+            }
+        }
+    }
+}

@@ -114,6 +114,23 @@ static int64_t be_attention_bias_scratch(const struct kctx *ctx, int B, int Tq, 
     return cpu_attention_bias_scratch(Tq, Tk, (int)threads);
 }
 
+/* Its backward: P and dS of a block of at most 64 queries by Tk keys a
+ * thread (F-Lite's 4112 tokens: 2 MiB), no more threads' worth than there
+ * are (batch, head) tasks, and within ATTENTION_SCRATCH_BUDGET once one
+ * thread has its share. */
+static int64_t be_attention_bias_backward_scratch(const struct kctx *ctx, int B, int Tq, int Tk,
+                                                  int NH, int HS)
+{
+    int64_t threads = ctx->threads > 0 ? ctx->threads : omp_get_max_threads();
+    int64_t tasks = (int64_t)(B > 0 ? B : 0) * (NH > 0 ? NH : 0);
+    if (tasks < threads)
+        threads = tasks > 1 ? tasks : 1;
+    const int64_t per = cpu_attention_bias_backward_scratch(Tq, Tk, 1);
+    if (per > 0 && threads > 1 && threads * per > ATTENTION_SCRATCH_BUDGET)
+        threads = ATTENTION_SCRATCH_BUDGET / per > 1 ? ATTENTION_SCRATCH_BUDGET / per : 1;
+    return cpu_attention_bias_backward_scratch(Tq, Tk, (int)threads);
+}
+
 static int64_t be_conv2d_scratch(const struct kctx *ctx, int C, int H, int W, int OC, int k,
                                  int stride, int pad_lo, int pad_hi)
 {
@@ -221,6 +238,13 @@ static void be_rmsnorm_forward(struct kctx *ctx, void *out, float *rstd, const v
     cpu_rmsnorm_forward(out, rstd, inp, weight, M, C, eps);
 }
 
+static void be_rmsnorm_backward(struct kctx *ctx, void *dinp, float *dweight, const void *dout,
+                                const void *inp, const float *rstd, const void *weight,
+                                enum kdtype dt, int M, int C)
+{
+    cpu_rmsnorm_backward(dinp, dweight, dout, inp, rstd, weight, M, C);
+}
+
 /* ---- activation --------------------------------------------------------- */
 
 static void be_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
@@ -253,6 +277,18 @@ static void be_gated_gelu_forward(struct kctx *ctx, void *out, const void *inp, 
     cpu_gated_gelu_forward(out, inp, M, F);
 }
 
+static void be_gelu_erf_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
+                                int64_t n)
+{
+    cpu_gelu_erf_forward(out, inp, n);
+}
+
+static void be_gelu_erf_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                                 enum kdtype dt, int64_t n)
+{
+    cpu_gelu_erf_backward(dinp, dout, inp, n);
+}
+
 /* ---- attention ---------------------------------------------------------- */
 
 static void be_attention_forward(struct kctx *ctx, void *out, float *lse, const void *qkv,
@@ -277,6 +313,34 @@ static void be_attention_bias_forward(struct kctx *ctx, void *out, float *lse, c
 {
     cpu_attention_bias_forward(out, lse, q, k, v, bias, key_mask, scratch, scratch_n, B, Tq, Tk,
                                NH, HS, q_stride, kv_stride, scale);
+}
+
+static void be_attention_bias_backward(struct kctx *ctx, void *dq, void *dk, void *dv,
+                                       const void *dout, const void *out, const float *lse,
+                                       const void *q, const void *k, const void *v,
+                                       const float *bias, const float *key_mask, float *scratch,
+                                       int64_t scratch_n, enum kdtype dt, int B, int Tq, int Tk,
+                                       int NH, int HS, int q_stride, int kv_stride, float scale)
+{
+    cpu_attention_bias_backward(dq, dk, dv, dout, out, lse, q, k, v, bias, key_mask, scratch,
+                                scratch_n, B, Tq, Tk, NH, HS, q_stride, kv_stride, scale);
+}
+
+/* ---- rope --------------------------------------------------------------- */
+
+static void be_rope_norm_forward(struct kctx *ctx, void *out, float *rstd, const void *inp,
+                                 const float *cos, const float *sin, enum kdtype dt, int B, int T,
+                                 int NH, int HS, int in_stride, int out_stride, float eps)
+{
+    cpu_rope_norm_forward(out, rstd, inp, cos, sin, B, T, NH, HS, in_stride, out_stride, eps);
+}
+
+static void be_rope_norm_backward(struct kctx *ctx, void *dinp, const void *dout,
+                                  const void *inp, const float *rstd, const float *cos,
+                                  const float *sin, enum kdtype dt, int B, int T, int NH, int HS,
+                                  int in_stride, int out_stride)
+{
+    cpu_rope_norm_backward(dinp, dout, inp, rstd, cos, sin, B, T, NH, HS, in_stride, out_stride);
 }
 
 /* ---- patch -------------------------------------------------------------- */
@@ -382,6 +446,20 @@ static double be_sum_squares(struct kctx *ctx, const void *x, enum kdtype dt, in
     return cpu_sum_squares(x, n);
 }
 
+static void be_mix_forward(struct kctx *ctx, void *out, const void *a, const void *b,
+                           const void *lam, enum kdtype dt, int M, int C, int out_stride,
+                           int a_stride, int b_stride)
+{
+    cpu_mix_forward(out, a, b, lam, M, C, out_stride, a_stride, b_stride);
+}
+
+static void be_mix_backward(struct kctx *ctx, void *da, void *db, float *dlam, const void *dout,
+                            const void *a, const void *b, const void *lam, enum kdtype dt, int M,
+                            int C, int dout_stride, int a_stride, int b_stride)
+{
+    cpu_mix_backward(da, db, dlam, dout, a, b, lam, M, C, dout_stride, a_stride, b_stride);
+}
+
 /* ---- adamw -------------------------------------------------------------- */
 
 /* The update, then the compute copy converted from the new parameters. */
@@ -430,6 +508,7 @@ const struct kbackend kbackend_cpu = {
     .sync = be_sync,
     .attention_scratch = be_attention_scratch,
     .attention_bias_scratch = be_attention_bias_scratch,
+    .attention_bias_backward_scratch = be_attention_bias_backward_scratch,
     .conv2d_scratch = be_conv2d_scratch,
     .gemm = be_gemm,
     .linear_forward = be_linear_forward,
@@ -445,14 +524,20 @@ const struct kbackend kbackend_cpu = {
     .gated_residual_forward = be_gated_residual_forward,
     .gated_residual_backward = be_gated_residual_backward,
     .rmsnorm_forward = be_rmsnorm_forward,
+    .rmsnorm_backward = be_rmsnorm_backward,
     .gelu_forward = be_gelu_forward,
     .gelu_backward = be_gelu_backward,
     .silu_forward = be_silu_forward,
     .silu_backward = be_silu_backward,
     .gated_gelu_forward = be_gated_gelu_forward,
+    .gelu_erf_forward = be_gelu_erf_forward,
+    .gelu_erf_backward = be_gelu_erf_backward,
     .attention_forward = be_attention_forward,
     .attention_backward = be_attention_backward,
     .attention_bias_forward = be_attention_bias_forward,
+    .rope_norm_forward = be_rope_norm_forward,
+    .rope_norm_backward = be_rope_norm_backward,
+    .attention_bias_backward = be_attention_bias_backward,
     .patchify_forward = be_patchify_forward,
     .unpatchify_forward = be_unpatchify_forward,
     .unpatchify_backward = be_unpatchify_backward,
@@ -462,6 +547,8 @@ const struct kbackend kbackend_cpu = {
     .add_broadcast_forward = be_add_broadcast_forward,
     .add = be_add,
     .axpy = be_axpy,
+    .mix_forward = be_mix_forward,
+    .mix_backward = be_mix_backward,
     .fill = be_fill,
     .scale = be_scale,
     .mse_forward_backward = be_mse_forward_backward,

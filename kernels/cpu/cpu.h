@@ -127,6 +127,9 @@ void cpu_gated_residual_backward(float *dy, float *dgate, const float *dres, con
 /* T5's RMS norm; rstd and weight may be NULL; out may be inp */
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int M,
                          int C, float eps);
+/* its backward: dinp overwritten, dweight accumulated; dinp, dweight and weight may be NULL */
+void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *rstd, const float *weight, int M, int C);
 
 /* activation.c */
 void cpu_gelu_forward(float *out, const float *inp, int64_t n);
@@ -135,6 +138,9 @@ void cpu_silu_forward(float *out, const float *inp, int64_t n);
 void cpu_silu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 /* out[M,F] = gelu_tanh(inp[m, :F]) * inp[m, F:] */
 void cpu_gated_gelu_forward(float *out, const float *inp, int M, int F);
+/* The exact (erf) GELU and its derivative; out may be inp. */
+void cpu_gelu_erf_forward(float *out, const float *inp, int64_t n);
+void cpu_gelu_erf_backward(float *dinp, const float *dout, const float *inp, int64_t n);
 
 /* attention.c: scratch holds scratch_n floats, cpu_attention_scratch(T, 1)
  * (2 min(T, 256) T) per thread; fewer threads run when it holds less. */
@@ -155,6 +161,27 @@ void cpu_attention_bias_forward(float *out, float *lse, const float *q, const fl
                                 const float *v, const float *bias, const float *key_mask,
                                 float *scratch, int64_t scratch_n, int B, int Tq, int Tk, int NH,
                                 int HS, int q_stride, int kv_stride, float scale);
+/* Its backward (k_attention_bias_backward): one task per (batch, head),
+ * cpu_attention_bias_backward_scratch(Tq, Tk, 1) floats per thread (P and
+ * dS of a block of up to 64 queries by Tk keys); fewer threads run when
+ * scratch_n holds less. dq, dk, dv (each may be NULL), bias and key_mask
+ * may be NULL. */
+int64_t cpu_attention_bias_backward_scratch(int Tq, int Tk, int threads);
+void cpu_attention_bias_backward(float *dq, float *dk, float *dv, const float *dout,
+                                 const float *out, const float *lse, const float *q,
+                                 const float *k, const float *v, const float *bias,
+                                 const float *key_mask, float *scratch, int64_t scratch_n, int B,
+                                 int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
+                                 float scale);
+
+/* rope.c: F-Lite's rotary embedding and QK-norm (k_rope_norm_*); cos, sin
+ * and rstd may be NULL */
+void cpu_rope_norm_forward(float *out, float *rstd, const float *inp, const float *cos,
+                           const float *sin, int B, int T, int NH, int HS, int in_stride,
+                           int out_stride, float eps);
+void cpu_rope_norm_backward(float *dinp, const float *dout, const float *inp, const float *rstd,
+                            const float *cos, const float *sin, int B, int T, int NH, int HS,
+                            int in_stride, int out_stride);
 
 /* patch.c */
 void cpu_patchify_forward(float *out, const float *img, int B, int CH, int H, int W, int p);
@@ -193,6 +220,14 @@ void cpu_scale(float *x, float s, int64_t n);
 float cpu_mse_forward_backward(float *dpred, const float *pred, const float *target, int64_t n,
                                float scale);
 double cpu_sum_squares(const float *x, int64_t n);
+/* F-Lite's residual value mix (k_mix_forward, k_mix_backward): strided rows;
+ * lam, b (lam absent), da, db and dlam may be NULL; dlam summed over fixed
+ * chunks of rows. */
+void cpu_mix_forward(float *out, const float *a, const float *b, const float *lam, int M, int C,
+                     int out_stride, int a_stride, int b_stride);
+void cpu_mix_backward(float *da, float *db, float *dlam, const float *dout, const float *a,
+                      const float *b, const float *lam, int M, int C, int dout_stride,
+                      int a_stride, int b_stride);
 
 /* adamw.c */
 void cpu_adamw_update(float *param, const float *grad, float *m, float *v, int64_t n,

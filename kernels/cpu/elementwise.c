@@ -100,3 +100,102 @@ double cpu_sum_squares(const float *x, int64_t n)
         total += partial[k];
     return total;
 }
+
+/* ---- F-Lite's residual value mix ------------------------------------------------ */
+
+/* Rows [m0, m1) of out = lam a + (1 - lam) b, each product rounded, then the
+ * sum (ISO C keeps them unfused; the CUDA kernel rounds alike, so f32 gives
+ * the same bits on both); lam absent: a copy of a. */
+CPU_VECTOR_CLONES static void mix_forward_rows(float *out, const float *a, const float *b,
+                                               const float *lam, int64_t m0, int64_t m1, int C,
+                                               int out_stride, int a_stride, int b_stride)
+{
+    const float l = lam ? lam[0] : 1.0f, k = 1.0f - l;
+    for (int64_t m = m0; m < m1; m++) {
+        float *o = out + m * out_stride;
+        const float *ar = a + m * a_stride;
+        if (!lam) {
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                o[c] = ar[c];
+            continue;
+        }
+        const float *br = b + m * b_stride;
+#pragma omp simd
+        for (int c = 0; c < C; c++)
+            o[c] = l * ar[c] + k * br[c];
+    }
+}
+
+void cpu_mix_forward(float *out, const float *a, const float *b, const float *lam, int M, int C,
+                     int out_stride, int a_stride, int b_stride)
+{
+#pragma omp parallel if ((int64_t)M * C >= CPU_PARALLEL_MIN)
+    {
+        int64_t lo, hi;
+        cpu_thread_range(M, &lo, &hi);
+        mix_forward_rows(out, a, b, lam, lo, hi, C, out_stride, a_stride, b_stride);
+    }
+}
+
+/* Rows [m0, m1) of the mix's backward: da += lam dout, db += (1 - lam) dout
+ * (each optional; lam absent: da += dout, no db), and the rows' share of
+ * dlam, sum dout (a - b) in double (each term rounded in f32, as the CUDA
+ * kernel's), returned. */
+CPU_VECTOR_CLONES static double mix_backward_rows(float *da, float *db, int want_dlam,
+                                                  const float *dout, const float *a,
+                                                  const float *b, const float *lam, int64_t m0,
+                                                  int64_t m1, int C, int dout_stride,
+                                                  int a_stride, int b_stride)
+{
+    const float l = lam ? lam[0] : 1.0f, k = 1.0f - l;
+    double sum = 0.0;
+    for (int64_t m = m0; m < m1; m++) {
+        const float *g = dout + m * dout_stride;
+        if (da) {
+            float *d = da + m * a_stride;
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                d[c] += l * g[c];
+        }
+        if (db) {
+            float *d = db + m * C;
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                d[c] += k * g[c];
+        }
+        if (want_dlam) {
+            const float *ar = a + m * a_stride, *br = b + m * b_stride;
+            double s = 0.0;
+#pragma omp simd reduction(+ : s)
+            for (int c = 0; c < C; c++)
+                s += (double)(g[c] * (ar[c] - br[c]));
+            sum += s;
+        }
+    }
+    return sum;
+}
+
+/* Rows in REDUCE_CHUNKS fixed pieces, as the reductions above: dlam's sum is
+ * the same bits for any thread count. */
+void cpu_mix_backward(float *da, float *db, float *dlam, const float *dout, const float *a,
+                      const float *b, const float *lam, int M, int C, int dout_stride,
+                      int a_stride, int b_stride)
+{
+    if (M <= 0 || C <= 0)
+        return;
+    double partial[REDUCE_CHUNKS];
+#pragma omp parallel for schedule(static) if ((int64_t)M * C >= CPU_PARALLEL_MIN)
+    for (int k = 0; k < REDUCE_CHUNKS; k++) {
+        int64_t lo, hi;
+        chunk_range(M, k, &lo, &hi);
+        partial[k] = mix_backward_rows(da, db, dlam != NULL, dout, a, b, lam, lo, hi, C,
+                                       dout_stride, a_stride, b_stride);
+    }
+    if (dlam) {
+        double total = 0.0;
+        for (int k = 0; k < REDUCE_CHUNKS; k++)
+            total += partial[k];
+        dlam[0] = (float)((double)dlam[0] + total);
+    }
+}

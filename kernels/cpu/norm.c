@@ -498,3 +498,83 @@ void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float 
         rmsnorm_forward_rows(out, rstd, inp, weight, lo, hi, C, eps);
     }
 }
+
+/* Rows [m0, m1) of the RMS norm's dinp: with n = x rs and dn = dout w
+ * (w = 1 without weight), dx = rs (dn - n mean(dn n)), the mean in double. */
+CPU_VECTOR_CLONES static void rmsnorm_backward_rows(float *dinp, const float *dout,
+                                                    const float *inp, const float *rstd,
+                                                    const float *weight, int64_t m0, int64_t m1,
+                                                    int C)
+{
+    for (int64_t m = m0; m < m1; m++) {
+        const float *x = inp + m * C, *g = dout + m * C;
+        float *dx = dinp + m * C;
+        const float rs = rstd[m];
+        double dot = 0.0;
+        if (weight) {
+#pragma omp simd reduction(+ : dot)
+            for (int c = 0; c < C; c++)
+                dot += (double)(g[c] * weight[c]) * (x[c] * rs);
+        } else {
+#pragma omp simd reduction(+ : dot)
+            for (int c = 0; c < C; c++)
+                dot += (double)g[c] * (x[c] * rs);
+        }
+        const float mdn = (float)(dot / C);
+        if (weight) {
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                dx[c] = rs * (g[c] * weight[c] - (x[c] * rs) * mdn);
+        } else {
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                dx[c] = rs * (g[c] - (x[c] * rs) * mdn);
+        }
+    }
+}
+
+/* Columns [c0, c0 + width) of dweight: acc[j] = sum over the M rows, in
+ * order, of dout * (x rs), in double. */
+CPU_VECTOR_CLONES static void rmsnorm_dweight_block(double *acc, const float *dout,
+                                                    const float *inp, const float *rstd,
+                                                    int64_t M, int C, int width)
+{
+    for (int j = 0; j < width; j++)
+        acc[j] = 0.0;
+    for (int64_t m = 0; m < M; m++) {
+        const float *g = dout + m * C, *x = inp + m * C;
+        const float rs = rstd[m];
+#pragma omp simd
+        for (int j = 0; j < width; j++)
+            acc[j] += (double)g[j] * (x[j] * rs);
+    }
+}
+
+/* dinp[M,C] (overwrites) and dweight[C] (accumulates), either NULL. dinp
+ * splits by rows; dweight by blocks of MOD_BLOCK columns, each summed over
+ * every row by one thread, so the bits do not depend on the thread count. */
+void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+                          const float *rstd, const float *weight, int M, int C)
+{
+    const int64_t n = (int64_t)M * C;
+    if (dinp) {
+#pragma omp parallel if (n >= CPU_PARALLEL_MIN)
+        {
+            int64_t lo, hi;
+            cpu_thread_range(M, &lo, &hi);
+            rmsnorm_backward_rows(dinp, dout, inp, rstd, weight, lo, hi, C);
+        }
+    }
+    if (!dweight)
+        return;
+    const int nblk = (C + MOD_BLOCK - 1) / MOD_BLOCK;
+#pragma omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN)
+    for (int blk = 0; blk < nblk; blk++) {
+        const int c0 = blk * MOD_BLOCK;
+        const int width = C - c0 < MOD_BLOCK ? C - c0 : MOD_BLOCK;
+        double acc[MOD_BLOCK];
+        rmsnorm_dweight_block(acc, dout + c0, inp + c0, rstd, M, C, width);
+        for (int j = 0; j < width; j++)
+            dweight[c0 + j] += (float)acc[j];
+    }
+}

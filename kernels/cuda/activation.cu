@@ -2,7 +2,8 @@
 // GELU (forward), in the CPU backend's formulation (kernels/cpu/activation.c):
 // GELU as x sigmoid(2u), which keeps its low bits for u < 0, and the exact
 // derivative of that approximation. expf here is CUDA's full-precision one
-// (not __expf), so fp32 results stay within a few ulp of the CPU's.
+// (not __expf), so fp32 results stay within a few ulp of the CPU's. Last, the
+// exact (erf) GELU of F-Lite, forward and backward.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/vec.cuh"
 
@@ -139,5 +140,73 @@ extern "C" void cuda_gated_gelu_forward(struct kctx *ctx, void *out, const void 
     DISPATCH_DTYPE(dt, S, {
         gated_gelu_op<S> op = {(S *)out, (const S *)inp, F};
         vec_rows<vec_width<S>::value>(ctx, op, M, F, vec_aligned(out, 16) && vec_aligned(inp, 16));
+    });
+}
+
+// ---- GELU, exact (F-Lite's MLP) ---------------------------------------------
+//
+// gelu(x) = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2: erfc rather than
+// 1 + erf, so the negative tail keeps its relative accuracy (the CPU computes
+// Phi(-|x|) directly for the same reason), and gelu'(x) = Phi(x) + x phi(x),
+// what torch's GeluBackward computes. erfcf and expf are CUDA's
+// full-precision ones.
+
+#define GELU_ERF_SQRT1_2 0.7071067811865476f      // 1 / sqrt 2
+#define GELU_ERF_INV_SQRT_2PI 0.3989422804014327f // 1 / sqrt(2 pi)
+
+__device__ __forceinline__ float gelu_erf_cdf(float x)
+{
+    return 0.5f * erfcf(-x * GELU_ERF_SQRT1_2);
+}
+
+template <typename T> struct gelu_erf_forward_op {
+    T *out;
+    const T *inp;
+    template <int N> __device__ void apply(int64_t i) const
+    {
+        float x[N];
+        vec_load<N>(x, inp + i);
+#pragma unroll
+        for (int k = 0; k < N; k++)
+            x[k] = x[k] * gelu_erf_cdf(x[k]);
+        vec_store<N>(out + i, x);
+    }
+};
+
+template <typename T> struct gelu_erf_backward_op {
+    T *dinp;
+    const T *dout, *inp;
+    template <int N> __device__ void apply(int64_t i) const
+    {
+        float x[N], d[N];
+        vec_load<N>(x, inp + i);
+        vec_load<N>(d, dout + i);
+#pragma unroll
+        for (int k = 0; k < N; k++) {
+            float density = expf(-0.5f * x[k] * x[k]) * GELU_ERF_INV_SQRT_2PI;
+            d[k] = d[k] * (gelu_erf_cdf(x[k]) + x[k] * density);
+        }
+        vec_store<N>(dinp + i, d);
+    }
+};
+
+extern "C" void cuda_gelu_erf_forward(struct kctx *ctx, void *out, const void *inp,
+                                      enum kdtype dt, int64_t n)
+{
+    DISPATCH_DTYPE(dt, S, {
+        gelu_erf_forward_op<S> op = {(S *)out, (const S *)inp};
+        vec_map<vec_width<S>::value>(ctx, op, n, vec_aligned(out, 16) && vec_aligned(inp, 16));
+    });
+}
+
+extern "C" void cuda_gelu_erf_backward(struct kctx *ctx, void *dinp, const void *dout,
+                                       const void *inp, enum kdtype dt, int64_t n)
+{
+    if (!dinp)
+        return;
+    DISPATCH_DTYPE(dt, S, {
+        gelu_erf_backward_op<S> op = {(S *)dinp, (const S *)dout, (const S *)inp};
+        bool vec = vec_aligned(dinp, 16) && vec_aligned(dout, 16) && vec_aligned(inp, 16);
+        vec_map<vec_width<S>::value>(ctx, op, n, vec);
     });
 }

@@ -1387,3 +1387,336 @@ extern "C" void cuda_attention_bias_forward(struct kctx *ctx, void *out, float *
         abort();
     }
 }
+
+// ---- its backward -----------------------------------------------------------
+//
+// k_attention_bias_backward, FlashAttention-2 style as the self-attention
+// backward above and on the same tile helpers, with fp32 tiles in shared
+// memory in every dtype (as the bias forward): D = rowsum(dO * O) into
+// scratch (attn_rowdot_kernel: dout and out are contiguous [B, Tq, C]); a
+// key-owned pass, a block owning BR = 4 R keys of one (b, h), R per warp,
+// that walks every query in tiles of 32 (one per lane) for dV += P^T dO and
+// dK += dS^T Q; and a query-owned pass, a block owning BR queries, that
+// walks the key tiles for dQ += dS K. Both recompute
+// P = exp(scale q . k + bias - lse) in fp32 with expf, as the forward takes
+// its exponent: 0 for a masked key, a key past Tk, a query past Tq and a
+// query with lse = -inf (it attended nothing, so its lse is taken as +inf).
+// Every gradient element is summed by one lane in a fixed order: the same
+// bits run after run, with no atomics. A key block with no attended key
+// stores zeros at once; a key tile with none is skipped by the query pass.
+//
+// Each lane holds R x NI accumulators of each gradient, R NI = 32: R = 8 up
+// to HS 128, 4 up to 256 (F-Lite's heads), 2 up to 512 (the forward's
+// limit, so every head the forward takes), which keeps the tiles of the
+// key pass within 167 KiB of shared memory.
+
+namespace {
+
+// A bias tile of the key pass in shared memory: BR keys by ATB_BC queries,
+// rows padded by one float so that lanes reading a row hit distinct banks.
+constexpr int ATB_LDB = ATB_BC + 1;
+
+// dK and dV of BR keys of one (b, h), over every query; dk, dv (rows
+// kv_stride apart, head h at + h * HS) each may be null.
+template <typename T, int NI, int R>
+__global__ void __launch_bounds__(ATB_THREADS)
+    atb_backward_kv_kernel(T *dk, T *dv, const T *dout, const float *lse, const float *Dg,
+                           const T *q, const T *k, const T *v, const float *bias,
+                           const float *mask, int Tq, int Tk, int NH, int HS, int64_t q_stride,
+                           int64_t kv_stride, float scale, int vec_q, int vec_kv, int vec_o)
+{
+    constexpr int BR = ATB_WARPS * R;
+    DYNAMIC_SMEM(float, smem);
+    const int LD = att_ld(HS), HS4 = att_hs4(HS);
+    float *Ks = smem, *Vs = Ks + BR * LD, *Qs = Vs + BR * LD, *dOs = Qs + ATB_BC * LD;
+    float *Ps = dOs + ATB_BC * LD, *dSs = Ps + BR * ATB_BC;
+    float *lses = dSs + BR * ATB_BC, *Ds = lses + ATB_BC, *Bs = Ds + ATB_BC;
+    const int tiles = (Tk + BR - 1) / BR;
+    const int bh = blockIdx.x / tiles, k0 = (blockIdx.x - bh * tiles) * BR;
+    const int b = bh / NH, h = bh - b * NH;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = k0 + warp * R;
+    const int64_t C = (int64_t)NH * HS;
+    const T *Q = q + (int64_t)b * Tq * q_stride + (int64_t)h * HS;
+    const T *K = k + (int64_t)b * Tk * kv_stride + (int64_t)h * HS;
+    const T *V = v + (int64_t)b * Tk * kv_stride + (int64_t)h * HS;
+    const T *dO = dout + (int64_t)b * Tq * C + (int64_t)h * HS;
+    const float *lse_bh = lse + (int64_t)bh * Tq, *D_bh = Dg + (int64_t)bh * Tq;
+    const float *mask_b = mask ? mask + (int64_t)b * Tk : nullptr;
+    const float *bias_h = bias ? bias + (int64_t)h * Tq * Tk : nullptr;
+    const float *Kw = Ks + warp * R * LD, *Vw = Vs + warp * R * LD;
+    float *Pw = Ps + warp * R * ATB_BC, *dSw = dSs + warp * R * ATB_BC;
+
+    bool kvalid[R], any = false;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int key = row0 + r;
+        kvalid[r] = key < Tk && (!mask_b || mask_b[key] != 0.0f);
+        any = any || kvalid[r];
+    }
+    float dka[R][NI], dva[R][NI];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int n = 0; n < NI; n++)
+            dka[r][n] = dva[r][n] = 0.0f;
+
+    // no attended key in the block: no query reaches it, zero gradients
+    if (__syncthreads_or(any)) {
+        att_load_tile(Ks, K, k0, Tk, kv_stride, HS, LD, BR, vec_kv);
+        att_load_tile(Vs, V, k0, Tk, kv_stride, HS, LD, BR, vec_kv);
+        for (int i0 = 0; i0 < Tq; i0 += ATB_BC) {
+            __syncthreads(); // every warp is done with the last query tile
+            att_load_tile(Qs, Q, i0, Tq, q_stride, HS, LD, ATB_BC, vec_q);
+            att_load_tile(dOs, dO, i0, Tq, C, HS, LD, ATB_BC, vec_o);
+            if (threadIdx.x < ATB_BC) {
+                const int i = i0 + threadIdx.x;
+                const float l = i < Tq ? lse_bh[i] : -INFINITY;
+                lses[threadIdx.x] = l == -INFINITY ? INFINITY : l;
+                Ds[threadIdx.x] = i < Tq ? D_bh[i] : 0.0f;
+            }
+            if (bias_h)
+                // coalesced: consecutive threads read consecutive keys of a query
+                for (int idx = threadIdx.x; idx < ATB_BC * BR; idx += blockDim.x) {
+                    const int qi = idx / BR, kj = idx - qi * BR;
+                    const int i = i0 + qi, key = k0 + kj;
+                    Bs[kj * ATB_LDB + qi] =
+                        i < Tq && key < Tk ? bias_h[(int64_t)i * Tk + key] : 0.0f;
+                }
+            __syncthreads();
+            float s[R], dp[R];
+            att_dot_rows<R>(Kw, Qs + lane * LD, HS4, LD, s);
+            att_dot_rows<R>(Vw, dOs + lane * LD, HS4, LD, dp);
+            const float l = lses[lane], Di = Ds[lane];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                float p = 0.0f;
+                if (kvalid[r]) {
+                    float x = s[r] * scale;
+                    if (bias_h)
+                        x += Bs[(warp * R + r) * ATB_LDB + lane];
+                    p = expf(x - l);
+                }
+                Pw[r * ATB_BC + lane] = p;
+                dSw[r * ATB_BC + lane] = p * (dp[r] - Di);
+            }
+            __syncwarp();
+            att_accum<R, NI>(Pw, dOs, LD, HS, dva);
+            att_accum<R, NI>(dSw, Qs, LD, HS, dka);
+            __syncwarp();
+        }
+    }
+
+    float one[R], sc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        one[r] = 1.0f;
+        sc[r] = scale;
+    }
+    const int64_t head = (int64_t)b * Tk * kv_stride + (int64_t)h * HS;
+    if (dk)
+        att_store_rows<T, R, NI>(dk + head, kv_stride, row0, Tk, HS, dka, sc);
+    if (dv)
+        att_store_rows<T, R, NI>(dv + head, kv_stride, row0, Tk, HS, dva, one);
+}
+
+// dQ of BR queries of one (b, h) (rows q_stride apart), over every key tile.
+template <typename T, int NI, int R>
+__global__ void __launch_bounds__(ATB_THREADS)
+    atb_backward_q_kernel(T *dq, const T *dout, const float *lse, const float *Dg, const T *q,
+                          const T *k, const T *v, const float *bias, const float *mask, int Tq,
+                          int Tk, int NH, int HS, int64_t q_stride, int64_t kv_stride,
+                          float scale, int vec_q, int vec_kv, int vec_o)
+{
+    constexpr int BR = ATB_WARPS * R;
+    DYNAMIC_SMEM(float, smem);
+    const int LD = att_ld(HS), HS4 = att_hs4(HS);
+    float *Qs = smem, *dOs = Qs + BR * LD, *Ks = dOs + BR * LD, *Vs = Ks + ATB_BC * LD;
+    float *dSs = Vs + ATB_BC * LD;
+    const int tiles = (Tq + BR - 1) / BR;
+    const int bh = blockIdx.x / tiles, q0 = (blockIdx.x - bh * tiles) * BR;
+    const int b = bh / NH, h = bh - b * NH;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = q0 + warp * R;
+    const int64_t C = (int64_t)NH * HS;
+    const T *Q = q + (int64_t)b * Tq * q_stride + (int64_t)h * HS;
+    const T *K = k + (int64_t)b * Tk * kv_stride + (int64_t)h * HS;
+    const T *V = v + (int64_t)b * Tk * kv_stride + (int64_t)h * HS;
+    const T *dO = dout + (int64_t)b * Tq * C + (int64_t)h * HS;
+    const float *mask_b = mask ? mask + (int64_t)b * Tk : nullptr;
+    // this warp's rows of bias[h]: row r at bias_w + r * Tk (read for rows < Tq only)
+    const float *bias_w = bias ? bias + ((int64_t)h * Tq + row0) * Tk : nullptr;
+
+    att_load_tile(Qs, Q, q0, Tq, q_stride, HS, LD, BR, vec_q);
+    att_load_tile(dOs, dO, q0, Tq, C, HS, LD, BR, vec_o);
+    const float *Qw = Qs + warp * R * LD, *dOw = dOs + warp * R * LD;
+    float *dSw = dSs + warp * R * ATB_BC;
+
+    // lse +inf for a row past Tq or one that attended nothing: P = 0
+    float l[R], Dr[R], dqa[R][NI];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int i = row0 + r;
+        const float li = i < Tq ? lse[(int64_t)bh * Tq + i] : -INFINITY;
+        l[r] = li == -INFINITY ? INFINITY : li;
+        Dr[r] = i < Tq ? Dg[(int64_t)bh * Tq + i] : 0.0f;
+#pragma unroll
+        for (int n = 0; n < NI; n++)
+            dqa[r][n] = 0.0f;
+    }
+
+    for (int k0 = 0; k0 < Tk; k0 += ATB_BC) {
+        const int key = k0 + lane;
+        const bool valid = key < Tk && (!mask_b || mask_b[key] != 0.0f);
+        // the barrier before K and V are overwritten, and a vote: a tile
+        // without an attended key adds nothing
+        if (!__syncthreads_or(valid))
+            continue;
+        att_load_tile(Ks, K, k0, Tk, kv_stride, HS, LD, ATB_BC, vec_kv);
+        att_load_tile(Vs, V, k0, Tk, kv_stride, HS, LD, ATB_BC, vec_kv);
+        __syncthreads();
+        float s[R], dp[R];
+        att_dot_rows<R>(Qw, Ks + lane * LD, HS4, LD, s);
+        att_dot_rows<R>(dOw, Vs + lane * LD, HS4, LD, dp);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            float p = 0.0f;
+            if (valid && row0 + r < Tq) {
+                float x = s[r] * scale;
+                if (bias_w)
+                    x += bias_w[(int64_t)r * Tk + key];
+                p = expf(x - l[r]);
+            }
+            dSw[r * ATB_BC + lane] = p * (dp[r] - Dr[r]);
+        }
+        __syncwarp();
+        att_accum<R, NI>(dSw, Ks, LD, HS, dqa);
+        __syncwarp(); // dS is read by every lane before the next tile's write
+    }
+
+    float sc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        sc[r] = scale;
+    att_store_rows<T, R, NI>(dq + (int64_t)b * Tq * q_stride + (int64_t)h * HS, q_stride, row0,
+                             Tq, HS, dqa, sc);
+}
+
+// Raises fn's dynamic shared memory limit past the default 48 KiB when it
+// needs to, and refuses a grid of more blocks than CUDA takes.
+template <typename F> unsigned atb_backward_grid(F fn, size_t smem, int64_t blocks)
+{
+    if (smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void *>(fn),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem));
+    if (blocks > 0x7fffffff) {
+        fprintf(stderr, "dit: attention_bias_backward: %lld blocks are more than a grid holds\n",
+                (long long)blocks);
+        abort();
+    }
+    return (unsigned)blocks;
+}
+
+template <typename T, int NI, int R>
+void atb_backward_launch(struct kctx *ctx, T *dq, T *dk, T *dv, const T *dout, const float *lse,
+                         const float *D, const T *q, const T *k, const T *v, const float *bias,
+                         const float *mask, int B, int Tq, int Tk, int NH, int HS, int q_stride,
+                         int kv_stride, float scale)
+{
+    constexpr int BR = ATB_WARPS * R;
+    const int LD = att_ld(HS);
+    const int vec_q = atb_vec_ok(q, sizeof(T), HS, q_stride);
+    const int vec_kv =
+        atb_vec_ok(k, sizeof(T), HS, kv_stride) && atb_vec_ok(v, sizeof(T), HS, kv_stride);
+    const int vec_o = atb_vec_ok(dout, sizeof(T), HS, (int64_t)NH * HS);
+    if ((dk || dv) && Tk > 0) {
+        auto fn = atb_backward_kv_kernel<T, NI, R>;
+        // K, V of the block; a Q and a dO tile; P and dS; lse, D; the bias tile
+        const size_t smem = sizeof(float) * ((size_t)(2 * BR + 2 * ATB_BC) * LD +
+                                             2 * BR * ATB_BC + 2 * ATB_BC + BR * ATB_LDB);
+        const unsigned grid = atb_backward_grid(fn, smem, (int64_t)B * NH * ((Tk + BR - 1) / BR));
+        KLAUNCH(fn, grid, ATB_THREADS, smem, cuda_stream_of(ctx), dk, dv, dout, lse, D, q, k, v,
+                bias, mask, Tq, Tk, NH, HS, (int64_t)q_stride, (int64_t)kv_stride, scale, vec_q,
+                vec_kv, vec_o);
+    }
+    if (dq && Tq > 0) {
+        auto fn = atb_backward_q_kernel<T, NI, R>;
+        // Q, dO of the block; a K and a V tile; dS
+        const size_t smem =
+            sizeof(float) * ((size_t)(2 * BR + 2 * ATB_BC) * LD + (size_t)BR * ATB_BC);
+        const unsigned grid = atb_backward_grid(fn, smem, (int64_t)B * NH * ((Tq + BR - 1) / BR));
+        KLAUNCH(fn, grid, ATB_THREADS, smem, cuda_stream_of(ctx), dq, dout, lse, D, q, k, v,
+                bias, mask, Tq, Tk, NH, HS, (int64_t)q_stride, (int64_t)kv_stride, scale, vec_q,
+                vec_kv, vec_o);
+    }
+}
+
+template <typename T>
+void atb_backward(struct kctx *ctx, T *dq, T *dk, T *dv, const T *dout, const T *out,
+                  const float *lse, const T *q, const T *k, const T *v, const float *bias,
+                  const float *mask, float *D, int B, int Tq, int Tk, int NH, int HS,
+                  int q_stride, int kv_stride, float scale)
+{
+    if (Tq > 0)
+        att_rowdot(ctx, D, dout, out, B, Tq, NH * HS, NH);
+#define ATB_BWD(NI, R)                                                                         \
+    atb_backward_launch<T, NI, R>(ctx, dq, dk, dv, dout, lse, D, q, k, v, bias, mask, B, Tq,   \
+                                  Tk, NH, HS, q_stride, kv_stride, scale)
+    const int ni = (HS + 31) / 32;
+    if (ni <= 1)
+        ATB_BWD(1, 8);
+    else if (ni == 2)
+        ATB_BWD(2, 8);
+    else if (ni == 3)
+        ATB_BWD(3, 8);
+    else if (ni == 4)
+        ATB_BWD(4, 8);
+    else if (ni <= 8)
+        ATB_BWD(8, 4);
+    else
+        ATB_BWD(16, 2);
+#undef ATB_BWD
+}
+
+} // namespace
+
+// D = rowsum(dO * O) per (b, h, query); P and dS are recomputed per tile.
+extern "C" int64_t cuda_attention_bias_backward_scratch(int B, int Tq, int Tk, int NH, int HS)
+{
+    return B > 0 && Tq > 0 && NH > 0 ? (int64_t)B * NH * Tq : 0;
+}
+
+extern "C" void cuda_attention_bias_backward(struct kctx *ctx, void *dq, void *dk, void *dv,
+                                             const void *dout, const void *out, const float *lse,
+                                             const void *q, const void *k, const void *v,
+                                             const float *bias, const float *key_mask,
+                                             float *scratch, enum kdtype dt, int B, int Tq,
+                                             int Tk, int NH, int HS, int q_stride, int kv_stride,
+                                             float scale)
+{
+    if (B <= 0 || NH <= 0 || HS <= 0 || (!dq && !dk && !dv))
+        return; // no gradient has an element
+    att_check_hs("attention_bias_backward", HS, ATB_MAX_HS);
+    switch (dt) {
+    case KDT_F32:
+        atb_backward(ctx, (float *)dq, (float *)dk, (float *)dv, (const float *)dout,
+                     (const float *)out, lse, (const float *)q, (const float *)k,
+                     (const float *)v, bias, key_mask, scratch, B, Tq, Tk, NH, HS, q_stride,
+                     kv_stride, scale);
+        break;
+    case KDT_BF16:
+        atb_backward(ctx, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
+                     (const bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
+                     bias, key_mask, scratch, B, Tq, Tk, NH, HS, q_stride, kv_stride, scale);
+        break;
+    case KDT_F16:
+        atb_backward(ctx, (f16 *)dq, (f16 *)dk, (f16 *)dv, (const f16 *)dout, (const f16 *)out,
+                     lse, (const f16 *)q, (const f16 *)k, (const f16 *)v, bias, key_mask,
+                     scratch, B, Tq, Tk, NH, HS, q_stride, kv_stride, scale);
+        break;
+    default:
+        fprintf(stderr, "dit: attention_bias_backward: unknown dtype %d\n", (int)dt);
+        abort();
+    }
+}

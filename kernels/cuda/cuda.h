@@ -103,6 +103,11 @@ void cuda_gated_residual_backward(struct kctx *ctx, void *dy, void *dgate, const
  * rstd may be NULL; out may be inp. */
 void cuda_rmsnorm_forward(struct kctx *ctx, void *out, float *rstd, const void *inp,
                           const void *weight, enum kdtype dt, int M, int C, float eps);
+/* Its backward: dinp (overwritten) and dweight (f32, accumulated), either
+ * NULL; weight may be NULL. dweight is summed over rows in a fixed order. */
+void cuda_rmsnorm_backward(struct kctx *ctx, void *dinp, float *dweight, const void *dout,
+                           const void *inp, const float *rstd, const void *weight,
+                           enum kdtype dt, int M, int C);
 
 /* activation.cu */
 void cuda_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, int64_t n);
@@ -114,6 +119,11 @@ void cuda_silu_backward(struct kctx *ctx, void *dinp, const void *dout, const vo
 /* out[M,F] = gelu_tanh(inp[m, :F]) * inp[m, F:] */
 void cuda_gated_gelu_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, int M,
                              int F);
+/* The exact (erf) GELU and its derivative (dinp may be NULL); out may be inp. */
+void cuda_gelu_erf_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
+                           int64_t n);
+void cuda_gelu_erf_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                            enum kdtype dt, int64_t n);
 
 /* attention.cu: flash-style, never a T x T matrix in memory. scratch holds
  * cuda_attention_scratch(B, T, NH) floats. */
@@ -131,6 +141,27 @@ void cuda_attention_bias_forward(struct kctx *ctx, void *out, float *lse, const 
                                  const void *k, const void *v, const float *bias,
                                  const float *key_mask, enum kdtype dt, int B, int Tq, int Tk,
                                  int NH, int HS, int q_stride, int kv_stride, float scale);
+/* Its backward: dq, dk, dv (each may be NULL) on their heads' elements
+ * only; scratch holds cuda_attention_bias_backward_scratch floats (D =
+ * rowsum(dout * out) per query and head). Deterministic: no atomics. */
+int64_t cuda_attention_bias_backward_scratch(int B, int Tq, int Tk, int NH, int HS);
+void cuda_attention_bias_backward(struct kctx *ctx, void *dq, void *dk, void *dv,
+                                  const void *dout, const void *out, const float *lse,
+                                  const void *q, const void *k, const void *v, const float *bias,
+                                  const float *key_mask, float *scratch, enum kdtype dt, int B,
+                                  int Tq, int Tk, int NH, int HS, int q_stride, int kv_stride,
+                                  float scale);
+
+/* rope.cu: F-Lite's rotary embedding and QK-norm (k_rope_norm_*), a warp
+ * per (row, head), any head size; cos, sin (f32 [T, HS/2]) and rstd may be
+ * NULL, and inp too in the backward without rstd. */
+void cuda_rope_norm_forward(struct kctx *ctx, void *out, float *rstd, const void *inp,
+                            const float *cos, const float *sin, enum kdtype dt, int B, int T,
+                            int NH, int HS, int in_stride, int out_stride, float eps);
+void cuda_rope_norm_backward(struct kctx *ctx, void *dinp, const void *dout, const void *inp,
+                             const float *rstd, const float *cos, const float *sin,
+                             enum kdtype dt, int B, int T, int NH, int HS, int in_stride,
+                             int out_stride);
 
 /* patch.cu */
 void cuda_patchify_forward(struct kctx *ctx, void *out, const void *img, enum kdtype dt, int B,
@@ -175,6 +206,15 @@ float cuda_mse_forward_backward(struct kctx *ctx, void *dpred, const void *pred,
                                 const void *target, enum kdtype dt, int64_t n, float scale);
 /* Waits: sum of squares, fp32 per block and double across blocks. */
 double cuda_sum_squares(struct kctx *ctx, const void *x, enum kdtype dt, int64_t n);
+/* F-Lite's residual value mix (k_mix_forward, k_mix_backward), lam on the
+ * device in dt (NULL: a copy). The backward does not wait: dlam's per-block
+ * fp32 partials go to the reduce scratch and a one-block pass adds them to
+ * dlam in double, in a fixed order. */
+void cuda_mix_forward(struct kctx *ctx, void *out, const void *a, const void *b, const void *lam,
+                      enum kdtype dt, int M, int C, int out_stride, int a_stride, int b_stride);
+void cuda_mix_backward(struct kctx *ctx, void *da, void *db, float *dlam, const void *dout,
+                       const void *a, const void *b, const void *lam, enum kdtype dt, int M,
+                       int C, int dout_stride, int a_stride, int b_stride);
 
 /* adamw.cu: one fused pass; copy (may be NULL) receives the updated
  * parameters in copy_dt, the compute copy of mixed precision. */

@@ -1,5 +1,6 @@
 // Elementwise ops and the two blocking reductions (the loss and the sum of
-// squares behind gradient norms).
+// squares behind gradient norms); F-Lite's residual value mix, whose backward
+// reduces into the same scratch without waiting.
 //
 // Where the CPU backend's fp32 result is one rounding per operation, the
 // kernels use the _rn intrinsics so that nvcc does not fuse a multiply and
@@ -276,4 +277,169 @@ extern "C" double cuda_sum_squares(struct kctx *ctx, const void *x, enum kdtype 
         }
     });
     return reduce_finish(ctx, blocks);
+}
+
+// ---- F-Lite's residual value mix ---------------------------------------------
+//
+// out = lam a + (1 - lam) b over M rows of C, each tensor's rows its own
+// stride apart (views into fused qkv buffers), rounded as the CPU rounds (the
+// two products, then the sum), so f32 gives its bits. lam, one element of the
+// activations' dtype, is read by every thread: no host round trip for a
+// trained parameter. Groups of N need every pointer 16-byte aligned and every
+// stride a multiple of N (vec_rows adds C % N == 0).
+
+static bool mix_vec(int N, const void *p0, const void *p1, const void *p2, int s0, int s1, int s2)
+{
+    return (!p0 || vec_aligned(p0, 16)) && (!p1 || vec_aligned(p1, 16)) &&
+           (!p2 || vec_aligned(p2, 16)) && s0 % N == 0 && s1 % N == 0 && s2 % N == 0;
+}
+
+template <typename T> struct mix_forward_op {
+    T *out;
+    const T *a, *b, *lam; // lam NULL: out = a, b unused
+    int out_stride, a_stride, b_stride;
+    template <int N> __device__ void apply(int64_t i, int64_t r, int c) const
+    {
+        float x[N];
+        vec_load<N>(x, a + r * a_stride + c);
+        if (lam) {
+            float y[N];
+            vec_load<N>(y, b + r * b_stride + c);
+            const float l = ld(lam[0]), k = __fsub_rn(1.0f, l);
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                x[j] = __fadd_rn(__fmul_rn(l, x[j]), __fmul_rn(k, y[j]));
+        }
+        vec_store<N>(out + r * out_stride + c, x);
+    }
+};
+
+extern "C" void cuda_mix_forward(struct kctx *ctx, void *out, const void *a, const void *b,
+                                 const void *lam, enum kdtype dt, int M, int C, int out_stride,
+                                 int a_stride, int b_stride)
+{
+    DISPATCH_DTYPE(dt, S, {
+        constexpr int N = vec_width<S>::value;
+        mix_forward_op<S> op = {(S *)out,   (const S *)a, (const S *)b, (const S *)lam,
+                                out_stride, a_stride,     b_stride};
+        bool vec = mix_vec(N, out, a, lam ? b : NULL, out_stride, a_stride, lam ? b_stride : 0);
+        vec_rows<N>(ctx, op, M, C, vec);
+    });
+}
+
+// The backward over groups of N, grid-stride: da += lam dout (rows a_stride
+// apart), db += (1 - lam) dout (contiguous), each optional, and, when partial
+// is given, this block's share of sum dout (a - b) (each term rounded as the
+// CPU rounds it, summed in fp32) written to partial[block]. The grid depends
+// on the shape and alignment alone, and mix_dlam_finish adds the partials in
+// a fixed order: dlam is the same bits on every run, without atomics.
+template <typename T, int N>
+__global__ void mix_backward_kernel(T *da, T *db, double *partial, const T *dout, const T *a,
+                                    const T *b, const T *lam, int64_t rows, int C,
+                                    int dout_stride, int a_stride, int b_stride)
+{
+    __shared__ float shared[32];
+    const float l = lam ? ld(lam[0]) : 1.0f, k = __fsub_rn(1.0f, l);
+    const int G = C / N;
+    const int64_t groups = rows * G;
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    float sum = 0.0f;
+    for (int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += stride) {
+        const int64_t r = idiv(g, G);
+        const int c = (int)(g - r * G) * N;
+        float d[N];
+        vec_load<N>(d, dout + r * dout_stride + c);
+        if (da) {
+            T *p = da + r * a_stride + c;
+            float x[N];
+            vec_load<N>(x, p);
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                x[j] = __fadd_rn(x[j], __fmul_rn(l, d[j]));
+            vec_store<N>(p, x);
+        }
+        if (db) {
+            T *p = db + r * C + c;
+            float x[N];
+            vec_load<N>(x, p);
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                x[j] = __fadd_rn(x[j], __fmul_rn(k, d[j]));
+            vec_store<N>(p, x);
+        }
+        if (partial) {
+            float x[N], y[N];
+            vec_load<N>(x, a + r * a_stride + c);
+            vec_load<N>(y, b + r * b_stride + c);
+#pragma unroll
+            for (int j = 0; j < N; j++)
+                sum += __fmul_rn(d[j], __fsub_rn(x[j], y[j]));
+        }
+    }
+    if (partial) {
+        sum = block_sum(sum, shared);
+        if (threadIdx.x == 0)
+            partial[blockIdx.x] = (double)sum;
+    }
+}
+
+enum { MIX_FINISH_THREADS = 256 };
+
+// dlam[0] += the blocks' partials, in double: each thread its strided share in
+// order, then a fixed halving tree, one block, so the order never changes.
+__global__ void mix_dlam_finish(float *dlam, const double *partial, int blocks)
+{
+    __shared__ double s[MIX_FINISH_THREADS];
+    const int t = (int)threadIdx.x;
+    double v = 0.0;
+    for (int i = t; i < blocks; i += MIX_FINISH_THREADS)
+        v += partial[i];
+    s[t] = v;
+    __syncthreads();
+    for (int h = MIX_FINISH_THREADS / 2; h > 0; h >>= 1) {
+        if (t < h)
+            s[t] += s[t + h];
+        __syncthreads();
+    }
+    if (t == 0)
+        dlam[0] = (float)((double)dlam[0] + s[0]);
+}
+
+template <typename T, int N>
+static void mix_backward_launch(struct kctx *ctx, T *da, T *db, float *dlam, const T *dout,
+                                const T *a, const T *b, const T *lam, int M, int C,
+                                int dout_stride, int a_stride, int b_stride)
+{
+    const int64_t groups = (int64_t)M * (C / N);
+    double *partial = dlam ? cuda_state_of(ctx)->reduce : NULL;
+    unsigned blocks = dlam ? reduce_blocks(ctx, (int64_t)M * C, N)
+                           : cuda_blocks_for(groups, REDUCE_THREADS);
+    auto fn = mix_backward_kernel<T, N>;
+    KLAUNCH(fn, blocks, REDUCE_THREADS, 0, cuda_stream_of(ctx), da, db, partial, dout, a, b, lam,
+            (int64_t)M, C, dout_stride, a_stride, b_stride);
+    if (dlam)
+        KLAUNCH(mix_dlam_finish, 1, MIX_FINISH_THREADS, 0, cuda_stream_of(ctx), dlam,
+                (const double *)partial, (int)blocks);
+}
+
+extern "C" void cuda_mix_backward(struct kctx *ctx, void *da, void *db, float *dlam,
+                                  const void *dout, const void *a, const void *b,
+                                  const void *lam, enum kdtype dt, int M, int C, int dout_stride,
+                                  int a_stride, int b_stride)
+{
+    if (M <= 0 || C <= 0 || (!da && !db && !dlam))
+        return;
+    DISPATCH_DTYPE(dt, S, {
+        constexpr int N = vec_width<S>::value;
+        bool vec = C % N == 0 && mix_vec(N, dout, da, db, dout_stride, a_stride, 0) &&
+                   (!dlam || mix_vec(N, a, b, NULL, a_stride, b_stride, 0));
+        if (vec)
+            mix_backward_launch<S, N>(ctx, (S *)da, (S *)db, dlam, (const S *)dout,
+                                      (const S *)a, (const S *)b, (const S *)lam, M, C,
+                                      dout_stride, a_stride, b_stride);
+        else
+            mix_backward_launch<S, 1>(ctx, (S *)da, (S *)db, dlam, (const S *)dout,
+                                      (const S *)a, (const S *)b, (const S *)lam, M, C,
+                                      dout_stride, a_stride, b_stride);
+    });
 }

@@ -892,3 +892,105 @@ extern "C" void cuda_rmsnorm_forward(struct kctx *ctx, void *out, float *rstd, c
                 (const S *)weight, (int64_t)M, C, eps);
     });
 }
+
+// ---- RMS norm backward --------------------------------------------------------
+//
+// dinp: a warp per row, as the forward: n = x rs and dn = dout w (w = 1
+// without weight), mean(dn n) by a warp sum, then dx = rs (dn - n mean),
+// overwritten. dweight (f32, accumulated): sum over every row of dout n,
+// by the column kernel of the adaLN sums: one block per 32-column tile,
+// RMS_DW_ROWS rows of threads each taking every RMS_DW_ROWS-th row, their
+// partials added in order by column_sums_add, so the bits are the same run
+// after run, without atomics or scratch.
+
+enum { RMS_DW_ROWS = 32 };
+
+// w[0..N) = weight[c..c+N), or ones without weight (dn = dout exactly).
+template <int N, typename T>
+__device__ __forceinline__ void rms_weight(float (&w)[N], const T *weight, int c)
+{
+    if (weight) {
+        vec_load<N>(w, weight + c);
+    } else {
+#pragma unroll
+        for (int j = 0; j < N; j++)
+            w[j] = 1.0f;
+    }
+}
+
+template <typename T, int N>
+__global__ void rmsnorm_backward_kernel(T *dinp, const T *dout, const T *inp, const float *rstd,
+                                        const T *weight, int64_t M, int C)
+{
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= M)
+        return; // the whole warp: one row per warp
+    const T *x = inp + row * C, *g = dout + row * C;
+    const float rs = rstd[row];
+    float dot = 0.0f;
+    for (int c = lane * N; c < C; c += 32 * N) {
+        float xv[N], gv[N], wv[N];
+        vec_load<N>(xv, x + c);
+        vec_load<N>(gv, g + c);
+        rms_weight<N>(wv, weight, c);
+#pragma unroll
+        for (int j = 0; j < N; j++)
+            dot = fmaf(gv[j] * wv[j], xv[j] * rs, dot);
+    }
+    const float m = warp_sum(dot) / (float)C;
+    T *dx = dinp + row * C;
+    for (int c = lane * N; c < C; c += 32 * N) {
+        float xv[N], gv[N], wv[N];
+        vec_load<N>(xv, x + c);
+        vec_load<N>(gv, g + c);
+        rms_weight<N>(wv, weight, c);
+#pragma unroll
+        for (int j = 0; j < N; j++)
+            xv[j] = rs * (gv[j] * wv[j] - (xv[j] * rs) * m);
+        vec_store<N>(dx + c, xv);
+    }
+}
+
+template <typename T>
+__global__ void rmsnorm_dweight_kernel(float *dweight, const T *dout, const T *inp,
+                                       const float *rstd, int64_t M, int C)
+{
+    __shared__ float part[2][RMS_DW_ROWS][TILE_C + 1];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int c = blockIdx.x * TILE_C + tx;
+    const bool in = c < C;
+    float s = 0.0f;
+    if (in)
+        for (int64_t m = ty; m < M; m += RMS_DW_ROWS) {
+            const int64_t i = m * C + c;
+            s = fmaf(ld(dout[i]), ld(inp[i]) * rstd[m], s);
+        }
+    column_sums_add<float, RMS_DW_ROWS>(part, 0.0f, s, tx, ty, in, (float *)nullptr, dweight, c);
+}
+
+extern "C" void cuda_rmsnorm_backward(struct kctx *ctx, void *dinp, float *dweight,
+                                      const void *dout, const void *inp, const float *rstd,
+                                      const void *weight, enum kdtype dt, int M, int C)
+{
+    if (M <= 0 || C <= 0)
+        return;
+    cudaStream_t stream = cuda_stream_of(ctx);
+    DISPATCH_DTYPE(dt, S, {
+        if (dinp) {
+            constexpr int N = vec_width<S>::value;
+            const bool vec = C % N == 0 && vec_aligned(dinp, 16) && vec_aligned(dout, 16) &&
+                             vec_aligned(inp, 16) && (!weight || vec_aligned(weight, 16));
+            auto fn = vec ? rmsnorm_backward_kernel<S, N> : rmsnorm_backward_kernel<S, 1>;
+            const unsigned blocks = (unsigned)((M + RMS_ROWS - 1) / RMS_ROWS);
+            KLAUNCH(fn, blocks, RMS_THREADS, 0, stream, (S *)dinp, (const S *)dout,
+                    (const S *)inp, rstd, (const S *)weight, (int64_t)M, C);
+        }
+        if (dweight) {
+            auto fn = rmsnorm_dweight_kernel<S>;
+            const unsigned tiles = (unsigned)((C + TILE_C - 1) / TILE_C);
+            KLAUNCH(fn, tiles, dim3(TILE_C, RMS_DW_ROWS), 0, stream, dweight, (const S *)dout,
+                    (const S *)inp, rstd, (int64_t)M, C);
+        }
+    });
+}

@@ -1,4 +1,4 @@
-/* Activations: GELU (tanh) and SiLU, and T5's gated GELU. */
+/* Activations: GELU (tanh) and SiLU, T5's gated GELU, and the exact (erf) GELU. */
 #include "kernels/ops/dispatch.h"
 
 void k_gelu_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int64_t n)
@@ -66,4 +66,29 @@ void k_gated_gelu_forward(struct kctx *ctx, struct tensor out, struct tensor inp
     if (n > 0 && o < i + 2 * bytes && i < o + bytes)
         op_abort(op, "out overlaps inp");
     ctx->ops->gated_gelu_forward(ctx, po, pi, dt, M, F);
+}
+
+void k_gelu_erf_forward(struct kctx *ctx, struct tensor out, struct tensor inp, int64_t n)
+{
+    const char *op = "gelu_erf_forward";
+    op_check_ctx(ctx, op);
+    op_check_count(op, n);
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *po = OUT(out, n);
+    void *pi = IN(inp, n);
+    ctx->ops->gelu_erf_forward(ctx, po, pi, dt, n);
+}
+
+void k_gelu_erf_backward(struct kctx *ctx, struct tensor dinp, struct tensor dout,
+                         struct tensor inp, int64_t n)
+{
+    const char *op = "gelu_erf_backward";
+    op_check_ctx(ctx, op);
+    op_check_count(op, n);
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *pdi = GRAD(dinp, n);
+    void *pdo = IN(dout, n);
+    void *pi = IN(inp, n);
+    if (pdi)
+        ctx->ops->gelu_erf_backward(ctx, pdi, pdo, pi, dt, n);
 }

@@ -205,3 +205,35 @@ void k_rmsnorm_forward(struct kctx *ctx, struct tensor out, struct tensor rstd, 
         op_abort(op, "out overlaps inp without being the same tensor");
     ctx->ops->rmsnorm_forward(ctx, po, pr, pi, pw, dt, M, C, eps);
 }
+
+/* [a, a + n) and [b, b + n) elements of dt share a byte. */
+static int rows_overlap(const void *a, const void *b, int64_t n, enum kdtype dt)
+{
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b, bytes = (uintptr_t)n * kdtype_bytes(dt);
+    return a && b && n > 0 && pa < pb + bytes && pb < pa + bytes;
+}
+
+/* The gradient of k_rmsnorm_forward. dinp may overlap neither dout nor inp:
+ * dweight's pass reads both after dinp is written. */
+void k_rmsnorm_backward(struct kctx *ctx, struct tensor dinp, struct tensor dweight,
+                        struct tensor dout, struct tensor inp, struct tensor rstd,
+                        struct tensor weight, int M, int C)
+{
+    const char *op = "rmsnorm_backward";
+    op_check_ctx(ctx, op);
+    DIMS("M, C", M, C);
+    if (C == 0 && M > 0)
+        op_abort(op, "C is 0: the mean of an empty row");
+    int64_t n = (int64_t)M * C;
+    enum kdtype dt = op_act_dtype(ctx, op, "inp", inp);
+    void *pdi = GRAD(dinp, n);
+    float *pdw = F32GRAD(dweight, C);
+    void *pdo = IN(dout, n);
+    void *pi = IN(inp, n);
+    float *pr = F32(rstd, M);
+    void *pw = op_check_tensor(ctx, op, "weight", weight, C, OPTIONAL, EXACT, dt);
+    if (rows_overlap(pdi, pdo, n, dt) || rows_overlap(pdi, pi, n, dt))
+        op_abort(op, "dinp overlaps dout or inp");
+    if (pdi || pdw)
+        ctx->ops->rmsnorm_backward(ctx, pdi, pdw, pdo, pi, pr, pw, dt, M, C);
+}

@@ -307,3 +307,174 @@ const struct parity_op parity_attention_bias_forward = {
     .check = ab_check,
     PARITY_CASES(AB_FORWARD_CASES),
 };
+
+/* ---- its backward ---------------------------------------------------------------- */
+
+/* Twelve tensors at most, so q, k, v and the gradients are tensors of
+ * their own here, each exactly as long as its rows span at the case's
+ * strides (ab_strides: layout 0, the fused qkv's 3C; 1, cross-attention's
+ * C and 2C; 2, odd ones): what lies between a gradient's rows stays junk,
+ * checked bit for bit (bb_check), as it would be q, k or v of a fused dqkv.
+ * d as for the forward: B, Tq, Tk, NH, HS, layout, mask mode; f[0] the
+ * scale. */
+enum {
+    BB_DQ, BB_DK, BB_DV, BB_DOUT, BB_OUT, BB_LSE, BB_Q, BB_K, BB_V, BB_BIAS, BB_MASK, BB_SCRATCH
+};
+
+static void bb_layout(const struct kctx *ctx, const struct parity_case *c, int64_t *n,
+                      int64_t *at)
+{
+    int64_t B = c->d[0], Tq = c->d[1], Tk = c->d[2], NH = c->d[3], HS = c->d[4];
+    int64_t C = NH * HS;
+    int qs, kvs;
+    ab_strides(c, &qs, &kvs);
+    n[BB_Q] = n[BB_DQ] = B * Tq > 0 ? (B * Tq - 1) * qs + C : 0;
+    n[BB_K] = n[BB_V] = n[BB_DK] = n[BB_DV] = B * Tk > 0 ? (B * Tk - 1) * kvs + C : 0;
+    n[BB_DOUT] = n[BB_OUT] = B * Tq * C;
+    n[BB_LSE] = B * NH * Tq;
+    n[BB_BIAS] = NH * Tq * Tk;
+    n[BB_MASK] = B * Tk;
+    n[BB_SCRATCH] =
+        k_attention_bias_backward_scratch(ctx, (int)B, (int)Tq, (int)Tk, (int)NH, (int)HS);
+}
+
+/* absent: bit 0 dq, 1 dk, 2 dv, 3 bias, 4 mask */
+#define BB_NO_BIAS 8u
+#define BB_NO_MASK 16u
+
+static double bb_backward_call(struct kctx *ctx, struct tensor *t, const struct parity_case *c,
+                               int step)
+{
+    int qs, kvs;
+    ab_strides(c, &qs, &kvs);
+    k_attention_bias_backward(ctx, t[BB_DQ], t[BB_DK], t[BB_DV], t[BB_DOUT], t[BB_OUT],
+                              t[BB_LSE], t[BB_Q], t[BB_K], t[BB_V], t[BB_BIAS], t[BB_MASK],
+                              t[BB_SCRATCH], c->d[0], c->d[1], c->d[2], c->d[3], c->d[4], qs, kvs,
+                              c->f[0]);
+    return 0;
+}
+
+/* out and lse from the CPU's forward with the case's bias and mask (t holds
+ * every tensor, absent or not), in a scratch of the forward's own size. */
+static void bb_prepare(struct kctx *cpu, struct tensor *t, const struct parity_case *c)
+{
+    int qs, kvs;
+    ab_strides(c, &qs, &kvs);
+    int64_t ns = k_attention_bias_scratch(cpu, c->d[0], c->d[1], c->d[2], c->d[3], c->d[4]);
+    float *s = malloc((size_t)(ns > 0 ? ns : 1) * sizeof *s);
+    k_attention_bias_forward(cpu, t[BB_OUT], t[BB_LSE], t[BB_Q], t[BB_K], t[BB_V],
+                             c->absent & BB_NO_BIAS ? tensor_none() : t[BB_BIAS],
+                             c->absent & BB_NO_MASK ? tensor_none() : t[BB_MASK],
+                             tensor_f32(s, ns), c->d[0], c->d[1], c->d[2], c->d[3], c->d[4], qs,
+                             kvs, c->f[0]);
+    free(s);
+}
+
+static void bb_fill(const struct parity_case *c, int i, int step, float *x, size_t n)
+{
+    if (i == BB_MASK)
+        ab_fill(c, AB_MASK, step, x, n);
+}
+
+/* A gradient's heads' elements within tolerance of the CPU's, and what
+ * lies between its rows the junk both sides started with. */
+static int bb_check(const struct parity_case *c, int i, const float *got, const float *want,
+                    size_t n, double tol, const char *what)
+{
+    if (i != BB_DQ && i != BB_DK && i != BB_DV)
+        return 0;
+    int qs, kvs;
+    ab_strides(c, &qs, &kvs);
+    const size_t C = (size_t)c->d[3] * c->d[4], stride = (size_t)(i == BB_DQ ? qs : kvs);
+    float *g = malloc((n + 1) * sizeof *g), *w = malloc((n + 1) * sizeof *w);
+    size_t m = 0;
+    int bad = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (k % stride < C) {
+            g[m] = got[k];
+            w[m] = want[k];
+            m++;
+        } else if (memcmp(&got[k], &want[k], sizeof *got) != 0 && bad++ < 5) {
+            test_fail(__FILE__, __LINE__, "%s[%zu]: %.9g between the heads' rows, where the CPU "
+                      "left %.9g", what, k, (double)got[k], (double)want[k]);
+        }
+    }
+    CHECK_PARITY(what, g, w, m, tol);
+    free(g);
+    free(w);
+    return 1;
+}
+
+#define BB_PLAIN .absent = BB_NO_BIAS | BB_NO_MASK
+
+/* B, Tq, Tk, NH, HS, layout, mask mode. */
+static const struct parity_case BB_BACKWARD_CASES[] = {
+    /* F-Lite's self-attention (fused qkv, scaled, no bias, no mask), and its
+     * cross-attention (q rows of C, a fused kv of rows 2C, Tq != Tk) */
+    {PD(2, 20, 20, 2, 32, 0, 0), PF(0.177f), BB_PLAIN},
+    {PD(2, 37, 12, 2, 16, 1, 0), PF(0.25f), BB_PLAIN},
+    /* F-Lite's head size, 256: four keys or queries a warp */
+    {PD(1, 13, 13, 2, 256, 0, 0), PF(0.0625f), BB_PLAIN, F32},
+    {PD(1, 13, 13, 2, 256, 0, 0), PF(0.0625f), BB_PLAIN, BF16},
+    /* T5's: a bias and a random mask, unscaled; HS 40, Tq = Tk = 33 (a
+     * second query and key tile), the last batch row wholly masked (zero
+     * gradients) */
+    {PD(2, 33, 33, 2, 40, 0, 1), PF(1.0f), F32},
+    {PD(2, 33, 33, 2, 40, 0, 1), PF(1.0f), BF16},
+    /* padding masks whole key blocks (zeros stored at once) and key tiles
+     * (skipped) */
+    {PD(2, 37, 70, 1, 40, 1, 2), PF(0.158f), F32},
+    {PD(2, 37, 70, 1, 40, 1, 2), PF(0.158f), F16},
+    /* HS 128, four dims per lane */
+    {PD(1, 9, 20, 1, 128, 1, 0), PF(0.088f), F32},
+    /* odd strides, HS 6 and 12: scalar loads, pad columns; Tq 19, Tk 7 */
+    {PD(2, 7, 12, 3, 6, 2, 0), PF(1.0f), F32},
+    {PD(2, 7, 12, 3, 6, 2, 0), PF(1.0f), F16},
+    {PD(2, 19, 7, 2, 12, 2, 0), PF(0.3f), F32},
+    {PD(2, 19, 7, 2, 12, 2, 0), PF(0.3f), BF16},
+    /* views only 2 or 4 bytes aligned */
+    {PD(1, 5, 40, 2, 64, 1, 0), PF(0.125f), .offset = 1},
+    /* the wide heads, up to the forward's 512: HS 200 (not a multiple of
+     * 32), two keys or queries a warp at 512 */
+    {PD(1, 3, 9, 1, 200, 2, 0), PF(0.0707f), BF16},
+    {PD(1, 5, 9, 1, 512, 1, 2), PF(0.0442f), F32},
+    /* one query, three keys, masked or not */
+    {PD(3, 1, 3, 1, 16, 1, 1), PF(1.0f), F32},
+    /* some gradients not wanted: dq alone, dk and dv alone, dv alone, none;
+     * no bias, no mask */
+    {PD(2, 5, 9, 2, 64, 1, 1), PF(0.125f), F32, .absent = 6},
+    {PD(2, 5, 9, 2, 64, 1, 1), PF(0.125f), F32, .absent = 1},
+    {PD(2, 5, 9, 2, 64, 1, 1), PF(0.125f), BF16, .absent = 3},
+    {PD(2, 5, 9, 2, 64, 1, 1), PF(0.125f), F32, .absent = 7},
+    {PD(2, 5, 9, 2, 64, 1, 1), PF(0.125f), F32, .absent = BB_NO_BIAS},
+    {PD(2, 5, 9, 2, 64, 1, 1), PF(0.125f), F32, .absent = BB_NO_MASK},
+    /* no head dims (nothing to write), no keys (dq zeros), no queries (dk
+     * and dv zeros) */
+    {PD(2, 3, 4, 2, 0, 1, 1), PF(1.0f), F32},
+    {PD(2, 3, 0, 2, 8, 1, 0), PF(1.0f), F32},
+    {PD(2, 0, 5, 2, 8, 1, 0), PF(1.0f), F32},
+};
+
+/* Inputs as the forward's (q, k, v of spread 0.5, bias 2), dout of unit
+ * spread; out and lse the CPU forward's, given to both. */
+const struct parity_op parity_attention_bias_backward = {
+    .name = "attention_bias_backward",
+    .args = {[BB_DQ] = ARG("dq", PA_OUT | PA_OPT),
+             [BB_DK] = ARG("dk", PA_OUT | PA_OPT),
+             [BB_DV] = ARG("dv", PA_OUT | PA_OPT),
+             [BB_DOUT] = ARG("dout", PA_IN),
+             [BB_OUT] = ARG("out", PA_IN | PA_PREP),
+             [BB_LSE] = ARG("lse", PA_IN | PA_F32 | PA_ALIGNED | PA_PREP),
+             [BB_Q] = ARG("q", PA_IN, .scale = 0.5f),
+             [BB_K] = ARG("k", PA_IN, .scale = 0.5f),
+             [BB_V] = ARG("v", PA_IN, .scale = 0.5f),
+             [BB_BIAS] = ARG("bias", PA_IN | PA_F32 | PA_OPT, .scale = 2.0f),
+             [BB_MASK] = ARG("key_mask", PA_IN | PA_F32 | PA_OPT),
+             [BB_SCRATCH] = ARG("scratch", PA_SCRATCH)},
+    .layout = bb_layout,
+    .call = bb_backward_call,
+    .prepare = bb_prepare,
+    .fill = bb_fill,
+    .check = bb_check,
+    PARITY_CASES(BB_BACKWARD_CASES),
+};

@@ -482,3 +482,63 @@ const struct parity_op parity_rmsnorm_forward = {
     .call = rn_forward_call,
     PARITY_CASES(RN_FORWARD_CASES),
 };
+
+/* ---- RMS norm backward (F-Lite's trainable norms) -------------------------------- */
+
+enum { RB_DINP, RB_DWEIGHT, RB_DOUT, RB_INP, RB_RSTD, RB_WEIGHT };
+
+/* M, C */
+static void rb_layout(const struct kctx *ctx, const struct parity_case *c, int64_t *n,
+                      int64_t *at)
+{
+    int64_t M = c->d[0], C = c->d[1];
+    n[RB_DINP] = n[RB_DOUT] = n[RB_INP] = M * C;
+    n[RB_DWEIGHT] = n[RB_WEIGHT] = C;
+    n[RB_RSTD] = M;
+}
+
+static double rb_backward_call(struct kctx *ctx, struct tensor *t, const struct parity_case *c,
+                               int step)
+{
+    k_rmsnorm_backward(ctx, t[RB_DINP], t[RB_DWEIGHT], t[RB_DOUT], t[RB_INP], t[RB_RSTD],
+                       t[RB_WEIGHT], c->d[0], c->d[1]);
+    return 0;
+}
+
+/* rstd from the forward on the CPU (the weight does not change it) */
+static void rb_prepare(struct kctx *cpu, struct tensor *t, const struct parity_case *c)
+{
+    struct tensor out = test_tensor(cpu, KDT_F32, NULL, (size_t)t[RB_INP].n);
+    k_rmsnorm_forward(cpu, out, t[RB_RSTD], t[RB_INP], tensor_none(), c->d[0], c->d[1], EPS);
+    k_free(cpu, &out);
+}
+
+/* The forward's shapes (C 2, not 1: one value a row has a gradient of
+ * rounding noise only, eps / (x^2 + eps)), and M past the 32 rows of
+ * threads of a dweight block (70, 100: some rows of threads take one row
+ * more); absent: bit 0 dinp, 1 dweight, 2 weight, every subset; views at
+ * offset 1 (scalar loads). */
+static const struct parity_case RB_BACKWARD_CASES[] = {
+    {PD(5, 64)},   {PD(11, 96)},  {PD(4, 37)},  {PD(1, 768)},  {PD(3, 2)},
+    {PD(9, 6)},    {PD(17, 40)},  {PD(70, 40)}, {PD(100, 33)}, {PD(2, 4104)},
+    {PD(5, 64), .absent = 1, F32_ONLY},  {PD(5, 64), .absent = 2, F32_ONLY},
+    {PD(5, 64), .absent = 3, F32_ONLY},  {PD(5, 64), .absent = 4},
+    {PD(4, 37), .absent = 5, BF16_ONLY}, {PD(4, 37), .absent = 6, BF16_ONLY},
+    {PD(70, 40), .absent = 4},           {PD(5, 64), .offset = 1},
+    {PD(4, 37), .offset = 1},            {PD(3, 1040), .offset = 1, .absent = 4},
+};
+
+/* dweight accumulates onto random values; the inputs as the forward's. */
+const struct parity_op parity_rmsnorm_backward = {
+    .name = "rmsnorm_backward",
+    .args = {[RB_DINP] = ARG("dinp", PA_OUT | PA_OPT),
+             [RB_DWEIGHT] = ARG("dweight", PA_ACC | PA_F32 | PA_ALIGNED | PA_OPT),
+             [RB_DOUT] = ARG("dout", PA_IN),
+             [RB_INP] = ARG("inp", PA_IN, .scale = 3.0f, .shift = 0.5f),
+             [RB_RSTD] = ARG("rstd", PA_IN | PA_F32 | PA_ALIGNED | PA_PREP),
+             [RB_WEIGHT] = ARG("weight", PA_IN | PA_OPT, .scale = 0.5f, .shift = 1.0f)},
+    .layout = rb_layout,
+    .call = rb_backward_call,
+    .prepare = rb_prepare,
+    PARITY_CASES(RB_BACKWARD_CASES),
+};
