@@ -168,7 +168,7 @@ int main(int argc, char **argv)
         float *lat = malloc((size_t)(batch * per) * sizeof *lat);
         for (int i = 0; i < batch; i++)
             labels[i] = (i * 37) % cfg.num_classes;
-        struct generate_options go = {(float)cfg_scale, 3, 0, NULL, NULL};
+        struct generate_options go = {.cfg_scale = (float)cfg_scale, .guided = 3};
         double t0 = 0;
         for (int r = 0; r < warmup + steps; r++) {
             if (r == warmup) {

@@ -78,18 +78,9 @@ static const char *text_spec(const struct options *o, char *spec, size_t size)
     }
     if (o->max_length < 0)
         opt_usage_error("--max-sequence-length must be positive");
-    size_t n = (size_t)snprintf(spec, size, "%s%s", strncmp(path, "t5:", 3) == 0 ? "" : "t5:", path);
-    if (o->tokenizer)
-        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",tokenizer=%s", o->tokenizer);
-    if (o->text_layer_given)
-        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",layer=%d", o->text_layer);
-    if (o->text_final_norm)
-        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",final_norm");
-    if (o->text_mask)
-        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",mask");
-    n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",max_length=%d", o->max_length ? o->max_length : 512);
-    if (n >= size)
-        opt_usage_error("the text encoder's paths are too long");
+    if (text_encoder_spec_t5(spec, size, path, o->tokenizer, o->text_layer_given, o->text_layer,
+                             o->text_final_norm, o->text_mask, o->max_length) != 0)
+        opt_usage_error("%s", err_get());
     return spec;
 }
 

@@ -14,34 +14,45 @@
 
 struct options {
     const char *data, *val_data, *output, *model, *pretrained, *objective, *scheduler, *mixed, *resume;
-    const char *report_to, *sample_labels;
+    const char *report_to, *sample_labels, *sample_prompts;
     int batch, accum, epochs, num_classes, image_size, threads, checkpointing, limit, local_rank;
     int depth, hidden, heads, sample_steps;
     double sample_cfg;
     int64_t max_steps, warmup, log_every, ckpt_every, eval_every, sample_every, seed;
     double lr, beta1, beta2, eps, wd, clip, ema;
+    double logit_mean, logit_std, uniform_prob, caption_dropout;
+    int bf16_timesteps;
 };
 
 int main(int argc, char **argv)
 {
-    struct options o = {.model = "DiT-XL/2", .objective = "ddpm", .scheduler = "constant", .mixed = NULL,
+    struct options o = {.model = "DiT-XL/2", .objective = NULL, .scheduler = "constant", .mixed = NULL,
                         .report_to = "none", .batch = 8, .accum = 1, .epochs = 1, .log_every = 100,
                         .ckpt_every = 1000, .seed = 0, .sample_cfg = 4.0, .lr = 1e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
-                        .wd = 0.0, .clip = 0.0, .ema = 0.9999, .local_rank = -1};
+                        .wd = 0.0, .clip = 0.0, .ema = 0.9999, .local_rank = -1, .logit_mean = 0.0,
+                        .logit_std = 1.0, .uniform_prob = -1.0, .caption_dropout = -1.0};
     const struct opt opts[] = {
         {"data-path", 0, OPT_STRING, &o.data, "DIR", "the shard set to train on (dit-precompute's output)"},
         {"train-data-path", 0, OPT_STRING, &o.data, "DIR", "the same as --data-path"},
         {"val-data-path", 0, OPT_STRING, &o.val_data, "DIR", "a shard set for the validation loss"},
         {"output-dir", 'o', OPT_STRING, &o.output, "DIR", "checkpoints, metrics and logs go here"},
         {"results-dir", 0, OPT_STRING, &o.output, "DIR", "the same as --output-dir"},
-        {"model", 0, OPT_STRING, &o.model, "NAME", "DiT-S/2 ... DiT-XL/8 (DiT-XL/2)"},
+        {"model", 0, OPT_STRING, &o.model, "NAME", "DiT-S/2 ... DiT-XL/8 (DiT-XL/2), F-Lite, F-Lite-7B"},
         {"pretrained-model-path", 0, OPT_STRING, &o.pretrained, "PATH", "start from a model directory (diffusers or a checkpoint's transformer/)"},
         {"num-classes", 0, OPT_INT, &o.num_classes, "N", "class count (default: from the labels)"},
         {"depth", 0, OPT_INT, &o.depth, "N", "override the model's depth (small experiments)"},
         {"hidden-size", 0, OPT_INT, &o.hidden, "N", "override the model's hidden size"},
         {"num-heads", 0, OPT_INT, &o.heads, "N", "override the model's attention heads"},
         {"image-size", 0, OPT_INT, &o.image_size, "PX", "checked against the data's latents and encoder"},
-        {"objective", 0, OPT_STRING, &o.objective, "NAME", "ddpm (DiT's) or flow"},
+        {"objective", 0, OPT_STRING, &o.objective, "NAME", "ddpm or flow (default: the model's, ddpm for DiT, flow for F-Lite)"},
+        {"logit-mean", 0, OPT_DOUBLE, &o.logit_mean, "M", "flow: the logit-normal timesteps' mean (0)"},
+        {"logit-std", 0, OPT_DOUBLE, &o.logit_std, "S", "flow: their standard deviation (1)"},
+        {"uniform-timestep-prob", 0, OPT_DOUBLE, &o.uniform_prob, "P",
+         "flow: the share of uniform, unshifted timesteps (F-Lite's 0.1 for text-to-image models, else 0)"},
+        {"caption-dropout-prob", 0, OPT_DOUBLE, &o.caption_dropout, "P",
+         "text-to-image: the share of captions dropped to the zero embedding (the model's: F-Lite 0.01)"},
+        {"bf16-timesteps", 0, OPT_FLAG, &o.bf16_timesteps, NULL,
+         "flow: round t and 1000 t to bf16 as F-Lite's bf16 training does (for parity with it)"},
         {"learning-rate", 0, OPT_DOUBLE, &o.lr, "LR", "1e-4"},
         {"adam-beta1", 0, OPT_DOUBLE, &o.beta1, "B1", "0.9"},
         {"adam-beta2", 0, OPT_DOUBLE, &o.beta2, "B2", "0.999"},
@@ -70,6 +81,8 @@ int main(int argc, char **argv)
         {"eval-every", 0, OPT_INT64, &o.eval_every, "N", "validation loss every N steps (needs --val-data-path)"},
         {"sample-every", 0, OPT_INT64, &o.sample_every, "N", "a grid of samples every N steps (samples/, TensorBoard)"},
         {"sample-class-labels", 0, OPT_STRING, &o.sample_labels, "LIST", "classes to sample (default: the first 8)"},
+        {"sample-prompts-file", 0, OPT_STRING, &o.sample_prompts, "FILE",
+         "text models: prompts to sample, one per line (encoded once, by the data's text encoder)"},
         {"sample-steps", 0, OPT_INT, &o.sample_steps, "N", "sampler steps (50 DDIM for ddpm, 28 Euler for flow)"},
         {"sample-cfg-scale", 0, OPT_DOUBLE, &o.sample_cfg, "S", "guidance of the samples (4.0)"},
         {"threads", 0, OPT_INT, &o.threads, "N", "compute threads (default: all cores)"},
@@ -78,7 +91,7 @@ int main(int argc, char **argv)
         {NULL, 0, 0, NULL, NULL, NULL},
     };
     const struct opt_tool tool = {"dit-train", "[options] --data-path SHARDS --output-dir DIR",
-                                  "Train a class-conditional DiT on a shard set."};
+                                  "Train a class-conditional DiT or a text-to-image F-Lite on a shard set."};
     int first = opt_parse(&tool, opts, argc, argv);
     if (first < argc)
         opt_usage_error("unexpected operand '%s'", argv[first]);
@@ -98,7 +111,16 @@ int main(int argc, char **argv)
     struct trainer_config tc = {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps, .weight_decay = o.wd,
                                 .warmup_steps = o.warmup, .grad_accum = o.accum, .max_grad_norm = o.clip,
                                 .ema_decay = o.ema, .seed = (uint64_t)o.seed};
-    if (objective_parse(o.objective, &tc.objective) != 0)
+    if (!(o.logit_std > 0) || o.uniform_prob > 1 || o.caption_dropout >= 1)
+        opt_usage_error("--logit-std must be positive, --uniform-timestep-prob at most 1 and "
+                        "--caption-dropout-prob below 1");
+    tc.bf16_timesteps = o.bf16_timesteps;
+    tc.flow_mean = (float)o.logit_mean;
+    tc.flow_std = (float)o.logit_std;
+    tc.flow_uniform = (float)o.uniform_prob; /* negative: the model's recipe, decided by train_run */
+    tc.cond_dropout_set = o.caption_dropout >= 0;
+    tc.cond_dropout = tc.cond_dropout_set ? (float)o.caption_dropout : 0.0f;
+    if (o.objective && objective_parse(o.objective, &tc.objective) != 0)
         opt_usage_error("--objective: '%s' is not ddpm or flow", o.objective);
     if (lr_schedule_parse(o.scheduler, &tc.schedule) != 0)
         opt_usage_error("--lr-scheduler: '%s' is not constant, linear or cosine", o.scheduler);
@@ -118,11 +140,12 @@ int main(int argc, char **argv)
         .data = o.data, .val_data = o.val_data, .output = o.output, .model = o.model,
         .pretrained = o.pretrained, .resume = o.resume, .device = dev, .dtype = cdt,
         .tensorboard = strcmp(o.report_to, "tensorboard") == 0, .sample_labels = o.sample_labels,
+        .sample_prompts = o.sample_prompts,
         .batch = o.batch, .epochs = o.epochs, .num_classes = o.num_classes, .image_size = o.image_size,
         .threads = o.threads, .checkpointing = o.checkpointing, .limit = o.limit, .depth = o.depth,
         .hidden = o.hidden, .heads = o.heads, .sample_steps = o.sample_steps, .sample_cfg = o.sample_cfg,
         .max_steps = o.max_steps, .log_every = o.log_every, .ckpt_every = o.ckpt_every,
-        .eval_every = o.eval_every, .sample_every = o.sample_every, .tc = tc,
+        .eval_every = o.eval_every, .sample_every = o.sample_every, .objective_auto = !o.objective, .tc = tc,
     };
     return train_run(&c);
 }

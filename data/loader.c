@@ -574,6 +574,30 @@ void loader_shape(const struct loader *l, int *c, int *h, int *w)
     *c = (int)sh[0], *h = (int)sh[1], *w = (int)sh[2];
 }
 
+void loader_max_shape(const struct loader *l, int *c, int *h, int *w)
+{
+    size_t best = 0;
+    for (size_t i = 1; i < l->nb; i++) {
+        const int64_t *a = l->b[i].f[0].shape, *b = l->b[best].f[0].shape;
+        if (a[1] * a[2] > b[1] * b[2])
+            best = i;
+    }
+    const int64_t *sh = l->b[best].f[0].shape;
+    *c = (int)sh[0], *h = (int)sh[1], *w = (int)sh[2];
+}
+
+size_t loader_buckets(const struct loader *l)
+{
+    return l->nb;
+}
+
+const char *loader_bucket_shape(const struct loader *l, size_t i, int *c, int *h, int *w)
+{
+    const int64_t *sh = l->b[i].f[0].shape;
+    *c = (int)sh[0], *h = (int)sh[1], *w = (int)sh[2];
+    return l->b[i].name;
+}
+
 int loader_count_mismatched(const struct loader *l, int c, int h, int w, char *first, size_t first_size)
 {
     int n = 0;

@@ -67,6 +67,12 @@ size_t loader_records(const struct loader *l);
 /* The shape of the first field in the largest bucket's records (channels,
  * height, width). */
 void loader_shape(const struct loader *l, int *channels, int *height, int *width);
+/* The shape of the first field in the bucket whose samples are largest
+ * (most height x width): what a model taking several sizes plans for. */
+void loader_max_shape(const struct loader *l, int *channels, int *height, int *width);
+/* Buckets, and the shape of bucket i's first field (with its name, "WxH"). */
+size_t loader_buckets(const struct loader *l);
+const char *loader_bucket_shape(const struct loader *l, size_t i, int *channels, int *height, int *width);
 /* Every distinct shape of the first field must be this one for a fixed-size
  * model: returns the number of buckets whose first field is not channels x
  * height x width. */

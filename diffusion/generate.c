@@ -31,17 +31,21 @@ static void batch_cond_free(struct batch_cond *bc)
 }
 
 /* Row i of the batch takes sample k's condition, null or not. */
-static void batch_cond_set(struct batch_cond *bc, const struct cond *c, int i, int k, int null)
+static void batch_cond_set(struct batch_cond *bc, const struct cond *c, int i, int k, int null,
+                           const float *negative_text)
 {
     const size_t td = (size_t)c->text_len * c->text_dim;
     if (c->labels)
         bc->labels[i] = c->labels[k];
+    /* A negative prompt stands in for the null condition: its embedding,
+     * not the zero one. */
+    const int negative = null && negative_text;
     if (c->text)
-        memcpy(bc->text + i * td, c->text + k * td, td * sizeof *bc->text);
+        memcpy(bc->text + i * td, negative ? negative_text : c->text + k * td, td * sizeof *bc->text);
     if (c->text_mask)
         memcpy(bc->mask + (size_t)i * c->text_len, c->text_mask + (size_t)k * c->text_len,
                (size_t)c->text_len * sizeof *bc->mask);
-    bc->null[i] = (uint8_t)(null || (c->null && c->null[k]));
+    bc->null[i] = (uint8_t)(!negative && (null || (c->null && c->null[k])));
 }
 
 int generate(struct denoiser *m, const struct sampler *s, const struct cond *c, int n,
@@ -55,7 +59,7 @@ int generate(struct denoiser *m, const struct sampler *s, const struct cond *c, 
         return -1;
     }
     const int C = info->in_channels, CO = info->out_channels;
-    const int64_t hw = (int64_t)info->height * info->width, per = C * hw;
+    const int64_t hw = (int64_t)m->height * m->width, per = C * hw;
     const int steps = sampler_num_steps(s);
     float *x = malloc((size_t)(2 * B * per) * sizeof *x);
     float *out = malloc((size_t)(2 * B) * CO * hw * sizeof *out);
@@ -72,9 +76,12 @@ int generate(struct denoiser *m, const struct sampler *s, const struct cond *c, 
          * 256 images on one core). */
 #pragma omp parallel for schedule(static) if (b > 1)
         for (int i = 0; i < b; i++) {
-            sampler_noise(x + i * per, opt->seed, (uint64_t)(k0 + i), 0, per);
-            batch_cond_set(&bc, c, i, k0 + i, 0);
-            batch_cond_set(&bc, c, b + i, k0 + i, 1);
+            if (opt->init_noise)
+                memcpy(x + i * per, opt->init_noise + (int64_t)(k0 + i) * per, (size_t)per * sizeof *x);
+            else
+                sampler_noise(x + i * per, opt->seed, (uint64_t)(k0 + i), 0, per);
+            batch_cond_set(&bc, c, i, k0 + i, 0, NULL);
+            batch_cond_set(&bc, c, b + i, k0 + i, 1, opt->negative_text);
         }
         for (int st = 0; st < steps; st++) {
             const float ts = sampler_model_timestep(s, st);
@@ -83,7 +90,12 @@ int generate(struct denoiser *m, const struct sampler *s, const struct cond *c, 
             if (use_cfg) {
                 memcpy(x + b * per, x, (size_t)(b * per) * sizeof *x);
                 denoiser_forward(m, out, x, t, &bc.c, 2 * b);
-                sampler_cfg_combine(out, out, out + (int64_t)b * CO * hw, opt->cfg_scale, b, opt->guided, CO, hw);
+                if (opt->apg)
+                    sampler_apg_combine(out, out, out + (int64_t)b * CO * hw, opt->cfg_scale, opt->apg_threshold,
+                                        !opt->apg_batch, b, CO, hw);
+                else
+                    sampler_cfg_combine(out, out, out + (int64_t)b * CO * hw, opt->cfg_scale, b, opt->guided, CO,
+                                        hw);
             } else {
                 denoiser_forward(m, out, x, t, &bc.c, b);
             }

@@ -14,6 +14,17 @@ struct generate_options {
     uint64_t seed;    /* image k's noise: sampler_noise(seed, k, ...) */
     void (*on_step)(void *ctx); /* called after every sampler step of a batch (a progress bar) */
     void *ctx;
+    /* Text models: the unconditional half takes this embedding [text_len,
+     * text_dim] of a negative prompt; NULL: the null condition (zeros). */
+    const float *negative_text;
+    /* 1: F-Lite's APG instead of plain guidance (sampler_apg_combine),
+     * with apg_threshold; apg_batch: its statistics over the whole batch,
+     * as F-Lite's code (default: per image). */
+    int apg, apg_batch;
+    float apg_threshold;
+    /* The starting noise [n, C, H, W] (another tool's, to reproduce its
+     * run); NULL: sampler_noise's draws. */
+    const float *init_noise;
 };
 
 /* Samples latents[n, C, H, W] under the conditions c of n samples (labels

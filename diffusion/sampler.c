@@ -433,6 +433,49 @@ void sampler_cfg_combine(float *out, const float *cond, const float *uncond, flo
     }
 }
 
+/* APG over samples [b0, b1), which share one projection and one cap. */
+static void apg_group(float *out, const float *cond, const float *uncond, float scale, float threshold,
+                      int64_t b0, int64_t b1, int64_t n)
+{
+    const int64_t lo = b0 * n, hi = b1 * n, m = hi - lo;
+    double cd = 0, cc = 0;
+    for (int64_t k = lo; k < hi; k++) {
+        double c = cond[k], dd = (double)cond[k] - uncond[k];
+        cd += c * dd, cc += c * c;
+    }
+    const double proj = cc > 0 ? cd / cc : 0;
+    /* mean and unbiased variance of orth, in two passes */
+    double sum = 0;
+    for (int64_t k = lo; k < hi; k++)
+        sum += ((double)cond[k] - uncond[k]) - proj * cond[k];
+    const double mean = sum / (double)m;
+    double var = 0;
+    for (int64_t k = lo; k < hi; k++) {
+        double o = ((double)cond[k] - uncond[k]) - proj * cond[k] - mean;
+        var += o * o;
+    }
+    const double sd = m > 1 ? sqrt(var / (double)(m - 1)) : 0;
+    const double cap = sd > threshold ? threshold / sd : 1.0;
+    const double g = ((double)scale - 1.0) * cap;
+    for (int64_t k = lo; k < hi; k++) {
+        double orth = ((double)cond[k] - uncond[k]) - proj * cond[k];
+        out[k] = (float)(cond[k] + g * orth);
+    }
+}
+
+void sampler_apg_combine(float *out, const float *cond, const float *uncond, float scale, float threshold,
+                         int per_sample, int B, int C, int64_t hw)
+{
+    const int64_t n = (int64_t)C * hw;
+    if (!per_sample) {
+        apg_group(out, cond, uncond, scale, threshold, 0, B, n);
+        return;
+    }
+#pragma omp parallel for schedule(static) if (B > 1 && n * B >= 65536)
+    for (int b = 0; b < B; b++)
+        apg_group(out, cond, uncond, scale, threshold, b, b + 1, n);
+}
+
 void sampler_noise(float *out, uint64_t seed, uint64_t image, int step, int64_t n)
 {
     struct rng_stream st = rng_stream(seed, RNG_SAMPLE_NOISE, (uint64_t)step, image);

@@ -186,6 +186,17 @@ void sampler_step(const struct sampler *s, int i, float *x, const float *out, in
 void sampler_cfg_combine(float *out, const float *cond, const float *uncond, float scale, int B, int C_guided,
                          int C_total, int64_t hw);
 
+/* F-Lite's APG (pipeline.py; "Adaptive Projected Guidance" in its README):
+ * with dd = cond - uncond, the part of dd parallel to cond is dropped,
+ * orth = dd - (<cond, dd> / <cond, cond>) cond, its size is capped by
+ * s = min(1, threshold / std(orth)) (the unbiased std of all its values),
+ * and out = cond + (scale - 1) s orth. The sums and the std run over each
+ * sample's C x hw values (per_sample), or over the whole batch together
+ * as F-Lite's own code does (which couples the images of a batch). F-Lite's
+ * threshold is 0.03. Sums in double. out may be cond or uncond. */
+void sampler_apg_combine(float *out, const float *cond, const float *uncond, float scale, float threshold,
+                         int per_sample, int B, int C, int64_t hw);
+
 /* The n standard normals image `image` of seed `seed` gets at `step`: step
  * 0 is the starting noise, step i + 1 the noise of sampler_step i. The
  * Philox stream (seed, RNG_SAMPLE_NOISE, step, image), from offset 0. */

@@ -1,6 +1,7 @@
 /* The generic half of the denoiser seam: configurations found through the
  * registry, instances created through their kind. */
 #include "models/denoiser.h"
+#include "formats/model_dir.h"
 #include "libcommon/error.h"
 #include "libcommon/json.h"
 #include "models/registry.h"
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int config_alloc(struct denoiser_config *c, const struct denoiser_kind *kind)
 {
@@ -59,12 +61,35 @@ int denoiser_config_load_file(struct denoiser_config *c, const char *path, const
     return 0;
 }
 
+int denoiser_config_fit(struct denoiser_config *c, const struct denoiser_spec *spec)
+{
+    return c->kind->config_fit ? c->kind->config_fit(c->impl, spec) : 0;
+}
+
 int denoiser_config_load_dir(struct denoiser_config *c, const char *dir, float **params)
 {
     memset(c, 0, sizeof *c);
     *params = NULL;
     char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    /* A pipeline folder (model_index.json, no config.json of its own): the
+     * denoiser is its transformer (diffusers' DiT, SD3, FLUX) or its
+     * dit_model (F-Lite). */
+    struct model_component comp = {0};
+    snprintf(path, sizeof path, "%s/" MODEL_DIR_CONFIG, dir);
+    if (access(path, F_OK) != 0) {
+        char ipath[4096];
+        snprintf(ipath, sizeof ipath, "%s/" MODEL_DIR_INDEX, dir);
+        if (access(ipath, F_OK) == 0) {
+            if (model_index_component(dir, "transformer", &comp) != 0 &&
+                model_index_component(dir, "dit_model", &comp) != 0) {
+                err_set("%s: a pipeline folder without a transformer or dit_model component", dir);
+                return -1;
+            }
+            int rc = denoiser_config_load_dir(c, comp.folder, params);
+            model_component_free(&comp);
+            return rc;
+        }
+    }
     json_t *j = json_read_file(path);
     if (!j)
         return -1;
@@ -122,7 +147,23 @@ int denoiser_create(struct denoiser *d, const struct denoiser_config *c, struct 
     d->kind = c->kind;
     d->ctx = ctx;
     denoiser_config_info(c, &d->info);
-    return c->kind->create(d, c->impl, ctx, B, mem, dt);
+    if (c->kind->create(d, c->impl, ctx, B, mem, dt) != 0)
+        return -1;
+    d->height = d->info.height, d->width = d->info.width;
+    return 0;
+}
+
+int denoiser_set_size(struct denoiser *d, int height, int width)
+{
+    int fits = d->kind->size_fits ? d->kind->size_fits(d, height, width)
+                                  : height == d->info.height && width == d->info.width;
+    if (!fits) {
+        err_set("latents of %dx%d do not fit the model planned for %dx%d (multiples of %d)", height, width,
+                d->info.height, d->info.width, d->info.multiple);
+        return -1;
+    }
+    d->height = height, d->width = width;
+    return 0;
 }
 
 void denoiser_free(struct denoiser *d)

@@ -65,6 +65,7 @@ struct denoiser_spec {
     int channels, height, width;       /* latents of the data */
     int num_classes;                   /* 0: the model's default */
     int depth, hidden_size, num_heads; /* 0: the preset's */
+    int text_len, text_dim;            /* COND_TEXT: the data's text embeddings [len, dim] (0: the model's) */
 };
 
 struct denoiser;
@@ -79,6 +80,11 @@ struct denoiser_kind {
     /* A preset by --model name ("DiT-XL/2"): 1 when the name is not this
      * kind's, 0 done, -1 with err_set() for a bad spec. */
     int (*config_preset)(void *cfg, const char *name, const struct denoiser_spec *spec);
+    /* For a kind whose weights do not fix the sizes it runs at (F-Lite:
+     * any latent size, any text length), the sizes to plan memory for,
+     * from the data; -1 with err_set() when the spec cannot be met. NULL:
+     * the sizes are the configuration's own. */
+    int (*config_fit)(void *cfg, const struct denoiser_spec *spec);
     void (*config_info)(const void *cfg, struct denoiser_info *info);
     int (*config_equal)(const void *a, const void *b);
     json_t *(*config_to_json)(const void *cfg);
@@ -107,6 +113,9 @@ struct denoiser_kind {
     void (*weights_set)(struct denoiser *d, struct tensor src);
     void (*zero_grads)(struct denoiser *d);
     void (*sizes)(const struct denoiser *d, int64_t *param_bytes, int64_t *activation_bytes);
+    /* Whether latents of h x w fit the instance's plan, for a kind that
+     * takes several sizes (F-Lite); NULL: only the configuration's own. */
+    int (*size_fits)(const struct denoiser *d, int h, int w);
 };
 
 struct denoiser {
@@ -116,6 +125,8 @@ struct denoiser {
     struct kctx *ctx;
     enum kdtype dt;        /* activations and compute weights */
     int B;                 /* the batch size its memory was planned for */
+    int height, width;     /* the latents of the next forward: info's, or another size that
+                              fits the plan (denoiser_set_size: resolution buckets) */
     int inference;
     int64_t n_params;
     struct tensor params;  /* f32 master weights (absent for inference in a low precision) */
@@ -133,6 +144,9 @@ int denoiser_config_load_dir(struct denoiser_config *c, const char *dir, float *
  * bare files, -1 for the file. *params malloc'd. */
 int denoiser_config_load_file(struct denoiser_config *c, const char *path, const char *name,
                               const struct denoiser_spec *spec, float **params);
+/* Plans a configuration for the data's sizes (kind->config_fit; 0 when the
+ * kind has none). */
+int denoiser_config_fit(struct denoiser_config *c, const struct denoiser_spec *spec);
 int denoiser_config_copy(struct denoiser_config *dst, const struct denoiser_config *src);
 void denoiser_config_free(struct denoiser_config *c);
 void denoiser_config_info(const struct denoiser_config *c, struct denoiser_info *info);
@@ -144,7 +158,12 @@ int denoiser_create(struct denoiser *d, const struct denoiser_config *c, struct 
                     enum denoiser_memory mem, enum kdtype dt);
 void denoiser_free(struct denoiser *d);
 
-/* out[b, CO, H, W] for b <= B samples; keeps what backward needs. */
+/* The latent size of the following forwards (and of their backward); -1
+ * with err_set() when it does not fit the instance's plan. */
+int denoiser_set_size(struct denoiser *d, int height, int width);
+
+/* out[b, CO, H, W] for b <= B samples of d->height x d->width; keeps what
+ * backward needs. */
 static inline void denoiser_forward(struct denoiser *d, float *out, const float *x, const float *t,
                                     const struct cond *c, int b)
 {

@@ -1,10 +1,12 @@
 #include "models/registry.h"
 #include "models/dit/denoiser.h"
+#include "models/flite/denoiser.h"
 
 #include <string.h>
 
 static const struct denoiser_kind *const denoisers[] = {
     &dit_denoiser_kind,
+    &flite_denoiser_kind,
     NULL,
 };
 

@@ -58,3 +58,23 @@ int text_encoder_encode(const struct text_encoder *e, const char *const *caption
     }
     return e->kind->encode(e, captions, n, emb, mask, truncated);
 }
+
+int text_encoder_spec_t5(char *spec, size_t size, const char *path, const char *tokenizer, int layer_given,
+                         int layer, int final_norm, int mask, int max_length)
+{
+    size_t n = (size_t)snprintf(spec, size, "%s%s", strncmp(path, "t5:", 3) == 0 ? "" : "t5:", path);
+    if (tokenizer)
+        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",tokenizer=%s", tokenizer);
+    if (layer_given)
+        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",layer=%d", layer);
+    if (final_norm)
+        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",final_norm");
+    if (mask)
+        n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",mask");
+    n += (size_t)snprintf(spec + n, n < size ? size - n : 0, ",max_length=%d", max_length ? max_length : 512);
+    if (n >= size) {
+        err_set("the text encoder's paths are too long");
+        return -1;
+    }
+    return 0;
+}

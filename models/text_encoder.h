@@ -44,6 +44,14 @@ struct text_encoder {
     void *state;
 };
 
+/* The spec of a T5 encoder from a tool's options: "t5:PATH" (PATH a
+ * text_encoder/ or pipeline folder; a PATH that is already "t5:..." gets
+ * the options appended) with ",tokenizer=", ",layer=" (when layer_given),
+ * ",final_norm", ",mask" and ",max_length=" (0: 512). -1 with err_set()
+ * when it does not fit in size. */
+int text_encoder_spec_t5(char *spec, size_t size, const char *path, const char *tokenizer, int layer_given,
+                         int layer, int final_norm, int mask, int max_length);
+
 /* 0, or -1 with err_set() naming the forms this build accepts. */
 int text_encoder_open(struct text_encoder *e, const char *spec);
 void text_encoder_close(struct text_encoder *e);

@@ -55,7 +55,7 @@ TEST(optimizer_lists_its_named_state)
     kctx_free(&ctx);
 }
 
-static const struct denoiser_spec tiny_spec = {4, 8, 8, 10, 2, 32, 4};
+static const struct denoiser_spec tiny_spec = {4, 8, 8, 10, 2, 32, 4, 0, 0};
 
 /* A trainer over a tiny DiT after `steps` steps of fixed data. */
 static void trained(struct kctx *ctx, struct denoiser_config *mc, struct denoiser *d, struct trainer *tr, int steps)
@@ -99,7 +99,7 @@ TEST(checkpoint_writes_and_reads_back_everything)
     trained(&ctx, &mc2, &d2, &tr2, 0);
     const char *out = test_tmp_path("run");
     struct train_position pos = {3, 1, 2, 0.75, 3};
-    struct checkpoint_info info = {"ddpm", "pixel/1 s2d=1", "DiT-S/2", 4, 1};
+    struct checkpoint_info info = {"ddpm", "pixel/1 s2d=1", "DiT-S/2", 4, 1, NULL};
     CHECK_INT(train_checkpoint_save(out, 0, &mc, &tr, &pos, &info), 0);
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/checkpoint-0000003", out);
@@ -116,7 +116,7 @@ TEST(checkpoint_writes_and_reads_back_everything)
     for (int i = 0; i < tr.opt.nstate; i++)
         CHECK(same_tensor(tr.opt.state[i].t, tr2.opt.state[i].t));
     char *objective, *encoder;
-    CHECK_INT(train_checkpoint_info(dir, &objective, &encoder), 0);
+    CHECK_INT(train_checkpoint_info(dir, &objective, &encoder, NULL), 0);
     CHECK_STR(objective, "ddpm");
     CHECK_STR(encoder, "pixel/1 s2d=1");
     free(objective), free(encoder);

@@ -79,6 +79,9 @@ int train_checkpoint_save(const char *out, int limit, const struct denoiser_conf
          * made its latents (dit-sample decodes with that encoder). */
         json_t *j = json_pack("{s:s, s:s, s:s, s:I}", "objective", info->objective, "encoder", info->encoder,
                               "model", info->model, "step", (json_int_t)pos->step);
+        /* and, for a text model, the text encoder (dit-sample encodes its prompts with it) */
+        if (j && info->text_encoder && *info->text_encoder)
+            json_object_set_new(j, "text_encoder", json_string(info->text_encoder));
         snprintf(path, sizeof path, "%s/checkpoint.json", tmp);
         rc = !j || json_write_file(path, j) != 0;
         json_decref(j);
@@ -179,10 +182,12 @@ int train_checkpoint_load(const char *dir, const struct denoiser_config *mc, str
     return rc;
 }
 
-int train_checkpoint_info(const char *dir, char **objective, char **encoder)
+int train_checkpoint_info(const char *dir, char **objective, char **encoder, char **text_encoder)
 {
     char path[4096];
     *objective = *encoder = NULL;
+    if (text_encoder)
+        *text_encoder = NULL;
     snprintf(path, sizeof path, "%s/checkpoint.json", dir);
     json_t *j = json_read_file(path);
     if (!j)
@@ -193,6 +198,9 @@ int train_checkpoint_info(const char *dir, char **objective, char **encoder)
         *encoder = strdup(enc);
     if (obj)
         *objective = strdup(obj);
+    const char *te = json_string_value(json_object_get(j, "text_encoder"));
+    if (text_encoder && te && *te)
+        *text_encoder = strdup(te);
     json_decref(j);
     return 0;
 }

@@ -27,6 +27,7 @@ struct checkpoint_info {
     const char *objective, *encoder, *model;
     uint64_t seed;
     int grad_accum;
+    const char *text_encoder; /* the identity of the text encoder of the captions; NULL: none */
 };
 
 /* Writes OUT/checkpoint-<step> (then keeps the newest `limit`, 0: all). */
@@ -36,7 +37,8 @@ int train_checkpoint_save(const char *out, int limit, const struct denoiser_conf
  * model must have the checkpoint's configuration); fills *pos. */
 int train_checkpoint_load(const char *dir, const struct denoiser_config *mc, struct trainer *tr,
                           struct train_position *pos);
-/* A checkpoint's checkpoint.json fields (malloc'd strings, NULL when absent). */
-int train_checkpoint_info(const char *dir, char **objective, char **encoder);
+/* A checkpoint's checkpoint.json fields (malloc'd strings, NULL when absent;
+ * text_encoder may be NULL when not wanted). */
+int train_checkpoint_info(const char *dir, char **objective, char **encoder, char **text_encoder);
 
 #endif

@@ -18,10 +18,12 @@ struct train_config {
     enum kdtype dtype;      /* activations and compute weights (nn/precision.h) */
     int tensorboard;
     const char *sample_labels; /* "0,1,2" or NULL: the first 8 classes */
+    const char *sample_prompts; /* text models: the prompts file of the samples */
     int batch, epochs, num_classes, image_size, threads, checkpointing, limit;
     int depth, hidden, heads, sample_steps;
     double sample_cfg;
     int64_t max_steps, log_every, ckpt_every, eval_every, sample_every;
+    int objective_auto;       /* no --objective: the model's (flow for text-to-image, else ddpm) */
     struct trainer_config tc; /* the step's hyperparameters; total_steps is derived */
 };
 

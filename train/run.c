@@ -14,6 +14,7 @@
 #include "models/registry.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,7 +44,10 @@ struct run {
     struct samples sp;
     int sampling;
     float *drawn;      /* [batch, C, H, W]: latents drawn from stored distributions */
+    int text_len, text_dim; /* the records' text embeddings [L, D]; 0: a class-labelled set */
+    enum objective tr_objective; /* the run's, known before the model is made */
     char encoder[128]; /* the identity of the encoder that made the latents */
+    char text_encoder[1024]; /* and of the text encoder of the captions ("" without text) */
     int factor;        /* its spatial factor, when the identity says */
 };
 
@@ -64,15 +68,44 @@ static void run_free(struct run *r)
     free(r->drawn);
 }
 
-/* The fields to load: the latent, and its std where the set stores the
- * distribution (dit-precompute --latent-mode dist of a VAE). */
+static int has_field(const struct shardset *s, const char *name)
+{
+    for (size_t f = 0; s->n_records > 0 && f < s->records[0].nfields; f++)
+        if (strcmp(s->records[0].fields[f], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* The fields to load: the latent, its std where the set stores the
+ * distribution (dit-precompute --latent-mode dist of a VAE), and the
+ * caption's text embedding where the set has one. (F-Lite attends to
+ * every text token, so text_mask is not loaded.) */
 static const char *const *latent_fields(struct shardset *s)
 {
-    static const char *const mean_only[] = {"latent", NULL}, *const dist[] = {"latent", "latent_std", NULL};
-    for (size_t f = 0; s->n_records > 0 && f < s->records[0].nfields; f++)
-        if (strcmp(s->records[0].fields[f], "latent_std") == 0)
-            return dist;
-    return mean_only;
+    static const char *const lists[4][4] = {
+        {"latent", NULL}, {"latent", "latent_std", NULL}, {"latent", "text", NULL},
+        {"latent", "latent_std", "text", NULL}};
+    return lists[has_field(s, "latent_std") + 2 * has_field(s, "text")];
+}
+
+/* The model takes this batch's latent size (its bucket's). */
+static int batch_size(struct run *r, const struct loader_batch *b)
+{
+    const struct loader_field *f = &b->fields[0];
+    if (denoiser_set_size(&r->model, (int)f->shape[1], (int)f->shape[2]) != 0) {
+        err_prefix("%s, bucket of batch %lld", r->cfg->data, (long long)b->index);
+        return -1;
+    }
+    return 0;
+}
+
+/* A batch's condition: its labels, or its text embeddings. */
+static struct cond batch_cond(const struct run *r, const struct loader_batch *b)
+{
+    const struct loader_field *text = loader_batch_field(b, "text");
+    if (!text)
+        return (struct cond){.labels = b->labels};
+    return (struct cond){.text = text->data, .text_len = r->text_len, .text_dim = r->text_dim};
 }
 
 /* A batch's latents: as stored, or drawn from the stored distribution. */
@@ -100,6 +133,12 @@ static void read_encoder(struct run *r)
     const char *enc = f ? st_meta_get(f, "encoder") : NULL;
     if (enc)
         snprintf(r->encoder, sizeof r->encoder, "%s", enc);
+    /* The text encoder is in the preprocessing identity (dit-shard(5)). */
+    const char *pre = f ? st_meta_get(f, "preprocess") : NULL;
+    json_t *pj = pre ? json_loads(pre, 0, NULL) : NULL;
+    const char *te = json_string_value(json_object_get(pj, "text_encoder"));
+    snprintf(r->text_encoder, sizeof r->text_encoder, "%s", te ? te : "");
+    json_decref(pj);
     if (!enc || sscanf(enc, "pixel/1 s2d=%d", &r->factor) != 1)
         r->factor = 0;
 }
@@ -132,16 +171,42 @@ static int open_data(struct run *r)
     const struct train_config *c = r->cfg;
     if (!(r->data = shardset_open(c->data)))
         return -1;
-    struct loader_config lc = {c->batch, c->tc.seed, "label", latent_fields(r->data)};
+    const int text = has_field(r->data, "text");
+    struct loader_config lc = {c->batch, c->tc.seed, text ? NULL : "label", latent_fields(r->data)};
     if (!(r->loader = loader_open(r->data, &lc)))
         return -1;
+    if (text) {
+        const struct st_tensor *t = shardset_tensor(r->data, 0, "text");
+        if (!t)
+            return -1;
+        if (t->ndim != 2) {
+            err_set("%s: the text embeddings are not [tokens, width]", c->data);
+            return -1;
+        }
+        r->text_len = (int)t->shape[0];
+        r->text_dim = (int)t->shape[1];
+    }
     int C, H, W;
-    loader_shape(r->loader, &C, &H, &W);
     char why[256];
-    if (loader_count_mismatched(r->loader, C, H, W, why, sizeof why) > 0 || H != W) {
-        err_set("%s: a class-conditional DiT trains on one square latent size; %s", c->data,
-                H != W ? "the latents are not square" : why);
-        return -1;
+    if (text) {
+        /* Resolution buckets: a text-to-image model (F-Lite) takes every
+         * size in one run, planned for the largest; the channels agree. */
+        loader_max_shape(r->loader, &C, &H, &W);
+        for (size_t i = 0; i < loader_buckets(r->loader); i++) {
+            int bc, bh, bw;
+            const char *name = loader_bucket_shape(r->loader, i, &bc, &bh, &bw);
+            if (bc != C) {
+                err_set("%s: bucket %s has %d-channel latents, others %d", c->data, name, bc, C);
+                return -1;
+            }
+        }
+    } else {
+        loader_shape(r->loader, &C, &H, &W);
+        if (loader_count_mismatched(r->loader, C, H, W, why, sizeof why) > 0 || H != W) {
+            err_set("%s: a class-conditional DiT trains on one square latent size; %s", c->data,
+                    H != W ? "the latents are not square" : why);
+            return -1;
+        }
     }
     read_encoder(r);
     if (c->image_size && r->factor && c->image_size != H * r->factor) {
@@ -152,7 +217,12 @@ static int open_data(struct run *r)
     if (c->val_data) {
         if (!(r->val_set = shardset_open(c->val_data)))
             return -1;
-        struct loader_config vc = {c->batch, 0, "label", latent_fields(r->val_set)};
+        if (has_field(r->val_set, "text") != text) {
+            err_set("%s %s text embeddings and %s %s", c->data, text ? "holds" : "holds no", c->val_data,
+                    text ? "none" : "does");
+            return -1;
+        }
+        struct loader_config vc = {c->batch, 0, text ? NULL : "label", latent_fields(r->val_set)};
         if (!(r->val = loader_open(r->val_set, &vc)))
             return -1;
     }
@@ -169,16 +239,44 @@ static int model_config(struct run *r, float **pretrained)
 {
     const struct train_config *c = r->cfg;
     int C, H, W;
-    loader_shape(r->loader, &C, &H, &W);
+    if (r->text_len)
+        loader_max_shape(r->loader, &C, &H, &W);
+    else
+        loader_shape(r->loader, &C, &H, &W);
     int max_label = loader_max_label(r->loader);
     *pretrained = NULL;
     struct denoiser_spec spec = {C, H, W, c->num_classes ? c->num_classes : max_label + 1, c->depth, c->hidden,
-                                 c->heads};
+                                 c->heads, r->text_len, r->text_dim};
     if (c->pretrained ? denoiser_config_load_dir(&r->mc, c->pretrained, pretrained)
                       : denoiser_config_preset(&r->mc, c->model, &spec))
         return -1;
+    if (denoiser_config_fit(&r->mc, &spec) != 0) {
+        err_prefix("%s", c->pretrained ? c->pretrained : c->model);
+        return -1;
+    }
     struct denoiser_info info;
     denoiser_config_info(&r->mc, &info);
+    const char *model = c->pretrained ? c->pretrained : c->model;
+    if ((info.cond == COND_TEXT) != (r->text_len > 0)) {
+        err_set(info.cond == COND_TEXT ? "%s is a text-to-image model, but %s holds no text embeddings "
+                                         "(dit-precompute --text-encoder)"
+                                       : "%s is class-conditional, but %s holds text embeddings",
+                model, c->data);
+        return -1;
+    }
+    if (info.cond == COND_TEXT && info.text_dim != r->text_dim) {
+        err_set("%s holds %d-wide text embeddings, %s takes %d", c->data, r->text_dim, model, info.text_dim);
+        return -1;
+    }
+    if (r->tr_objective == OBJECTIVE_DDPM && !info.learned_sigma) {
+        err_set("%s predicts no variance, which DiT's ddpm objective trains: use --objective flow", model);
+        return -1;
+    }
+    if (c->tc.cond_dropout_set && info.cond != COND_TEXT) {
+        err_set("--caption-dropout-prob is for text-to-image models; a DiT's class dropout is its "
+                "configuration's");
+        return -1;
+    }
     if (c->pretrained && c->num_classes && c->num_classes != info.num_classes) {
         err_set("--num-classes %d, but %s has %d", c->num_classes, c->pretrained, info.num_classes);
         return -1;
@@ -283,7 +381,9 @@ static double validate(struct run *r, struct loader *val)
         const struct loader_batch *b;
         if (loader_next(val, &b) != 0)
             return NAN;
-        struct cond cd = {.labels = b->labels};
+        struct cond cd = batch_cond(r, b);
+        if (batch_size(r, b) != 0)
+            return NAN;
         sum += trainer_validation_loss(&r->tr, batch_latents(r, b, 1), &cd, b->records, b->n) * b->n;
         n += b->n;
     }
@@ -293,8 +393,8 @@ static double validate(struct run *r, struct loader *val)
 static int save(struct run *r, const struct train_position *pos)
 {
     const struct train_config *c = r->cfg;
-    struct checkpoint_info info = {objective_name(c->tc.objective), r->encoder, c->model, c->tc.seed,
-                                   c->tc.grad_accum};
+    struct checkpoint_info info = {objective_name(r->tr.cfg.objective), r->encoder, c->model, c->tc.seed,
+                                   c->tc.grad_accum, r->text_encoder};
     return train_checkpoint_save(c->output, c->limit, &r->mc, &r->tr, pos, &info);
 }
 
@@ -309,7 +409,9 @@ static int step(struct run *r, struct train_position *pos, double *loss, int *im
         const struct loader_batch *b;
         if (loader_next(r->loader, &b) != 0)
             return -1;
-        struct cond cd = {.labels = b->labels};
+        struct cond cd = batch_cond(r, b);
+        if (batch_size(r, b) != 0)
+            return -1;
         double l = trainer_micro_step(&r->tr, batch_latents(r, b, 0), &cd, b->records, b->n, b->epoch);
         if (!isfinite(l)) {
             err_set("loss is %s at step %lld (epoch %lld, batch %lld): stopping; the last checkpoint in %s is "
@@ -387,7 +489,16 @@ int train_run(const struct train_config *c)
     r.cfg = c;
     struct trainer_config tc = c->tc;
     tc.loss_scaling = c->dtype == KDT_F16;
-    if (open_data(&r) != 0 || create_model(&r, &tc) != 0)
+    if (open_data(&r) != 0)
+        return fail(&r);
+    /* The uniform share of flow timesteps, by recipe: F-Lite's 10% for a
+     * text-to-image run, none for the class-conditional DiT. */
+    if (tc.flow_uniform < 0)
+        tc.flow_uniform = r.text_len ? 0.1f : 0.0f;
+    if (c->objective_auto)
+        tc.objective = r.text_len ? OBJECTIVE_FLOW : OBJECTIVE_DDPM;
+    r.tr_objective = tc.objective;
+    if (create_model(&r, &tc) != 0)
         return fail(&r);
     struct train_position pos = {0, 0, 0, 0.0, 0};
     if (resume(&r, &pos) != 0)
@@ -401,7 +512,7 @@ int train_run(const struct train_config *c)
         return fail(&r);
     r.sampling = c->sample_every > 0;
     struct samples_config sc = {c->output, c->sample_labels, r.encoder, c->sample_steps, c->sample_cfg, c->tc.seed,
-                                c->tc.objective};
+                                tc.objective, c->sample_prompts, r.text_encoder};
     if (r.sampling && samples_setup(&r.sp, &sc, &r.mc, r.model.dt, &r.ctx) != 0) {
         r.sampling = 0;
         return fail(&r);

@@ -13,6 +13,7 @@
 #include "models/denoiser.h"
 #include "models/encoder.h"
 #include "train/checkpoint.h"
+#include "train/prompts.h"
 #include "train/trainer.h"
 
 #include <errno.h>
@@ -27,12 +28,13 @@ struct run {
     struct denoiser_config mc;
     int have_mc;
     float *params;
-    char *ckpt_objective, *ckpt_encoder;
+    char *ckpt_objective, *ckpt_encoder, *ckpt_text_encoder;
     const char *objective, *sampler_name;
     struct encoder enc;
     int have_enc;
     struct sampler s;
     int have_sampler, steps, guided;
+    double cfg_scale; /* resolved: the asked one, or the model's default */
     struct kctx ctx;
     int have_ctx;
     struct denoiser m;
@@ -41,6 +43,7 @@ struct run {
     int n;
     float *latents;
     uint8_t **images;
+    struct prompts pr; /* text models: the prompts, image k of prompt k / per_class */
 };
 
 void sample_config_init(struct sample_config *c)
@@ -49,8 +52,9 @@ void sample_config_init(struct sample_config *c)
     c->output_dir = "samples";
     c->batch = 16;
     c->per_class = 1;
-    c->cfg_scale = 4.0;
+    c->cfg_scale = 0.0; /* the model's: DiT's sample.py 4, F-Lite's pipeline 6 */
     c->cfg_channels = -1;
+    c->apg_threshold = 0.03;
     c->dtype = KDT_F32;
 }
 
@@ -73,7 +77,7 @@ static int load_model(struct run *r)
     snprintf(path, sizeof path, "%s/checkpoint.json", c->model_path);
     const int checkpoint = is_dir(c->model_path) && access(path, F_OK) == 0;
     if (checkpoint) {
-        if (train_checkpoint_info(c->model_path, &r->ckpt_objective, &r->ckpt_encoder) != 0)
+        if (train_checkpoint_info(c->model_path, &r->ckpt_objective, &r->ckpt_encoder, &r->ckpt_text_encoder) != 0)
             return STAGE_ERROR;
         snprintf(path, sizeof path, "%s/ema", c->model_path);
         if (c->no_ema || !is_dir(path))
@@ -102,7 +106,7 @@ static int load_model(struct run *r)
 }
 
 /* The objective and sampler, and whether they fit each other. */
-static int setup_sampler(struct run *r, int latent_side)
+static int setup_sampler(struct run *r, int latent_h, int latent_w)
 {
     const struct sample_config *c = r->c;
     r->objective = c->objective ? c->objective : r->ckpt_objective ? r->ckpt_objective : "ddpm";
@@ -136,13 +140,16 @@ static int setup_sampler(struct run *r, int latent_side)
         return STAGE_BAD_CONFIG;
     }
     so.eta = (float)c->eta;
-    so.shift = kind == SAMPLER_EULER ? flow_resolution_shift(latent_side, latent_side) : 0;
+    so.shift = kind == SAMPLER_EULER ? flow_resolution_shift(latent_h, latent_w) : 0;
     r->steps = c->steps ? c->steps : samplers[k].steps;
     if (sampler_init(&r->s, kind, r->steps, &so) != 0)
         return STAGE_ERROR;
     r->have_sampler = 1;
     const int C = r->enc.channels;
-    r->guided = c->cfg_channels >= 0 ? c->cfg_channels : so.reference == SAMPLER_REF_DIT ? (C < 3 ? C : 3) : C;
+    /* F-Lite guides every channel; DiT's sample.py the first 3 */
+    r->guided = c->cfg_channels >= 0                ? c->cfg_channels
+                : r->pr.n || so.reference != SAMPLER_REF_DIT ? C
+                                                    : (C < 3 ? C : 3);
     if (r->guided > C) {
         err_set("--cfg-channels %d: the model has %d latent channels", r->guided, C);
         return STAGE_BAD_CONFIG;
@@ -245,36 +252,48 @@ static void progress_step(void *bar)
     progress_add(bar, 1);
 }
 
-static int write_images(struct run *r, int W, int64_t per_image)
+static int write_images(struct run *r, int W, int H, int64_t per_image)
 {
     const struct sample_config *c = r->c;
     for (int k = 0; k < r->n; k++) {
-        if (!(r->images[k] = malloc((size_t)W * W * 3))) {
+        if (!(r->images[k] = malloc((size_t)W * H * 3))) {
             err_set("out of memory");
             return -1;
         }
-        if (encoder_decode(&r->enc, r->latents + k * per_image, W, W, r->images[k]) != 0)
+        if (encoder_decode(&r->enc, r->latents + k * per_image, W, H, r->images[k]) != 0)
             return -1;
-        char path[4096], params_text[1024];
-        snprintf(path, sizeof path, "%s/%06d-class%d.png", c->output_dir, k, r->labels[k]);
-        snprintf(params_text, sizeof params_text,
-                 "model %s, class %d, seed %llu, image %d, sampler %s (%s), steps %d, cfg %g, eta %g, %s",
-                 c->model_path, r->labels[k], (unsigned long long)c->seed, k, r->sampler_name,
-                 c->reference ? c->reference : "dit", r->steps, c->cfg_scale, c->eta, r->enc.identity);
+        char path[4096], params_text[4096];
+        if (r->pr.n) {
+            const int p = k / c->per_class;
+            snprintf(path, sizeof path, "%s/%06d.png", c->output_dir, k);
+            snprintf(params_text, sizeof params_text,
+                     "%s\nNegative prompt: %s\nmodel %s, seed %llu, image %d, size %dx%d, sampler %s, steps %d, "
+                     "%s %g, %s, %s",
+                     r->pr.text[p], c->negative_prompt ? c->negative_prompt : "(none: zeros)", c->model_path,
+                     (unsigned long long)c->seed, k, W, H, r->sampler_name, r->steps, c->apg ? "apg" : "cfg",
+                     r->cfg_scale, r->pr.encoder, r->enc.identity);
+        } else {
+            snprintf(path, sizeof path, "%s/%06d-class%d.png", c->output_dir, k, r->labels[k]);
+            snprintf(params_text, sizeof params_text,
+                     "model %s, class %d, seed %llu, image %d, sampler %s (%s), steps %d, cfg %g, eta %g, %s",
+                     c->model_path, r->labels[k], (unsigned long long)c->seed, k, r->sampler_name,
+                     c->reference ? c->reference : "dit", r->steps, r->cfg_scale, c->eta, r->enc.identity);
+        }
         struct png_text text = {"parameters", params_text};
-        if (png_write_rgb8(path, r->images[k], W, W, &text, 1) != 0)
+        if (png_write_rgb8(path, r->images[k], W, H, &text, 1) != 0)
             return -1;
     }
     if (c->grid) {
         uint8_t *grid;
         int gw, gh;
+        /* a row per class or prompt when there are several images of each */
         int cols = c->per_class > 1 ? c->per_class : (r->n < 8 ? r->n : 8);
         const uint8_t bg[3] = {255, 255, 255};
         char params_text[512];
         snprintf(params_text, sizeof params_text, "model %s, seed %llu, %d images, sampler %s, steps %d, cfg %g",
-                 c->model_path, (unsigned long long)c->seed, r->n, r->sampler_name, r->steps, c->cfg_scale);
+                 c->model_path, (unsigned long long)c->seed, r->n, r->sampler_name, r->steps, r->cfg_scale);
         struct png_text text = {"parameters", params_text};
-        if (image_grid_rgb8((const uint8_t *const *)r->images, r->n, W, W, cols, 2, bg, &grid, &gw, &gh) != 0)
+        if (image_grid_rgb8((const uint8_t *const *)r->images, r->n, W, H, cols, 2, bg, &grid, &gw, &gh) != 0)
             return -1;
         int rc = png_write_rgb8(c->grid, grid, gw, gh, &text, 1);
         free(grid);
@@ -285,12 +304,12 @@ static int write_images(struct run *r, int W, int64_t per_image)
     return 0;
 }
 
-static int write_latents(const struct run *r, int C, int L)
+static int write_latents(const struct run *r, int C, int LH, int LW)
 {
     struct st_writer *w = st_writer_new();
-    int64_t shape[4] = {r->n, C, L, L}, lshape[1] = {r->n};
+    int64_t shape[4] = {r->n, C, LH, LW}, lshape[1] = {r->n};
     int rc = !w || st_writer_add(w, "latents", ST_F32, 4, shape, r->latents) ||
-                     st_writer_add(w, "labels", ST_I32, 1, lshape, r->labels) ||
+                     (r->labels && st_writer_add(w, "labels", ST_I32, 1, lshape, r->labels)) ||
                      st_writer_meta(w, "encoder", r->enc.identity) || st_writer_write(w, r->c->latents_out)
                  ? -1
                  : 0;
@@ -385,6 +404,118 @@ done:
     return rc;
 }
 
+/* --init-noise: n images' starting noise of C x H x W, as f32 (malloc'd);
+ * NULL with err_set() naming the file and what it holds instead. */
+static float *read_init_noise(const char *path, int n, int C, int H, int W)
+{
+    struct st_file *f = st_open(path);
+    if (!f)
+        return NULL;
+    const struct st_tensor *t = st_find(f, "noise");
+    if (!t)
+        t = st_find(f, "latents");
+    float *x = NULL;
+    if (!t || t->ndim != 4 || t->shape[0] != n || t->shape[1] != C || t->shape[2] != H || t->shape[3] != W) {
+        char got[64] = "nothing";
+        if (t)
+            st_shape_text(got, sizeof got, t->ndim, t->shape);
+        err_set("%s: \"noise\" (or \"latents\") must be [%d, %d, %d, %d] for these images; it holds %s", path, n, C,
+                H, W, got);
+    } else if (!(x = malloc((size_t)t->nelem * sizeof *x))) {
+        err_set("out of memory");
+    } else if (st_tensor_to_f32(t, x) != 0) {
+        err_set("%s: the noise is %s, not F32, BF16 or F16", path, st_dtype_name(t->dtype));
+        free(x);
+        x = NULL;
+    }
+    st_close(f);
+    return x;
+}
+
+/* Class-conditional: the labels, the model's own size. */
+static int prepare_labels(struct run *r, const struct denoiser_info *info, int *W, int *H)
+{
+    const struct sample_config *c = r->c;
+    int rc;
+    if (c->prompt || c->prompts_file || c->negative_prompt || c->text_encoder || c->apg) {
+        err_set("%s is class-conditional: prompts, --text-encoder and --apg are for text-to-image models",
+                c->model_path);
+        return STAGE_BAD_CONFIG;
+    }
+    const char *spec = c->decoder ? c->decoder : r->ckpt_encoder ? r->ckpt_encoder : "pixel";
+    const int C = info->in_channels, L = info->height;
+    if ((rc = open_decoder(r, spec, C)) != 0)
+        return rc;
+    *W = *H = L * r->enc.factor;
+    if ((c->width && c->width != *W) || (c->height && c->height != *W)) {
+        err_set("this model samples %dx%d images (%dx%d latents of a factor-%d encoder)", *W, *W, L, L,
+                r->enc.factor);
+        return STAGE_ERROR;
+    }
+    if ((rc = setup_sampler(r, L, L)) != 0)
+        return rc;
+    if (r->cfg_scale != 1.0 && info->cond_dropout <= 0) {
+        err_set("guidance needs the null class, and this model was made without one (--cfg-scale 1)");
+        return STAGE_ERROR;
+    }
+    return parse_labels(r, info->num_classes) != 0 ? STAGE_ERROR : 0;
+}
+
+/* Text-to-image: the prompts encoded (the encoder freed after), the model
+ * planned for the asked size (F-Lite's default 1024 x 1024). */
+static int prepare_prompts(struct run *r, struct denoiser_info *info, int *W, int *H)
+{
+    const struct sample_config *c = r->c;
+    int rc;
+    if (c->labels || c->classes_file) {
+        err_set("%s is a text-to-image model: it samples from --prompt or --prompts-file, not class labels",
+                c->model_path);
+        return STAGE_BAD_CONFIG;
+    }
+    /* The text encoder: --text-encoder, else the one the checkpoint's
+     * training captions were encoded with (its identity reopens it). */
+    const char *text_spec = c->text_encoder ? c->text_encoder : r->ckpt_text_encoder;
+    if (!text_spec || !!c->prompt == !!c->prompts_file) {
+        err_set("%s is a text-to-image model: give %sone of --prompt and --prompts-file", c->model_path,
+                text_spec ? "" : "--text-encoder (the T5 it was trained with) and ");
+        return STAGE_BAD_CONFIG;
+    }
+    if (c->apg_threshold <= 0) {
+        err_set("--apg-threshold must be positive");
+        return STAGE_BAD_CONFIG;
+    }
+    const char *spec = c->decoder ? c->decoder : r->ckpt_encoder ? r->ckpt_encoder : "pixel";
+    const int C = info->in_channels;
+    if ((rc = open_decoder(r, spec, C)) != 0)
+        return rc;
+    const int f = r->enc.factor, step = f * info->multiple;
+    *W = c->width ? c->width : 1024;
+    *H = c->height ? c->height : 1024;
+    if (*W <= 0 || *H <= 0 || *W % step || *H % step) {
+        err_set("--width %d --height %d: this model samples sizes in multiples of %d px (latents of a factor-%d "
+                "decoder in patches of %d)", *W, *H, step, f, info->multiple);
+        return STAGE_BAD_CONFIG;
+    }
+    if (prompts_read(&r->pr, c->prompt, c->prompts_file) != 0 ||
+        prompts_encode(&r->pr, text_spec, c->negative_prompt) != 0)
+        return STAGE_ERROR;
+    log_info("%d prompt%s encoded by %s", r->pr.n, r->pr.n == 1 ? "" : "s", r->pr.encoder);
+    const struct denoiser_spec fit = {.channels = C, .height = *H / f, .width = *W / f, .text_len = r->pr.len};
+    if (denoiser_config_fit(&r->mc, &fit) != 0) {
+        err_prefix("%s", c->model_path);
+        return STAGE_ERROR;
+    }
+    denoiser_config_info(&r->mc, info);
+    if (info->text_dim != r->pr.dim) {
+        err_set("the text encoder gives %d-wide embeddings, %s takes %d", r->pr.dim, c->model_path, info->text_dim);
+        return STAGE_ERROR;
+    }
+    if ((rc = setup_sampler(r, *H / f, *W / f)) != 0)
+        return rc;
+    r->n = r->pr.n * c->per_class;
+    return 0;
+}
+
 static int run_sample(struct run *r)
 {
     const struct sample_config *c = r->c;
@@ -395,7 +526,7 @@ static int run_sample(struct run *r)
         err_set("no model path");
         return STAGE_BAD_CONFIG;
     }
-    if (c->batch <= 0 || c->per_class <= 0 || c->steps < 0 || c->cfg_scale <= 0 || c->threads < 0) {
+    if (c->batch <= 0 || c->per_class <= 0 || c->steps < 0 || c->cfg_scale < 0 || c->threads < 0) {
         err_set("batch size, images per class, steps and the guidance scale must be positive");
         return STAGE_BAD_CONFIG;
     }
@@ -403,30 +534,13 @@ static int run_sample(struct run *r)
         return rc;
     struct denoiser_info info;
     denoiser_config_info(&r->mc, &info);
-    if (info.cond != COND_LABELS) {
-        err_set("%s: a text-conditioned model samples from prompts, which this build cannot encode yet",
-                c->model_path);
-        return STAGE_ERROR;
-    }
-    const char *spec = c->decoder ? c->decoder : r->ckpt_encoder ? r->ckpt_encoder : "pixel";
-    const int C = info.in_channels, L = info.height;
-    if ((rc = open_decoder(r, spec, C)) != 0)
+    r->cfg_scale = c->cfg_scale > 0 ? c->cfg_scale : info.cond == COND_TEXT ? 6.0 : 4.0;
+    int W, H;
+    rc = info.cond == COND_TEXT ? prepare_prompts(r, &info, &W, &H) : prepare_labels(r, &info, &W, &H);
+    if (rc != 0)
         return rc;
-    const int W = L * r->enc.factor;
-    if ((c->width && c->width != W) || (c->height && c->height != W)) {
-        err_set("this model samples %dx%d images (%dx%d latents of a factor-%d encoder)", W, W, L, L,
-                r->enc.factor);
-        return STAGE_ERROR;
-    }
-    if ((rc = setup_sampler(r, L)) != 0)
-        return rc;
-    const int use_cfg = c->cfg_scale != 1.0;
-    if (use_cfg && info.cond_dropout <= 0) {
-        err_set("guidance needs the null class, and this model was made without one (--cfg-scale 1)");
-        return STAGE_ERROR;
-    }
-    if (parse_labels(r, info.num_classes) != 0)
-        return STAGE_ERROR;
+    const int C = info.in_channels, LH = info.height, LW = info.width;
+    const int use_cfg = r->cfg_scale != 1.0;
 
     const int B = c->batch < r->n ? c->batch : r->n;
     if (kctx_init(&r->ctx, c->device, c->threads) != 0)
@@ -449,20 +563,41 @@ static int run_sample(struct run *r)
         return STAGE_ERROR;
     }
 
-    const int64_t per_image = (int64_t)C * L * L;
+    const int64_t per_image = (int64_t)C * LH * LW;
     r->latents = malloc((size_t)r->n * per_image * sizeof(float));
     r->images = calloc((size_t)r->n, sizeof *r->images);
-    if (!r->latents || !r->images) {
+    struct cond cd = {.labels = r->labels};
+    float *text = NULL;
+    if (r->pr.n) {
+        /* image k takes prompt k / per_class */
+        const size_t td = (size_t)r->pr.len * r->pr.dim;
+        text = malloc((size_t)r->n * td * sizeof *text);
+        for (int k = 0; text && k < r->n; k++)
+            memcpy(text + k * td, r->pr.emb + (size_t)(k / c->per_class) * td, td * sizeof *text);
+        cd = (struct cond){.text = text, .text_len = r->pr.len, .text_dim = r->pr.dim};
+    }
+    if (!r->latents || !r->images || (r->pr.n && !text)) {
+        free(text);
         err_set("out of memory");
         return STAGE_ERROR;
     }
+    float *init = NULL;
+    if (c->init_noise && (init = read_init_noise(c->init_noise, r->n, C, LH, LW)) == NULL) {
+        free(text);
+        return STAGE_ERROR;
+    }
     struct progress *bar = progress_start("sample", "steps", (uint64_t)((r->n + B - 1) / B) * r->steps);
-    struct generate_options go = {(float)c->cfg_scale, r->guided, c->seed, progress_step, bar};
-    struct cond cd = {.labels = r->labels};
-    rc = generate(&r->m, &r->s, &cd, r->n, &go, r->latents) == 0 && write_images(r, W, per_image) == 0 ? 0 : -1;
+    struct generate_options go = {.cfg_scale = (float)r->cfg_scale, .guided = r->guided, .seed = c->seed,
+                                  .on_step = progress_step, .ctx = bar};
+    go.negative_text = r->pr.negative;
+    go.init_noise = init;
+    go.apg = c->apg, go.apg_batch = c->apg_batch, go.apg_threshold = (float)c->apg_threshold;
+    rc = generate(&r->m, &r->s, &cd, r->n, &go, r->latents) == 0 && write_images(r, W, H, per_image) == 0 ? 0 : -1;
     progress_finish(bar);
+    free(text);
+    free(init);
     if (rc == 0 && c->latents_out)
-        rc = write_latents(r, C, L);
+        rc = write_latents(r, C, LH, LW);
     if (rc == 0)
         log_info("%d images in %s", r->n, c->output_dir);
     return rc;
@@ -476,7 +611,8 @@ int sample_run(const struct sample_config *c)
         for (int k = 0; k < r.n; k++)
             free(r.images[k]);
     free(r.images), free(r.latents), free(r.labels), free(r.params);
-    free(r.ckpt_objective), free(r.ckpt_encoder);
+    prompts_free(&r.pr);
+    free(r.ckpt_objective), free(r.ckpt_encoder), free(r.ckpt_text_encoder);
     if (r.have_sampler)
         sampler_free(&r.s);
     if (r.have_model)

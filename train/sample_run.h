@@ -2,8 +2,9 @@
  * is read from a training checkpoint (its EMA weights unless no_ema, and
  * the objective and encoder that checkpoint.json records), a model
  * directory, or a bare safetensors state dict of a named DiT; images are
- * generated for the requested classes with DDPM, DDIM or Euler and
- * classifier-free guidance, decoded by the encoder, and written as PNGs
+ * generated for the requested classes (or, for a text-to-image model, from
+ * prompts encoded by a text encoder) with DDPM, DDIM or Euler and
+ * classifier-free guidance (or F-Lite's APG), decoded by the encoder, and written as PNGs
  * carrying their parameters, optionally with a grid and the latents.
  *
  * The returns are the data stages' (data/stage.h): 0 done, -1 an error
@@ -31,7 +32,7 @@ struct sample_config {
     const char *sampler;     /* "ddpm", "ddim" or "euler"; NULL: ddpm, euler for flow */
     const char *reference;   /* "dit" (sample.py) or "diffusers" (DiTPipeline); NULL: dit */
     int steps;               /* 0: 250 ddpm, 50 ddim, 28 euler */
-    double eta, cfg_scale;   /* DDIM's eta; guidance (1: none) */
+    double eta, cfg_scale;   /* DDIM's eta; guidance (1: none; 0: the model's, 4 DiT, 6 F-Lite) */
     int cfg_channels;        /* guided latent channels; -1: dit 3, diffusers all */
     const char *labels;      /* comma-separated ids or names; NULL: "0" */
     const char *classes_file; /* ids or names, one per line (instead of labels) */
@@ -47,6 +48,15 @@ struct sample_config {
     const char *decode;      /* instead of sampling: decode this file's latents[N,C,H,W]
                               * (and labels[N] when present, for the names) with
                               * decoder, else the encoder its metadata names */
+    /* Text-to-image models (F-Lite): */
+    const char *prompt;          /* one prompt, or */
+    const char *prompts_file;    /* one per line */
+    const char *negative_prompt; /* NULL: the zero embedding, as F-Lite */
+    const char *text_encoder;    /* its spec (text_encoder_spec_t5) */
+    int apg, apg_batch;          /* APG instead of plain guidance; its statistics over the batch */
+    double apg_threshold;        /* 0.03 */
+    const char *init_noise;      /* a safetensors file whose "noise" (or "latents") [N, C, H, W] F32 is the
+                                  * starting noise of the N images, in order; NULL: drawn from the seed */
     enum device_kind device;
     enum kdtype dtype;       /* the compute dtype */
     int threads;             /* 0: all cores */

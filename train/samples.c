@@ -51,13 +51,31 @@ int samples_setup(struct samples *sp, const struct samples_config *cfg, const st
                 cfg->encoder ? cfg->encoder : "");
         return -1;
     }
-    if (info.cond != COND_LABELS) {
-        err_set("--sample-every: samples of a text-conditioned model need prompts, which this build "
-                "cannot encode yet");
+    if (info.cond == COND_TEXT) {
+        if (!cfg->prompts_file) {
+            err_set("--sample-every: a text-to-image model samples from --sample-prompts-file");
+            return -1;
+        }
+        if (!cfg->text_encoder || !*cfg->text_encoder) {
+            err_set("--sample-every: the shard set names no text encoder to encode the prompts with");
+            return -1;
+        }
+        if (prompts_read(&sp->pr, NULL, cfg->prompts_file) != 0 || prompts_encode(&sp->pr, cfg->text_encoder, NULL))
+            return -1;
+        if (sp->pr.dim != info.text_dim) {
+            err_set("--sample-prompts-file: the text encoder gives %d-wide embeddings, the model takes %d",
+                    sp->pr.dim, info.text_dim);
+            return -1;
+        }
+        if (sp->pr.n > SAMPLES_MAX) {
+            err_set("--sample-prompts-file: %d prompts, at most %d", sp->pr.n, SAMPLES_MAX);
+            return -1;
+        }
+        sp->n = sp->pr.n;
+    } else if (!(sp->labels = malloc(SAMPLES_MAX * sizeof *sp->labels)) ||
+               parse_labels(sp, cfg->labels, info.num_classes)) {
         return -1;
     }
-    if (!(sp->labels = malloc(SAMPLES_MAX * sizeof *sp->labels)) || parse_labels(sp, cfg->labels, info.num_classes))
-        return -1;
     const int flow = cfg->objective == OBJECTIVE_FLOW;
     struct sampler_options so = {0};
     so.shift = flow ? flow_resolution_shift(info.height, info.width) : 0;
@@ -65,7 +83,8 @@ int samples_setup(struct samples *sp, const struct samples_config *cfg, const st
     if (sampler_init(&sp->s, flow ? SAMPLER_EULER : SAMPLER_DDIM, steps, &so) != 0)
         return -1;
     sp->cfg_scale = info.cond_dropout > 0 ? (float)cfg->cfg_scale : 1.0f;
-    sp->guided = info.in_channels < 3 ? info.in_channels : 3; /* as DiT's sample.py */
+    /* as DiT's sample.py (the first 3 channels); F-Lite guides them all */
+    sp->guided = info.cond == COND_TEXT ? info.in_channels : info.in_channels < 3 ? info.in_channels : 3;
     int batch = sp->n < 16 ? sp->n : 16;
     return denoiser_create(&sp->m, mc, ctx, sp->cfg_scale != 1.0f ? 2 * batch : batch, DENOISER_MEM_INFERENCE, dt);
 }
@@ -103,8 +122,10 @@ int samples_make(struct samples *sp, const struct trainer *tr, struct metrics *m
     const int64_t per = (int64_t)info->in_channels * info->height * info->width;
     float *lat = malloc((size_t)(sp->n * per) * sizeof *lat);
     uint8_t **img = calloc((size_t)sp->n, sizeof *img);
-    struct generate_options go = {sp->cfg_scale, sp->guided, sp->cfg.seed, NULL, NULL};
+    struct generate_options go = {.cfg_scale = sp->cfg_scale, .guided = sp->guided, .seed = sp->cfg.seed};
     struct cond c = {.labels = sp->labels};
+    if (sp->pr.n)
+        c = (struct cond){.text = sp->pr.emb, .text_len = sp->pr.len, .text_dim = sp->pr.dim};
     int rc = lat && img ? generate(&sp->m, &sp->s, &c, sp->n, &go, lat) : -1;
     for (int k = 0; rc == 0 && k < sp->n; k++)
         rc = !(img[k] = malloc((size_t)W * H * 3)) || encoder_decode(&sp->enc, lat + k * per, W, H, img[k]);
@@ -128,4 +149,5 @@ void samples_free(struct samples *sp)
     sampler_free(&sp->s);
     encoder_close(&sp->enc);
     free(sp->labels);
+    prompts_free(&sp->pr);
 }

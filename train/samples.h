@@ -1,6 +1,8 @@
 /* Sample grids during training, for any denoiser: a fixed set of
  * conditions sampled from the EMA weights (or the raw ones without EMA) at
- * a fixed seed, so grids compare across steps; written to
+ * a fixed seed, so grids compare across steps (the prompts of a text model
+ * encoded once at setup by the text encoder of the data, which is then
+ * freed); written to
  * OUT/samples/step-NNNNNNN.png and to TensorBoard. */
 #ifndef DIT_TRAIN_SAMPLES_H
 #define DIT_TRAIN_SAMPLES_H
@@ -9,6 +11,7 @@
 #include "models/denoiser.h"
 #include "models/encoder.h"
 #include "train/metrics.h"
+#include "train/prompts.h"
 #include "train/trainer.h"
 
 struct samples_config {
@@ -19,6 +22,8 @@ struct samples_config {
     double cfg_scale;
     uint64_t seed;
     enum objective objective;
+    const char *prompts_file; /* text models: the prompts, one per line */
+    const char *text_encoder; /* text models: the identity of the data's text encoder */
 };
 
 struct samples {
@@ -27,6 +32,7 @@ struct samples {
     struct sampler s;
     struct denoiser m;
     int32_t *labels;
+    struct prompts pr; /* text models: encoded once, at setup */
     int n, guided;
     float cfg_scale;
 };

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 #include "libcommon/error.h"
+#include "libcommon/half.h"
 #include "libcommon/philox.h"
 
 #include <math.h>
@@ -100,7 +101,7 @@ void trainer_free(struct trainer *tr)
 static void draw(struct trainer *tr, int i, uint64_t rec, uint64_t epoch, int validation, int null)
 {
     const struct denoiser_info *c = &tr->m->info;
-    const size_t n = (size_t)c->in_channels * c->height * c->width;
+    const size_t n = (size_t)c->in_channels * tr->m->height * tr->m->width;
     const uint64_t seed = tr->cfg.seed;
     struct rng_stream noise = validation ? rng_stream(seed, RNG_VALIDATION, 1, rec)
                                          : rng_stream(seed, RNG_NOISE, epoch, rec);
@@ -111,19 +112,27 @@ static void draw(struct trainer *tr, int i, uint64_t rec, uint64_t epoch, int va
         tr->tsteps[i] = (int32_t)rng_below(&ts, 0, (uint64_t)tr->ddpm.steps);
         tr->t[i] = (float)tr->tsteps[i];
     } else {
-        float z;
+        /* z at offset 0 whatever the mix, so a run without the uniform part
+         * draws what it always did. */
+        float z, u[2];
         rng_normal_f32(&ts, 0, 1, &z);
         float shift = tr->cfg.flow_shift > 0 ? tr->cfg.flow_shift
-                                             : flow_resolution_shift(c->height, c->width);
-        tr->t[i] = flow_timestep(z, 0.0f, 1.0f, shift);
+                                             : flow_resolution_shift(tr->m->height, tr->m->width);
+        tr->t[i] = flow_timestep(z, tr->cfg.flow_mean, tr->cfg.flow_std > 0 ? tr->cfg.flow_std : 1.0f, shift);
+        if (tr->cfg.flow_uniform > 0) {
+            rng_uniform_f32(&ts, 2, 2, u);
+            if (u[0] < tr->cfg.flow_uniform)
+                tr->t[i] = u[1];
+        }
     }
     tr->null[i] = (uint8_t)null;
-    if (!validation && c->cond_dropout > 0) {
+    const float dropout = tr->cfg.cond_dropout_set ? tr->cfg.cond_dropout : c->cond_dropout;
+    if (!validation && dropout > 0) {
         /* Classifier-free guidance: drop the condition to the null one. */
         struct rng_stream ds = rng_stream(seed, RNG_LABEL_DROP, epoch, rec);
         float u;
         rng_uniform_f32(&ds, 0, 1, &u);
-        if (u < c->cond_dropout)
+        if (u < dropout)
             tr->null[i] = 1;
     }
 }
@@ -135,7 +144,7 @@ static double forward_loss(struct trainer *tr, const float *x, const struct cond
     struct denoiser *m = tr->m;
     const struct denoiser_info *c = &m->info;
     const int C = c->in_channels, CO = c->out_channels;
-    const int64_t hw = (int64_t)c->height * c->width, per = (int64_t)C * hw;
+    const int64_t hw = (int64_t)m->height * m->width, per = (int64_t)C * hw;
     struct cond cd = *cond;
     cd.null = tr->null;
     double loss;
@@ -152,7 +161,8 @@ static double forward_loss(struct trainer *tr, const float *x, const struct cond
             return NAN;
         flow_interpolate(tr->x_t, tr->target, x, tr->noise, tr->t, n, per);
         for (int i = 0; i < n; i++)
-            tm[i] = tr->t[i] * 1000.0f;
+            tm[i] = tr->cfg.bf16_timesteps ? bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(tr->t[i])) * 1000.0f))
+                                           : tr->t[i] * 1000.0f;
         denoiser_forward(m, tr->out, tr->x_t, tm, &cd, n);
         free(tm);
         /* The prediction: the first C output channels of each sample. */

@@ -30,6 +30,19 @@ struct trainer_config {
     double ema_decay;      /* 0: no EMA */
     uint64_t seed;
     float flow_shift;      /* 0: F-Lite's resolution shift for the latent size */
+    /* The flow timestep law: t = shift(sigmoid(flow_mean + flow_std z))
+     * (flow_std 0: 1), except that with probability flow_uniform t is
+     * uniform in [0, 1) and unshifted (F-Lite: mean 0, std 1, 0.1 uniform). */
+    float flow_mean, flow_std, flow_uniform;
+    /* With cond_dropout_set, the probability of the null condition in
+     * training; without, the model's own (DiT's class dropout, F-Lite's
+     * 0.01 caption dropout). */
+    int cond_dropout_set;
+    float cond_dropout;
+    /* Flow: t rounded to bf16, then 1000 t rounded to bf16 again, as
+     * F-Lite's pure-bf16 training feeds its model (t steps of 4 in
+     * [512, 1000)); off: 1000 t in f32. */
+    int bf16_timesteps;
     int loss_scaling;      /* dynamic loss scaling, for fp16 activations */
 };
 

@@ -100,6 +100,7 @@ static void fill(struct denoiser *d, struct dit_impl *p)
     d->kind = &dit_denoiser_kind;
     d->ctx = m->ctx;
     config_info(&m->cfg, &d->info);
+    d->height = d->info.height, d->width = d->info.width;
     d->dt = m->dt;
     d->B = m->B;
     d->inference = m->inference;

@@ -135,17 +135,6 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
 }
 
 /* Scales *bytes to MiB or GiB and names the unit. */
-static const char *bytes_unit(double *bytes)
-{
-    const double mib = 1024.0 * 1024.0;
-    if (*bytes >= 1024.0 * mib) {
-        *bytes /= 1024.0 * mib;
-        return "GiB";
-    }
-    *bytes /= mib;
-    return "MiB";
-}
-
 /* Checks the request and fills what planning needs; the arenas' sizes in
  * elements land in *act (compute dtype) and *act32 (f32). */
 static int model_setup(struct dit_model *m, const struct dit_config *cfg, struct kctx *ctx, int B,
@@ -195,16 +184,9 @@ static int model_setup(struct dit_model *m, const struct dit_config *cfg, struct
 
 /* Inference needs neither gradients nor, in a low precision, the f32
  * master copy. */
-static int wants_params(const struct dit_model *m)
-{
-    return !m->inference || m->dt == KDT_F32;
-}
-
 static int64_t param_bytes_of(const struct dit_model *m)
 {
-    int64_t per = 4 * (wants_params(m) + !m->inference) +
-                  (m->dt != KDT_F32 ? (int64_t)kdtype_bytes(m->dt) : 0);
-    return m->n_params * per;
+    return nn_weights_bytes(m->n_params, m->dt, m->inference);
 }
 
 int dit_model_plan_bytes(const struct dit_config *cfg, enum device_kind device, int B,
@@ -241,16 +223,14 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
     const int64_t T = dit_tokens(cfg), C = cfg->hidden_size, H = cfg->input_size;
     const int64_t img_in = (int64_t)B * cfg->in_channels * H * H;
     const int64_t img_out = (int64_t)B * dit_out_channels(cfg) * H * H;
-    if ((wants_params(m) && k_alloc(ctx, &m->params, KDT_F32, m->n_params) != 0) ||
-        (!m->inference && k_alloc(ctx, &m->grads, KDT_F32, m->n_params) != 0) ||
-        (dt != KDT_F32 && k_alloc(ctx, &m->weights, dt, m->n_params) != 0) ||
+    if (nn_weights_alloc(&m->w, ctx, m->n_params, dt, m->inference) != 0 ||
         k_alloc(ctx, &m->pos_embed, dt, T * C) != 0 || k_alloc(ctx, &m->io_x, dt, img_in) != 0 ||
         k_alloc(ctx, &m->io_out, dt, img_out) != 0 || k_alloc(ctx, &m->io_t, KDT_F32, B) != 0 ||
         k_alloc(ctx, &m->io_y, KDT_F32, B) != 0 || k_alloc(ctx, &m->arena, dt, act) != 0 ||
         k_alloc(ctx, &m->arena32, KDT_F32, act32) != 0) {
         /* What this batch asked for, in the units a user plans memory in. */
         double wv = (double)param_bytes_of(m), av = (double)act * (double)kdtype_bytes(dt) + (double)act32 * 4.0;
-        const char *wu = bytes_unit(&wv), *au = bytes_unit(&av);
+        const char *wu = nn_bytes_unit(&wv), *au = nn_bytes_unit(&av);
         err_prefix("a DiT of %lld parameters (%.1f %s of weights and gradients) with %.1f %s of %s "
                    "activations for a batch of %d%s",
                    (long long)m->n_params, wv, wu, av, au, kdtype_name(dt), B,
@@ -260,8 +240,7 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
         dit_model_free(m);
         return -1;
     }
-    if (dt == KDT_F32)
-        m->weights = m->params;
+    m->params = m->w.params, m->grads = m->w.grads, m->weights = m->w.weights;
     struct planner ra = {m->arena, 0}, rf = {m->arena32, 0};
     plan(m, &ra, &rf, a);
     dit_layers_bind(&m->layers, cfg, &m->table, m->weights, m->grads);
@@ -283,10 +262,7 @@ void dit_model_free(struct dit_model *m)
 {
     struct kctx *k = m->ctx;
     if (k) {
-        if (m->weights.data != m->params.data)
-            k_free(k, &m->weights);
-        k_free(k, &m->params);
-        k_free(k, &m->grads);
+        nn_weights_free(&m->w);
         k_free(k, &m->pos_embed);
         k_free(k, &m->io_x);
         k_free(k, &m->io_out);
@@ -308,49 +284,32 @@ void dit_model_sizes(const struct dit_model *m, int64_t *param_bytes, int64_t *a
 
 void dit_params_upload(struct dit_model *m, const float *host)
 {
-    if (m->params.data) {
-        k_upload(m->ctx, m->params, host, m->n_params);
-        dit_weights_refresh(m);
-    } else {
-        k_upload_f32(m->ctx, m->weights, host, m->n_params);
-    }
-    k_sync(m->ctx);
+    nn_weights_upload(&m->w, host);
 }
 
 void dit_params_download(struct dit_model *m, float *host)
 {
-    if (m->params.data)
-        k_download(m->ctx, host, m->params, m->n_params);
-    else
-        k_download_f32(m->ctx, host, m->weights, m->n_params);
+    nn_weights_download(&m->w, host);
 }
 
 void dit_weights_refresh(struct dit_model *m)
 {
-    if (m->params.data && m->weights.data != m->params.data)
-        k_convert(m->ctx, m->weights, m->params, m->n_params);
+    nn_weights_refresh(&m->w);
 }
 
 void dit_weights_set(struct dit_model *m, struct tensor src)
 {
-    if (m->params.data) {
-        k_copy(m->ctx, m->params, src, m->n_params);
-        dit_weights_refresh(m);
-    } else {
-        k_convert(m->ctx, m->weights, src, m->n_params);
-    }
+    nn_weights_set(&m->w, src);
 }
 
 void dit_grads_download(struct dit_model *m, float *host)
 {
-    if (m->grads.data)
-        k_download(m->ctx, host, m->grads, m->n_params);
+    nn_weights_grads_download(&m->w, host);
 }
 
 void dit_zero_grads(struct dit_model *m)
 {
-    if (m->grads.data)
-        k_fill(m->ctx, m->grads, 0.0f, m->n_params);
+    nn_weights_zero_grads(&m->w);
 }
 
 static struct block_acts *block_set(struct dit_model *m, int i)

@@ -12,6 +12,7 @@
 #include "kernels/kernels.h"
 #include "nn/linear.h"
 #include "nn/params.h"
+#include "nn/weights.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -133,6 +134,7 @@ struct dit_model {
     int checkpointing;     /* recompute each block during backward */
     int inference;         /* DIT_MEM_INFERENCE: forward only */
     int64_t n_params;
+    struct nn_weights w;   /* owns the three below, which are its views */
     struct tensor params;  /* f32 master weights (absent for inference in bf16 / f16) */
     struct tensor grads;   /* f32, accumulate (absent for inference) */
     struct tensor weights; /* params in dt, what the ops read; params itself when dt is f32 */
