@@ -18,9 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *plan_name(enum flite_memory p)
+static const char *plan_name(enum denoiser_memory p)
 {
-    return p == FLITE_MEM_TRAIN ? "train" : p == FLITE_MEM_CHECKPOINT ? "train, checkpointing" : "sampling";
+    return p == DENOISER_MEM_TRAIN ? "train" : p == DENOISER_MEM_CHECKPOINT ? "train, checkpointing" : "sampling";
 }
 
 int main(int argc, char **argv)
@@ -46,15 +46,15 @@ int main(int argc, char **argv)
             fprintf(stderr, "flite_memory: %s\n", err_get());
             return 1;
         }
-        for (enum flite_memory p = FLITE_MEM_TRAIN; p <= FLITE_MEM_INFERENCE; p++) {
+        for (enum denoiser_memory p = DENOISER_MEM_TRAIN; p <= DENOISER_MEM_INFERENCE; p++) {
             int64_t pbytes, abytes;
             if (flite_model_plan_bytes(&cfg, DEVICE_CUDA, batch, p, KDT_BF16, &pbytes, &abytes) != 0) {
                 fprintf(stderr, "flite_memory: %s\n", err_get());
                 return 1;
             }
-            double state = p == FLITE_MEM_INFERENCE ? 0.0 : 8.0 * (double)flite_param_count(&cfg);
+            double state = p == DENOISER_MEM_INFERENCE ? 0.0 : 8.0 * (double)flite_param_count(&cfg);
             printf("| %d | %s | %.2f | %.1f | %s%.1f |\n", px, plan_name(p), abytes / gib / batch, pbytes / gib,
-                   p == FLITE_MEM_INFERENCE ? "(sampling) " : "", (pbytes + state + abytes) / gib);
+                   p == DENOISER_MEM_INFERENCE ? "(sampling) " : "", (pbytes + state + abytes) / gib);
         }
     }
     return 0;

@@ -84,7 +84,7 @@ static void case_close(struct case_data *d)
 /* Runs forward and backward; out and grads malloc'd (grads NULL for an
  * inference model). Sample 1 takes the null condition over junk text: the
  * golden's sample 1 has zeros. */
-static void run(struct case_data *d, enum flite_memory mem, float **out, float **grads)
+static void run(struct case_data *d, enum denoiser_memory mem, float **out, float **grads)
 {
     struct kctx k;
     struct flite_model m;
@@ -95,7 +95,7 @@ static void run(struct case_data *d, enum flite_memory mem, float **out, float *
         fprintf(stderr, "%s\n", err_get());
         return;
     }
-    flite_params_upload(&m, d->params);
+    nn_weights_upload(&m.w, d->params);
     const size_t img = (size_t)d->B * d->C * d->H * d->W, text = (size_t)d->B * d->L * d->Dc;
     float *ctx = malloc(text * sizeof *ctx);
     memcpy(ctx, d->ctx, text * sizeof *ctx);
@@ -105,10 +105,10 @@ static void run(struct case_data *d, enum flite_memory mem, float **out, float *
     *out = malloc(img * sizeof **out);
     CHECK_INT(flite_forward(&m, *out, d->x, d->T, ctx, null, d->L, d->B, d->H, d->W), 0);
     *grads = NULL;
-    if (mem != FLITE_MEM_INFERENCE) {
+    if (mem != DENOISER_MEM_INFERENCE) {
         flite_backward(&m, d->dout, d->B);
         *grads = malloc((size_t)m.n_params * sizeof **grads);
-        flite_grads_download(&m, *grads);
+        nn_weights_grads_download(&m.w, *grads);
     }
     free(ctx);
     flite_model_free(&m);
@@ -122,7 +122,7 @@ static void check_against_flite(const char *name)
     if (!d.params)
         return;
     float *out, *grads;
-    run(&d, FLITE_MEM_TRAIN, &out, &grads);
+    run(&d, DENOISER_MEM_TRAIN, &out, &grads);
     const size_t img = (size_t)d.B * d.C * d.H * d.W;
     double e = rel_error(out, d.out, (int64_t)img);
     if (e > 1e-5)
@@ -146,10 +146,10 @@ static void check_against_flite(const char *name)
 
     /* Checkpointing recomputes the same ops: the same bits. */
     float *out2, *grads2, *out3, *none;
-    run(&d, FLITE_MEM_CHECKPOINT, &out2, &grads2);
+    run(&d, DENOISER_MEM_CHECKPOINT, &out2, &grads2);
     CHECK(memcmp(out, out2, img * sizeof *out) == 0);
     CHECK(memcmp(grads, grads2, (size_t)table.total * sizeof *grads) == 0);
-    run(&d, FLITE_MEM_INFERENCE, &out3, &none);
+    run(&d, DENOISER_MEM_INFERENCE, &out3, &none);
     CHECK(memcmp(out, out3, img * sizeof *out) == 0);
     nn_params_free(&table);
     free(out), free(grads), free(out2), free(grads2), free(out3);
@@ -179,8 +179,8 @@ TEST(flite_plans_smaller_batches_and_latents)
     CHECK_INT(kctx_init(&k, DEVICE_CPU, 0), 0);
     struct flite_config big = d.cfg;
     big.height = 8, big.width = 8, big.text_len = 9;
-    CHECK_INT(flite_model_create(&m, &big, &k, 4, FLITE_MEM_TRAIN, KDT_F32), 0);
-    flite_params_upload(&m, d.params);
+    CHECK_INT(flite_model_create(&m, &big, &k, 4, DENOISER_MEM_TRAIN, KDT_F32), 0);
+    nn_weights_upload(&m.w, d.params);
     const size_t per = (size_t)d.C * d.H * d.W;
     float *out = malloc(per * sizeof *out);
     CHECK_INT(flite_forward(&m, out, d.x, d.T, d.ctx, NULL, d.L, 1, d.H, d.W), 0);
@@ -246,10 +246,10 @@ TEST(flite_presets_count_the_released_parameters)
      * every block's activations costs more than one block's. */
     int64_t pb, ab_train, ab_ckpt, ab_inf;
     CHECK_INT(flite_config_by_name(&c, "F-Lite", 64, 64, 512), 0);
-    CHECK_INT(flite_model_plan_bytes(&c, DEVICE_CPU, 1, FLITE_MEM_TRAIN, KDT_F32, &pb, &ab_train), 0);
+    CHECK_INT(flite_model_plan_bytes(&c, DEVICE_CPU, 1, DENOISER_MEM_TRAIN, KDT_F32, &pb, &ab_train), 0);
     CHECK(pb == flite_param_count(&c) * 8);
-    CHECK_INT(flite_model_plan_bytes(&c, DEVICE_CPU, 1, FLITE_MEM_CHECKPOINT, KDT_F32, &pb, &ab_ckpt), 0);
-    CHECK_INT(flite_model_plan_bytes(&c, DEVICE_CPU, 1, FLITE_MEM_INFERENCE, KDT_F32, &pb, &ab_inf), 0);
+    CHECK_INT(flite_model_plan_bytes(&c, DEVICE_CPU, 1, DENOISER_MEM_CHECKPOINT, KDT_F32, &pb, &ab_ckpt), 0);
+    CHECK_INT(flite_model_plan_bytes(&c, DEVICE_CPU, 1, DENOISER_MEM_INFERENCE, KDT_F32, &pb, &ab_inf), 0);
     CHECK(ab_train > 10 * ab_ckpt && ab_ckpt > ab_inf);
     CHECK(pb == flite_param_count(&c) * 4);
 }

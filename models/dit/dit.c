@@ -6,10 +6,15 @@
  * its attention and MLP branches in place into x[i + 1]. */
 #include "models/dit/dit.h"
 #include "libcommon/error.h"
+#include "nn/arena.h"
 
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The terse names of the views every layer below takes (nn/arena.h). */
+#define V nn_view_front
+#define mod_at nn_view_chunk
 
 struct block_acts {
     struct tensor mod;                 /* [B, 6C]: shift, scale, gate (msa); shift, scale, gate (mlp) */
@@ -47,22 +52,9 @@ struct acts {
     struct tensor douttok;             /* [B,T,PO] */
 };
 
-/* A bump allocator over an arena: with no arena it only counts. */
-struct planner {
-    struct tensor arena;
-    int64_t off;
-};
-
-static struct tensor take(struct planner *p, int64_t n)
-{
-    struct tensor t = tensor_view(p->arena, p->off, n);
-    p->off += (n + 63) / 64 * 64; /* 256-byte aligned views for vector loads */
-    return t;
-}
-
 /* Lays the arenas out (or, with absent arenas, only counts them): a for the
  * activations in the compute dtype, f for the f32 statistics and scratch. */
-static void plan(const struct dit_model *m, struct planner *a_, struct planner *f_,
+static void plan(const struct dit_model *m, struct nn_planner *a_, struct nn_planner *f_,
                  struct acts *a)
 {
     const struct dit_config *c = &m->cfg;
@@ -70,68 +62,68 @@ static void plan(const struct dit_model *m, struct planner *a_, struct planner *
     const int64_t PP = (int64_t)c->patch_size * c->patch_size * c->in_channels;
     const int64_t PO = (int64_t)c->patch_size * c->patch_size * dit_out_channels(c);
     const int64_t NH = c->num_heads, BTC = B * T * C;
-    a->patches = take(a_, B * T * PP);
-    a->t_freq = take(a_, B * DIT_FREQ_DIM);
-    a->t_h = take(a_, B * C);
-    a->t_act = take(a_, B * C);
-    a->t_emb = take(a_, B * C);
-    a->y_emb = take(a_, B * C);
-    a->c = take(a_, B * C);
-    a->c_act = take(a_, B * C);
+    a->patches = nn_plan_take(a_, B * T * PP);
+    a->t_freq = nn_plan_take(a_, B * DIT_FREQ_DIM);
+    a->t_h = nn_plan_take(a_, B * C);
+    a->t_act = nn_plan_take(a_, B * C);
+    a->t_emb = nn_plan_take(a_, B * C);
+    a->y_emb = nn_plan_take(a_, B * C);
+    a->c = nn_plan_take(a_, B * C);
+    a->c_act = nn_plan_take(a_, B * C);
     if (m->inference) {
         /* Nothing is kept for backward: every block updates one residual
          * stream in place (k_gated_residual_forward allows out == res). */
-        struct tensor stream = take(a_, BTC);
+        struct tensor stream = nn_plan_take(a_, BTC);
         for (int i = 0; i <= c->depth; i++)
             a->x[i] = stream;
     } else {
         for (int i = 0; i <= c->depth; i++)
-            a->x[i] = take(a_, BTC);
+            a->x[i] = nn_plan_take(a_, BTC);
     }
     int sets = m->checkpointing || m->inference ? 1 : c->depth;
     /* GELU's output is the largest activation (4C per token) and the
      * cheapest to recompute from its input: one buffer serves every block,
      * and backward recomputes it (what torch.compile's partitioner does). */
-    struct tensor gelu = take(a_, B * T * MH);
+    struct tensor gelu = nn_plan_take(a_, B * T * MH);
     for (int i = 0; i < sets; i++) {
         struct block_acts *b = &a->blk[i];
-        b->mod = take(a_, B * 6 * C);
-        b->mean1 = take(f_, B * T);
-        b->rstd1 = take(f_, B * T);
-        b->h1 = take(a_, BTC);
-        b->qkv = take(a_, 3 * BTC);
-        b->att = take(a_, BTC);
-        b->lse = take(f_, B * NH * T);
-        b->proj = take(a_, BTC);
-        b->mid = take(a_, BTC);
-        b->mean2 = take(f_, B * T);
-        b->rstd2 = take(f_, B * T);
-        b->h2 = take(a_, BTC);
-        b->fc1 = take(a_, B * T * MH);
+        b->mod = nn_plan_take(a_, B * 6 * C);
+        b->mean1 = nn_plan_take(f_, B * T);
+        b->rstd1 = nn_plan_take(f_, B * T);
+        b->h1 = nn_plan_take(a_, BTC);
+        b->qkv = nn_plan_take(a_, 3 * BTC);
+        b->att = nn_plan_take(a_, BTC);
+        b->lse = nn_plan_take(f_, B * NH * T);
+        b->proj = nn_plan_take(a_, BTC);
+        b->mid = nn_plan_take(a_, BTC);
+        b->mean2 = nn_plan_take(f_, B * T);
+        b->rstd2 = nn_plan_take(f_, B * T);
+        b->h2 = nn_plan_take(a_, BTC);
+        b->fc1 = nn_plan_take(a_, B * T * MH);
         b->gelu = gelu;
-        b->fc2 = take(a_, BTC);
+        b->fc2 = nn_plan_take(a_, BTC);
     }
-    a->fmod = take(a_, B * 2 * C);
-    a->meanf = take(f_, B * T);
-    a->rstdf = take(f_, B * T);
-    a->hf = take(a_, BTC);
-    a->outtok = take(a_, B * T * PO);
-    a->att_scratch = take(f_, k_attention_scratch(m->ctx, (int)B, (int)T, (int)NH));
+    a->fmod = nn_plan_take(a_, B * 2 * C);
+    a->meanf = nn_plan_take(f_, B * T);
+    a->rstdf = nn_plan_take(f_, B * T);
+    a->hf = nn_plan_take(a_, BTC);
+    a->outtok = nn_plan_take(a_, B * T * PO);
+    a->att_scratch = nn_plan_take(f_, k_attention_scratch(m->ctx, (int)B, (int)T, (int)NH));
     if (m->inference)
         return;
-    a->dx = take(a_, BTC);
-    a->d1 = take(a_, BTC);
-    a->d2 = take(a_, BTC);
-    a->dqkv = take(a_, 3 * BTC);
-    a->dm1 = take(a_, B * T * MH);
-    a->dm2 = take(a_, B * T * MH);
-    a->dmod = take(a_, B * 6 * C);
-    a->dfmod = take(a_, B * 2 * C);
-    a->dc_act = take(a_, B * C);
-    a->dc = take(a_, B * C);
-    a->dtmp1 = take(a_, B * C);
-    a->dtmp2 = take(a_, B * C);
-    a->douttok = take(a_, B * T * PO);
+    a->dx = nn_plan_take(a_, BTC);
+    a->d1 = nn_plan_take(a_, BTC);
+    a->d2 = nn_plan_take(a_, BTC);
+    a->dqkv = nn_plan_take(a_, 3 * BTC);
+    a->dm1 = nn_plan_take(a_, B * T * MH);
+    a->dm2 = nn_plan_take(a_, B * T * MH);
+    a->dmod = nn_plan_take(a_, B * 6 * C);
+    a->dfmod = nn_plan_take(a_, B * 2 * C);
+    a->dc_act = nn_plan_take(a_, B * C);
+    a->dc = nn_plan_take(a_, B * C);
+    a->dtmp1 = nn_plan_take(a_, B * C);
+    a->dtmp2 = nn_plan_take(a_, B * C);
+    a->douttok = nn_plan_take(a_, B * T * PO);
 }
 
 /* Scales *bytes to MiB or GiB and names the unit. */
@@ -175,7 +167,7 @@ static int model_setup(struct dit_model *m, const struct dit_config *cfg, struct
         err_set("out of memory");
         return -1;
     }
-    struct planner pa = {{NULL, dt, ctx->device, 0}, 0}, pf = {{NULL, KDT_F32, ctx->device, 0}, 0};
+    struct nn_planner pa = {{NULL, dt, ctx->device, 0}, 0}, pf = {{NULL, KDT_F32, ctx->device, 0}, 0};
     plan(m, &pa, &pf, a);
     *act = pa.off;
     *act32 = pf.off;
@@ -241,7 +233,7 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
         return -1;
     }
     m->params = m->w.params, m->grads = m->w.grads, m->weights = m->w.weights;
-    struct planner ra = {m->arena, 0}, rf = {m->arena32, 0};
+    struct nn_planner ra = {m->arena, 0}, rf = {m->arena32, 0};
     plan(m, &ra, &rf, a);
     dit_layers_bind(&m->layers, cfg, &m->table, m->weights, m->grads);
     dit_zero_grads(m);
@@ -316,19 +308,6 @@ static struct block_acts *block_set(struct dit_model *m, int i)
 {
     struct acts *a = m->acts;
     return &a->blk[m->checkpointing || m->inference ? 0 : i];
-}
-
-/* The first n elements of t, a batch of b < B samples using the front of
- * an arena view planned for B. */
-static struct tensor V(struct tensor t, int64_t n)
-{
-    return tensor_view(t, 0, n);
-}
-
-/* Row j of a [B, k*C] modulation buffer onwards: the view a strided op takes. */
-static struct tensor mod_at(struct tensor mod, int j, int C, int64_t n)
-{
-    return tensor_view(mod, (int64_t)j * C, n - (int64_t)j * C);
 }
 
 /* Block i: x[i + 1] = x[i] + gate_msa * attn(modulate(norm1(x[i])))

@@ -89,17 +89,10 @@ static void init(const void *cfg, float *params, uint64_t seed)
     flite_init(cfg, params, seed);
 }
 
-static enum flite_memory memory_of(enum denoiser_memory mem)
-{
-    return mem == DENOISER_MEM_INFERENCE    ? FLITE_MEM_INFERENCE
-           : mem == DENOISER_MEM_CHECKPOINT ? FLITE_MEM_CHECKPOINT
-                                            : FLITE_MEM_TRAIN;
-}
-
 static int plan_bytes(const void *cfg, enum device_kind device, int B, enum denoiser_memory mem,
                       enum kdtype dt, int64_t *param_bytes, int64_t *activation_bytes)
 {
-    return flite_model_plan_bytes(cfg, device, B, memory_of(mem), dt, param_bytes, activation_bytes);
+    return flite_model_plan_bytes(cfg, device, B, mem, dt, param_bytes, activation_bytes);
 }
 
 static struct flite_model *model_of(const struct denoiser *d)
@@ -115,7 +108,7 @@ static int create(struct denoiser *d, const void *cfg, struct kctx *ctx, int B,
         err_set("out of memory for the model");
         return -1;
     }
-    if (flite_model_create(m, cfg, ctx, B, memory_of(mem), dt) != 0) {
+    if (flite_model_create(m, cfg, ctx, B, mem, dt) != 0) {
         free(m);
         return -1;
     }
@@ -159,22 +152,22 @@ static void backward(struct denoiser *d, const float *dout, int b)
 
 static void params_upload(struct denoiser *d, const float *host)
 {
-    flite_params_upload(model_of(d), host);
+    nn_weights_upload(&model_of(d)->w, host);
 }
 
 static void params_download(struct denoiser *d, float *host)
 {
-    flite_params_download(model_of(d), host);
+    nn_weights_download(&model_of(d)->w, host);
 }
 
 static void weights_set(struct denoiser *d, struct tensor src)
 {
-    flite_weights_set(model_of(d), src);
+    nn_weights_set(&model_of(d)->w, src);
 }
 
 static void zero_grads(struct denoiser *d)
 {
-    flite_zero_grads(model_of(d));
+    nn_weights_zero_grads(&model_of(d)->w);
 }
 
 static int size_fits(const struct denoiser *d, int h, int w)

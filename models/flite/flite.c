@@ -7,11 +7,16 @@
  * configuration, and a batch uses the front of every buffer. */
 #include "models/flite/flite.h"
 #include "libcommon/error.h"
+#include "nn/arena.h"
 
 #include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The terse names of the views every layer below takes (nn/arena.h). */
+#define V nn_view_front
+#define mod_at nn_view_chunk
 
 struct block_acts {
     struct tensor mod;                /* [B, 9C]: shift, scale, gate of self-attn, cross-attn, mlp */
@@ -50,18 +55,6 @@ struct acts {
     struct tensor douttok, demb;      /* [B,T,PP], [B,N,C] */
 };
 
-struct planner {
-    struct tensor arena;
-    int64_t off;
-};
-
-static struct tensor take(struct planner *p, int64_t n)
-{
-    struct tensor t = tensor_view(p->arena, p->off, n);
-    p->off += (n + 63) / 64 * 64;
-    return t;
-}
-
 static int64_t max64(int64_t a, int64_t b)
 {
     return a > b ? a : b;
@@ -83,102 +76,102 @@ static int64_t scratch_floats(const struct kctx *k, const struct flite_config *c
     return n;
 }
 
-static void plan(const struct flite_model *m, struct planner *a_, struct planner *f_, struct acts *a)
+static void plan(const struct flite_model *m, struct nn_planner *a_, struct nn_planner *f_, struct acts *a)
 {
     const struct flite_config *c = &m->cfg;
     const int64_t B = m->B, T = max_tokens(c), N = T - FLITE_REGISTERS, L = c->text_len;
     const int64_t C = c->hidden_size, MH = flite_mlp_hidden(c), NH = c->num_heads;
     const int64_t PP = (int64_t)c->patch_size * c->patch_size * c->in_channels;
     const int64_t BTC = B * T * C, BLC = B * L * C;
-    a->patches = take(a_, B * N * PP);
-    a->emb = take(a_, B * N * C);
-    a->t_freq = take(a_, B * C);
-    a->t_h = take(a_, B * 4 * C);
-    a->t_act = take(a_, B * 4 * C);
-    a->c = take(a_, B * C);
-    a->c_act = take(a_, B * C);
+    a->patches = nn_plan_take(a_, B * N * PP);
+    a->emb = nn_plan_take(a_, B * N * C);
+    a->t_freq = nn_plan_take(a_, B * C);
+    a->t_h = nn_plan_take(a_, B * 4 * C);
+    a->t_act = nn_plan_take(a_, B * 4 * C);
+    a->c = nn_plan_take(a_, B * C);
+    a->c_act = nn_plan_take(a_, B * C);
     if (m->inference) {
-        struct tensor stream = take(a_, BTC);
+        struct tensor stream = nn_plan_take(a_, BTC);
         for (int i = 0; i <= c->depth; i++)
             a->x[i] = stream;
     } else {
         for (int i = 0; i <= c->depth; i++)
-            a->x[i] = take(a_, BTC);
+            a->x[i] = nn_plan_take(a_, BTC);
     }
-    a->v0 = c->residual_v ? take(a_, BTC) : tensor_none();
+    a->v0 = c->residual_v ? nn_plan_take(a_, BTC) : tensor_none();
     int sets = m->checkpointing || m->inference ? 1 : c->depth;
     /* GELU's output is the largest activation and the cheapest to
      * recompute: one buffer for every block, refilled in backward. */
-    struct tensor gelu = take(a_, B * T * MH);
+    struct tensor gelu = nn_plan_take(a_, B * T * MH);
     for (int i = 0; i < sets; i++) {
         struct block_acts *b = &a->blk[i];
-        b->mod = take(a_, B * 9 * C);
-        b->rstd1 = take(f_, B * T);
-        b->rstd2 = take(f_, B * T);
-        b->rstd3 = take(f_, B * T);
-        b->n1 = take(a_, BTC);
-        b->h1 = take(a_, BTC);
-        b->qkv = take(a_, 3 * BTC);
-        b->qkr = take(a_, 3 * BTC);
-        b->qk_rstd = take(f_, B * T * 2 * NH);
-        b->att = take(a_, BTC);
-        b->lse = take(f_, B * NH * T);
-        b->proj = take(a_, BTC);
-        b->n2 = take(a_, BTC);
-        b->h2 = take(a_, BTC);
-        b->cq = take(a_, BTC);
-        b->cqn = take(a_, BTC);
-        b->cq_rstd = take(f_, B * T * NH);
-        b->ckv = take(a_, 2 * BLC);
-        b->ckvn = take(a_, 2 * BLC);
-        b->ck_rstd = take(f_, B * L * NH);
-        b->catt = take(a_, BTC);
-        b->clse = take(f_, B * NH * T);
-        b->cproj = take(a_, BTC);
-        b->n3 = take(a_, BTC);
-        b->h3 = take(a_, BTC);
-        b->fc1 = take(a_, B * T * MH);
+        b->mod = nn_plan_take(a_, B * 9 * C);
+        b->rstd1 = nn_plan_take(f_, B * T);
+        b->rstd2 = nn_plan_take(f_, B * T);
+        b->rstd3 = nn_plan_take(f_, B * T);
+        b->n1 = nn_plan_take(a_, BTC);
+        b->h1 = nn_plan_take(a_, BTC);
+        b->qkv = nn_plan_take(a_, 3 * BTC);
+        b->qkr = nn_plan_take(a_, 3 * BTC);
+        b->qk_rstd = nn_plan_take(f_, B * T * 2 * NH);
+        b->att = nn_plan_take(a_, BTC);
+        b->lse = nn_plan_take(f_, B * NH * T);
+        b->proj = nn_plan_take(a_, BTC);
+        b->n2 = nn_plan_take(a_, BTC);
+        b->h2 = nn_plan_take(a_, BTC);
+        b->cq = nn_plan_take(a_, BTC);
+        b->cqn = nn_plan_take(a_, BTC);
+        b->cq_rstd = nn_plan_take(f_, B * T * NH);
+        b->ckv = nn_plan_take(a_, 2 * BLC);
+        b->ckvn = nn_plan_take(a_, 2 * BLC);
+        b->ck_rstd = nn_plan_take(f_, B * L * NH);
+        b->catt = nn_plan_take(a_, BTC);
+        b->clse = nn_plan_take(f_, B * NH * T);
+        b->cproj = nn_plan_take(a_, BTC);
+        b->n3 = nn_plan_take(a_, BTC);
+        b->h3 = nn_plan_take(a_, BTC);
+        b->fc1 = nn_plan_take(a_, B * T * MH);
         b->gelu = gelu;
-        b->fc2 = take(a_, BTC);
+        b->fc2 = nn_plan_take(a_, BTC);
         if (m->inference) {
             /* the residual stream is updated in place */
             b->mid1 = b->mid2 = a->x[0];
         } else {
-            b->mid1 = take(a_, BTC);
-            b->mid2 = take(a_, BTC);
+            b->mid1 = nn_plan_take(a_, BTC);
+            b->mid2 = nn_plan_take(a_, BTC);
         }
     }
-    a->fmod = take(a_, B * 2 * C);
-    a->rstdf = take(f_, B * T);
-    a->nf = take(a_, BTC);
-    a->hf = take(a_, BTC);
-    a->outtok = take(a_, B * T * PP);
-    a->scratch = take(f_, scratch_floats(m->ctx, c, (int)B, m->inference));
+    a->fmod = nn_plan_take(a_, B * 2 * C);
+    a->rstdf = nn_plan_take(f_, B * T);
+    a->nf = nn_plan_take(a_, BTC);
+    a->hf = nn_plan_take(a_, BTC);
+    a->outtok = nn_plan_take(a_, B * T * PP);
+    a->scratch = nn_plan_take(f_, scratch_floats(m->ctx, c, (int)B, m->inference));
     if (m->inference)
         return;
-    a->dx = take(a_, BTC);
-    a->d1 = take(a_, BTC);
-    a->d2 = take(a_, BTC);
-    a->dcq = take(a_, BTC);
-    a->dqkv = take(a_, 3 * BTC);
-    a->dqkr = take(a_, 3 * BTC);
-    a->dckv = take(a_, 2 * BLC);
-    a->dckvn = take(a_, 2 * BLC);
-    a->dm1 = take(a_, B * T * MH);
-    a->dm2 = take(a_, B * T * MH);
-    a->dmod = take(a_, B * 9 * C);
-    a->dfmod = take(a_, B * 2 * C);
-    a->dc_act = take(a_, B * C);
-    a->dc = take(a_, B * C);
-    a->dtmp = take(a_, B * 4 * C);
-    a->dtmp2 = take(a_, B * 4 * C);
-    a->dv0 = c->residual_v ? take(a_, BTC) : tensor_none();
-    a->douttok = take(a_, B * T * PP);
-    a->demb = take(a_, B * N * C);
+    a->dx = nn_plan_take(a_, BTC);
+    a->d1 = nn_plan_take(a_, BTC);
+    a->d2 = nn_plan_take(a_, BTC);
+    a->dcq = nn_plan_take(a_, BTC);
+    a->dqkv = nn_plan_take(a_, 3 * BTC);
+    a->dqkr = nn_plan_take(a_, 3 * BTC);
+    a->dckv = nn_plan_take(a_, 2 * BLC);
+    a->dckvn = nn_plan_take(a_, 2 * BLC);
+    a->dm1 = nn_plan_take(a_, B * T * MH);
+    a->dm2 = nn_plan_take(a_, B * T * MH);
+    a->dmod = nn_plan_take(a_, B * 9 * C);
+    a->dfmod = nn_plan_take(a_, B * 2 * C);
+    a->dc_act = nn_plan_take(a_, B * C);
+    a->dc = nn_plan_take(a_, B * C);
+    a->dtmp = nn_plan_take(a_, B * 4 * C);
+    a->dtmp2 = nn_plan_take(a_, B * 4 * C);
+    a->dv0 = c->residual_v ? nn_plan_take(a_, BTC) : tensor_none();
+    a->douttok = nn_plan_take(a_, B * T * PP);
+    a->demb = nn_plan_take(a_, B * N * C);
 }
 
 static int model_setup(struct flite_model *m, const struct flite_config *cfg, struct kctx *ctx,
-                       int B, enum flite_memory memory, enum kdtype dt, int64_t *act,
+                       int B, enum denoiser_memory memory, enum kdtype dt, int64_t *act,
                        int64_t *act32)
 {
     memset(m, 0, sizeof *m);
@@ -192,7 +185,7 @@ static int model_setup(struct flite_model *m, const struct flite_config *cfg, st
         err_set("the CPU backend computes in f32, not %s", kdtype_name(dt));
         return -1;
     }
-    if (memory != FLITE_MEM_TRAIN && memory != FLITE_MEM_CHECKPOINT && memory != FLITE_MEM_INFERENCE) {
+    if (memory != DENOISER_MEM_TRAIN && memory != DENOISER_MEM_CHECKPOINT && memory != DENOISER_MEM_INFERENCE) {
         err_set("unknown F-Lite memory plan %d", (int)memory);
         return -1;
     }
@@ -200,8 +193,8 @@ static int model_setup(struct flite_model *m, const struct flite_config *cfg, st
     m->ctx = ctx;
     m->dt = dt;
     m->B = B;
-    m->checkpointing = memory == FLITE_MEM_CHECKPOINT;
-    m->inference = memory == FLITE_MEM_INFERENCE;
+    m->checkpointing = memory == DENOISER_MEM_CHECKPOINT;
+    m->inference = memory == DENOISER_MEM_INFERENCE;
     if (flite_param_table(cfg, &m->table, &m->layers) != 0)
         return -1;
     m->n_params = m->table.total;
@@ -211,7 +204,7 @@ static int model_setup(struct flite_model *m, const struct flite_config *cfg, st
         err_set("out of memory");
         return -1;
     }
-    struct planner pa = {{NULL, dt, ctx->device, 0}, 0}, pf = {{NULL, KDT_F32, ctx->device, 0}, 0};
+    struct nn_planner pa = {{NULL, dt, ctx->device, 0}, 0}, pf = {{NULL, KDT_F32, ctx->device, 0}, 0};
     plan(m, &pa, &pf, a);
     *act = pa.off;
     *act32 = pf.off;
@@ -230,7 +223,7 @@ static void acts_free(struct flite_model *m)
 }
 
 int flite_model_plan_bytes(const struct flite_config *cfg, enum device_kind device, int B,
-                           enum flite_memory memory, enum kdtype dt, int64_t *param_bytes,
+                           enum denoiser_memory memory, enum kdtype dt, int64_t *param_bytes,
                            int64_t *activation_bytes)
 {
     struct kctx ctx = {.device = device};
@@ -247,7 +240,7 @@ int flite_model_plan_bytes(const struct flite_config *cfg, enum device_kind devi
 }
 
 int flite_model_create(struct flite_model *m, const struct flite_config *cfg, struct kctx *ctx,
-                       int B, enum flite_memory memory, enum kdtype dt)
+                       int B, enum denoiser_memory memory, enum kdtype dt)
 {
     int64_t act, act32;
     if (model_setup(m, cfg, ctx, B, memory, dt, &act, &act32) != 0) {
@@ -279,10 +272,9 @@ int flite_model_create(struct flite_model *m, const struct flite_config *cfg, st
         return -1;
     }
     m->params = m->w.params, m->grads = m->w.grads, m->weights = m->w.weights;
-    struct planner ra = {m->arena, 0}, rf = {m->arena32, 0};
+    struct nn_planner ra = {m->arena, 0}, rf = {m->arena32, 0};
     plan(m, &ra, &rf, a);
     flite_layers_bind(&m->layers, cfg, &m->table, m->weights, m->grads);
-    flite_zero_grads(m);
     int32_t ids[FLITE_REGISTERS];
     for (int i = 0; i < FLITE_REGISTERS; i++)
         ids[i] = i;
@@ -312,58 +304,16 @@ void flite_model_sizes(const struct flite_model *m, int64_t *param_bytes, int64_
     *activation_bytes = m->arena.n * (int64_t)kdtype_bytes(m->dt) + m->arena32.n * 4;
 }
 
-void flite_params_upload(struct flite_model *m, const float *host)
-{
-    nn_weights_upload(&m->w, host);
-}
-
-void flite_params_download(struct flite_model *m, float *host)
-{
-    nn_weights_download(&m->w, host);
-}
-
-void flite_weights_refresh(struct flite_model *m)
-{
-    nn_weights_refresh(&m->w);
-}
-
-void flite_weights_set(struct flite_model *m, struct tensor src)
-{
-    nn_weights_set(&m->w, src);
-}
-
-void flite_grads_download(struct flite_model *m, float *host)
-{
-    nn_weights_grads_download(&m->w, host);
-}
-
-void flite_zero_grads(struct flite_model *m)
-{
-    nn_weights_zero_grads(&m->w);
-}
-
 static struct block_acts *block_set(struct flite_model *m, int i)
 {
     struct acts *a = m->acts;
     return &a->blk[m->checkpointing || m->inference ? 0 : i];
 }
 
-/* The first n elements of a view planned for B samples. */
-static struct tensor V(struct tensor t, int64_t n)
-{
-    return tensor_view(t, 0, n);
-}
-
 /* Elements [off, off + n) of a view. */
 static struct tensor at(struct tensor t, int64_t off, int64_t n)
 {
     return tensor_view(t, off, n);
-}
-
-/* Chunk j of a [B, k*C] modulation buffer onwards, the view a strided op takes. */
-static struct tensor mod_at(struct tensor mod, int j, int C, int64_t n)
-{
-    return tensor_view(mod, (int64_t)j * C, n - (int64_t)j * C);
 }
 
 /* The sizes of the current batch. */

@@ -15,6 +15,7 @@
 #define DIT_MODELS_FLITE_H
 
 #include "kernels/kernels.h"
+#include "models/denoiser.h"
 #include "libcommon/safetensors.h"
 #include "nn/linear.h"
 #include "nn/params.h"
@@ -108,7 +109,6 @@ void flite_init(const struct flite_config *cfg, float *params, uint64_t seed);
  * after, inv_freq[k] = 1 / base^(2k / (HS/2)), in f32 as F-Lite's buffers. */
 void flite_rope_tables(const struct flite_config *cfg, int gh, int gw, float *cos_t, float *sin_t);
 
-enum flite_memory { FLITE_MEM_TRAIN = 0, FLITE_MEM_CHECKPOINT = 1, FLITE_MEM_INFERENCE = 2 };
 
 struct flite_model {
     struct flite_config cfg;
@@ -117,7 +117,8 @@ struct flite_model {
     int B;
     int checkpointing, inference;
     int64_t n_params;
-    struct nn_weights w;                  /* owns params, grads and weights, its views */
+    struct nn_weights w;                  /* owns params, grads and weights, its views: host
+                                           * transfers, the EMA and the gradients go through it */
     struct tensor params, grads, weights; /* f32 master, f32 gradients, the compute copy */
     struct nn_params table;
     struct flite_layers layers;
@@ -133,19 +134,13 @@ struct flite_model {
 };
 
 int flite_model_create(struct flite_model *m, const struct flite_config *cfg, struct kctx *ctx,
-                       int B, enum flite_memory memory, enum kdtype dt);
+                       int B, enum denoiser_memory memory, enum kdtype dt);
 void flite_model_free(struct flite_model *m);
 int flite_model_plan_bytes(const struct flite_config *cfg, enum device_kind device, int B,
-                           enum flite_memory memory, enum kdtype dt, int64_t *param_bytes,
+                           enum denoiser_memory memory, enum kdtype dt, int64_t *param_bytes,
                            int64_t *activation_bytes);
 void flite_model_sizes(const struct flite_model *m, int64_t *param_bytes,
                        int64_t *activation_bytes);
-void flite_params_upload(struct flite_model *m, const float *host);
-void flite_params_download(struct flite_model *m, float *host);
-void flite_weights_refresh(struct flite_model *m);
-void flite_weights_set(struct flite_model *m, struct tensor src);
-void flite_grads_download(struct flite_model *m, float *host);
-void flite_zero_grads(struct flite_model *m);
 
 /* out[b, CI, h, w] = F-Lite(x[b, CI, h, w], T[b], text[b, L, Dc])
  * for b <= B samples, host f32; T = 1000 t for the flow time t in [0, 1]

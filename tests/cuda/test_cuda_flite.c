@@ -63,7 +63,7 @@ static void case_close(struct fl_case *d)
     st_close(d->g);
 }
 
-static void run(struct kctx *k, struct fl_case *d, enum kdtype dt, enum flite_memory mem, float **out,
+static void run(struct kctx *k, struct fl_case *d, enum kdtype dt, enum denoiser_memory mem, float **out,
                 float **grads)
 {
     struct flite_model m;
@@ -72,17 +72,17 @@ static void run(struct kctx *k, struct fl_case *d, enum kdtype dt, enum flite_me
         *out = *grads = NULL;
         return;
     }
-    flite_params_upload(&m, d->params);
+    nn_weights_upload(&m.w, d->params);
     const size_t img = (size_t)d->B * d->C * d->H * d->W;
     *out = malloc(img * sizeof **out);
     CHECK_INT(flite_forward(&m, *out, d->x, d->T, d->ctx, NULL, d->L, d->B, d->H, d->W), 0);
     flite_backward(&m, d->dout, d->B);
     *grads = malloc((size_t)m.n_params * sizeof **grads);
-    flite_grads_download(&m, *grads);
+    nn_weights_grads_download(&m.w, *grads);
     flite_model_free(&m);
 }
 
-static void check(const char *name, enum kdtype dt, enum flite_memory mem)
+static void check(const char *name, enum kdtype dt, enum denoiser_memory mem)
 {
     struct fl_case d;
     if (case_open(&d, name) != 0)
@@ -90,7 +90,7 @@ static void check(const char *name, enum kdtype dt, enum flite_memory mem)
     struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
     float *out, *grads, *cout, *cgrads;
     run(&gpu, &d, dt, mem, &out, &grads);
-    run(&cpu, &d, KDT_F32, FLITE_MEM_TRAIN, &cout, &cgrads);
+    run(&cpu, &d, KDT_F32, DENOISER_MEM_TRAIN, &cout, &cgrads);
     if (!out || !cout)
         goto done;
     const size_t img = (size_t)d.B * d.C * d.H * d.W;
@@ -115,17 +115,17 @@ done:
 
 TEST(flite_f32_matches_f_lite_and_the_cpu)
 {
-    check("rv_bias", KDT_F32, FLITE_MEM_TRAIN);
-    check("plain", KDT_F32, FLITE_MEM_TRAIN);
+    check("rv_bias", KDT_F32, DENOISER_MEM_TRAIN);
+    check("plain", KDT_F32, DENOISER_MEM_TRAIN);
 }
 
 TEST(flite_bf16_matches_f_lite_and_the_cpu)
 {
-    check("rv_bias", KDT_BF16, FLITE_MEM_TRAIN);
-    check("plain", KDT_BF16, FLITE_MEM_TRAIN);
+    check("rv_bias", KDT_BF16, DENOISER_MEM_TRAIN);
+    check("plain", KDT_BF16, DENOISER_MEM_TRAIN);
 }
 
 TEST(flite_checkpointing_on_cuda_matches)
 {
-    check("rv_bias", KDT_F32, FLITE_MEM_CHECKPOINT);
+    check("rv_bias", KDT_F32, DENOISER_MEM_CHECKPOINT);
 }

@@ -64,6 +64,7 @@ import ast
 import json
 import math
 import os
+import sys
 import struct
 import subprocess
 
@@ -71,6 +72,9 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file
 from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from golden_io import f32, save_safetensors  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "fixtures", "rope_ops", "goldens.safetensors")
@@ -108,36 +112,6 @@ def flite_definitions():
     scope = {"torch": torch, "nn": nn, "math": math}
     exec(compile(ast.Module(body=nodes, type_ignores=[]), origin, "exec"), scope)
     return scope, origin
-
-
-def save_safetensors(path, tensors, metadata):
-    """The safetensors layout: u64 header length, JSON header, data; tensors
-    in name order, data offsets contiguous, header padded to 8 bytes."""
-    header = {"__metadata__": metadata}
-    blobs = []
-    offset = 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name].detach().numpy(), dtype="<f4")
-        raw = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for raw in blobs:
-            f.write(raw)
-    os.replace(tmp, path)
-
-
-def f32(t):
-    """t rounded to float32, then held in float64: the inputs the C tests
-    read, computed on exactly."""
-    return t.float().double()
 
 
 def heads(x):

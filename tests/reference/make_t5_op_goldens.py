@@ -57,6 +57,7 @@ named GROUP/WHAT:
 import json
 import math
 import os
+import sys
 import struct
 
 import numpy as np
@@ -66,38 +67,11 @@ from transformers import T5Config
 from transformers.activations import ACT2FN
 from transformers.models.t5 import modeling_t5
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from golden_io import f32, save_safetensors  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "fixtures", "t5_ops", "goldens.safetensors")
-
-
-def save_safetensors(path, tensors, metadata):
-    """The safetensors layout: u64 header length, JSON header, data; tensors
-    in name order, data offsets contiguous, header padded to 8 bytes."""
-    header = {"__metadata__": metadata}
-    blobs = []
-    offset = 0
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name].detach().numpy(), dtype="<f4")
-        raw = a.tobytes()
-        header[name] = {"dtype": "F32", "shape": list(a.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for raw in blobs:
-            f.write(raw)
-    os.replace(tmp, path)
-
-
-def f32(t):
-    """t rounded to float32, then held in float64: the inputs the C tests
-    read, computed on exactly."""
-    return t.float().double()
 
 
 def rmsnorm(g, group, x, w, with_noweight):
