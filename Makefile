@@ -13,7 +13,7 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parame
 CFLAGS  ?= -O2 -g
 CPPFLAGS += -I. -D_GNU_SOURCE -DDIT_VERSION='"$(VERSION)"' $(shell pkg-config --cflags openblas 2>/dev/null)
 ALL_CFLAGS = -std=c11 $(WARN) -fopenmp -pthread $(CFLAGS)
-LDLIBS  = -lisal -lcsv -larchive -ljpeg -lspng -lwebp -lexif -ljansson -lxxhash -lopenblas -lsentencepiece -lstdc++ \
+LDLIBS  = -lisal -lcsv -larchive -ljpeg -lspng -lwebp -lexif -ljansson -lxxhash -lopenblas -lsentencepiece_train -lsentencepiece -lstdc++ \
           -lm -lpthread -fopenmp
 # C++ sources of the library (models/*/*.cc: shims over C++-only APIs such as
 # libsentencepiece's), with the sanitizers of SANITIZE=1 (EMU_SANFLAGS).
@@ -56,7 +56,7 @@ MANPAGES  = $(wildcard man/man1/*.1 man/man5/*.5 man/man7/*.7)
 LIBDIT    = $(OBJDIR)/libdit.a
 EXAMPLE_BINS = $(patsubst examples/%.c,$(OBJDIR)/examples/%,$(wildcard examples/*.c))
 
-.PHONY: all test test-unit test-cuda test-cuda-emu cuda-check install deps demo clean lint-man bench
+.PHONY: all test test-unit test-cuda test-cuda-emu cuda-check install deps demo demo-t2i clean lint-man bench
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -196,6 +196,11 @@ deps:
 demo: all
 	$(MAKE) -C examples demo BIN=$(abspath $(BINDIR)) SHAPES=$(abspath $(OBJDIR)/examples/make_shapes) \
 	  OUT=$(abspath build/demo)
+
+# The text-to-image demo: prompts -> a tiny F-Lite, on the CPU, nothing downloaded.
+demo-t2i: all
+	$(MAKE) -C examples demo-t2i BIN=$(abspath $(BINDIR)) SHAPES=$(abspath $(OBJDIR)/examples/make_shapes) \
+	  MAKE_T5=$(abspath $(OBJDIR)/examples/make_t5) OUT=$(abspath build/demo)
 
 clean:
 	rm -rf build bin

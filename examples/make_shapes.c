@@ -1,7 +1,8 @@
 /* make_shapes: the demo's data set, drawn by the project itself so the demo
  * needs no download. K classes of coloured shapes, N images each, with one
  * folder per class (the layout dit-index --class-from-dir reads) and a
- * caption beside each image. The class shows in shape and colour; position,
+ * caption beside each image (its size, colour, shape, place in thirds of
+ * the frame and background). The class shows in shape and colour; position,
  * size, colour and background vary, so a model has something to learn
  * beyond a lookup. Every image is a pure function of (seed, class, index).
  * See examples/README.md. */
@@ -125,7 +126,20 @@ static void draw(uint64_t seed, int c, int index, int size, uint8_t *rgb, char *
     const char *adj = u[0] < 1.0f / 3 ? "small " : u[0] > 2.0f / 3 ? "large " : "";
     const char *first = *adj ? adj : k->colour;
     const char *article = strchr("aeiou", first[0]) ? "an" : "a";
-    snprintf(caption, cap, "%s %s%s %s on a %s background\n", article, adj, k->colour, k->noun, tones[tone].word);
+    /* Where it stands, in thirds of the frame: what a text-to-image model
+     * must learn to place. */
+    const float third = (float)size / 3;
+    const char *row = cy < third ? "top" : cy > 2 * third ? "bottom" : NULL;
+    const char *col = cx < third ? "left" : cx > 2 * third ? "right" : NULL;
+    char where[32];
+    if (row && col)
+        snprintf(where, sizeof where, "at the %s %s", row, col);
+    else if (row || col)
+        snprintf(where, sizeof where, "%s the %s", row ? "at" : "on", row ? row : col);
+    else
+        snprintf(where, sizeof where, "in the middle");
+    snprintf(caption, cap, "%s %s%s %s %s on a %s background\n", article, adj, k->colour, k->noun, where,
+             tones[tone].word);
 }
 
 /* mkdir that accepts an existing directory. */

@@ -2,6 +2,7 @@
 #include "models/t5/sentencepiece_bridge.h"
 
 #include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 struct spm_bridge {
@@ -126,4 +128,18 @@ extern "C" int spm_bridge_encode_joined(const struct spm_bridge *b, const char *
         bridge_error(err, errlen, "sentencepiece: unknown exception");
     }
     return -1;
+}
+
+extern "C" int spm_bridge_train(const char *const *keys, const char *const *values, size_t n, char *err,
+                                size_t errlen)
+{
+    try {
+        std::unordered_map<std::string, std::string> kwargs;
+        for (size_t i = 0; i < n; i++)
+            kwargs[keys[i]] = values[i];
+        return bridge_status(sentencepiece::SentencePieceTrainer::Train(kwargs), err, errlen);
+    } catch (const std::exception &e) {
+        bridge_error(err, errlen, e.what());
+        return -1;
+    }
 }

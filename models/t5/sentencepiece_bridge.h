@@ -33,6 +33,12 @@ int spm_bridge_encode_ids(const struct spm_bridge *b, const char *text, size_t l
 int spm_bridge_encode_joined(const struct spm_bridge *b, const char *text, size_t len, char **out,
                              size_t *out_len, char *err, size_t errlen);
 
+/* Trains a model with SentencePieceTrainer from n option pairs (the
+ * trainer's flags without the dashes: input, model_prefix, vocab_size, ...),
+ * which writes MODEL_PREFIX.model and .vocab. The demo data's tokenizer is
+ * trained this way. 0, or -1 with err. */
+int spm_bridge_train(const char *const *keys, const char *const *values, size_t n, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
