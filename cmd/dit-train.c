@@ -16,7 +16,7 @@ struct options {
     const char *data, *val_data, *output, *model, *pretrained, *objective, *scheduler, *mixed, *resume;
     const char *report_to, *sample_labels, *sample_prompts;
     int batch, accum, epochs, num_classes, image_size, threads, checkpointing, limit, local_rank;
-    int depth, hidden, heads, sample_steps;
+    int depth, hidden, heads, sample_steps, eval_batch;
     double sample_cfg;
     int64_t max_steps, warmup, log_every, ckpt_every, eval_every, sample_every, seed;
     double lr, beta1, beta2, eps, wd, clip, ema;
@@ -79,6 +79,7 @@ int main(int argc, char **argv)
         {"resume-from-checkpoint", 0, OPT_STRING, &o.resume, "PATH|latest", "the same as --resume"},
         {"report-to", 0, OPT_STRING, &o.report_to, "WHERE", "none (default), tensorboard; wandb is refused"},
         {"eval-every", 0, OPT_INT64, &o.eval_every, "N", "validation loss every N steps (needs --val-data-path)"},
+        {"eval-batch-size", 0, OPT_INT, &o.eval_batch, "N", "validation batch size (default: the training batch's)"},
         {"sample-every", 0, OPT_INT64, &o.sample_every, "N", "a grid of samples every N steps (samples/, TensorBoard)"},
         {"sample-class-labels", 0, OPT_STRING, &o.sample_labels, "LIST", "classes to sample (default: the first 8)"},
         {"sample-prompts-file", 0, OPT_STRING, &o.sample_prompts, "FILE",
@@ -98,7 +99,8 @@ int main(int argc, char **argv)
     if (!o.data || !o.output)
         opt_usage_error("--data-path and --output-dir are required");
     if (o.batch <= 0 || o.accum <= 0 || o.epochs <= 0 || o.max_steps < 0 || o.log_every <= 0 ||
-        o.ckpt_every <= 0 || o.threads < 0 || o.limit < 0 || o.eval_every < 0 || o.warmup < 0)
+        o.ckpt_every <= 0 || o.threads < 0 || o.limit < 0 || o.eval_every < 0 || o.warmup < 0 ||
+        o.eval_batch < 0)
         opt_usage_error("batch size, accumulation, epochs, log/checkpoint intervals must be positive");
     if (o.local_rank > 0)
         opt_usage_error("--local-rank %d: this build trains in one process (multi-GPU is being built)", o.local_rank);
@@ -145,7 +147,7 @@ int main(int argc, char **argv)
         .threads = o.threads, .checkpointing = o.checkpointing, .limit = o.limit, .depth = o.depth,
         .hidden = o.hidden, .heads = o.heads, .sample_steps = o.sample_steps, .sample_cfg = o.sample_cfg,
         .max_steps = o.max_steps, .log_every = o.log_every, .ckpt_every = o.ckpt_every,
-        .eval_every = o.eval_every, .sample_every = o.sample_every, .objective_auto = !o.objective, .tc = tc,
+        .eval_every = o.eval_every, .eval_batch = o.eval_batch, .sample_every = o.sample_every, .objective_auto = !o.objective, .tc = tc,
     };
     return train_run(&c);
 }

@@ -21,6 +21,7 @@ struct train_config {
     const char *sample_prompts; /* text models: the prompts file of the samples */
     int batch, epochs, num_classes, image_size, threads, checkpointing, limit;
     int depth, hidden, heads, sample_steps;
+    int eval_batch;           /* validation batch size (0: the training batch's) */
     double sample_cfg;
     int64_t max_steps, log_every, ckpt_every, eval_every, sample_every;
     int objective_auto;       /* no --objective: the model's (flow for text-to-image, else ddpm) */

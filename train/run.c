@@ -222,11 +222,13 @@ static int open_data(struct run *r)
                     text ? "none" : "does");
             return -1;
         }
-        struct loader_config vc = {c->batch, 0, text ? NULL : "label", latent_fields(r->val_set)};
+        struct loader_config vc = {c->eval_batch ? c->eval_batch : c->batch, 0, text ? NULL : "label",
+                                   latent_fields(r->val_set)};
         if (!(r->val = loader_open(r->val_set, &vc)))
             return -1;
     }
-    if (!(r->drawn = malloc((size_t)c->batch * C * H * W * sizeof(float)))) {
+    const int most = c->eval_batch > c->batch ? c->eval_batch : c->batch;
+    if (!(r->drawn = malloc((size_t)most * C * H * W * sizeof(float)))) {
         err_set("out of memory for a batch of %d latents", c->batch);
         return -1;
     }
@@ -384,7 +386,19 @@ static double validate(struct run *r, struct loader *val)
         struct cond cd = batch_cond(r, b);
         if (batch_size(r, b) != 0)
             return NAN;
-        sum += trainer_validation_loss(&r->tr, batch_latents(r, b, 1), &cd, b->records, b->n) * b->n;
+        /* An evaluation batch larger than the model's planned one runs in
+         * parts: every draw is by record, so the loss is the same. */
+        const float *x = batch_latents(r, b, 1);
+        const int64_t per = b->fields[0].per_sample, td = (int64_t)cd.text_len * cd.text_dim;
+        for (int k = 0; k < b->n; k += r->model.B) {
+            const int m = b->n - k < r->model.B ? b->n - k : r->model.B;
+            struct cond part = cd;
+            if (part.labels)
+                part.labels += k;
+            if (part.text)
+                part.text += k * td;
+            sum += trainer_validation_loss(&r->tr, x + k * per, &part, b->records + k, m) * m;
+        }
         n += b->n;
     }
     return n ? sum / n : NAN;

@@ -83,6 +83,14 @@ done
 cmp -s "$t/ts_plain/checkpoint-0000003/transformer/diffusion_pytorch_model.safetensors" \
     "$t/ts_bf16/checkpoint-0000003/transformer/diffusion_pytorch_model.safetensors" && fail "--bf16-timesteps changed nothing"
 
+# A validation batch larger than the training one runs in parts: same loss.
+"$bin/dit-train" --data-path "$t/data" $small --max-steps 10 --log-every 10 --ckpt-every 10 $val \
+    --eval-batch-size 6 --output-dir "$t/e" 2>"$t/err" || fail "--eval-batch-size: $(cat "$t/err")"
+v_b=$(grep '"val_loss"' "$t/b/metrics.jsonl" | head -n 1 | sed 's/.*"val_loss": *\([0-9.e-]*\).*/\1/')
+v_e=$(grep '"val_loss"' "$t/e/metrics.jsonl" | head -n 1 | sed 's/.*"val_loss": *\([0-9.e-]*\).*/\1/')
+awk -v a="$v_b" -v b="$v_e" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-6 * a) }' ||
+    fail "validation loss with --eval-batch-size 6: $v_e, with 3: $v_b"
+
 # Fine-tuning from the checkpoint's folder (the --pretrained-model-path of the guide).
 "$bin/dit-train" --data-path "$t/data" --pretrained-model-path "$ck/transformer" --max-steps 2 --log-every 1 \
     --ckpt-every 10 --train-batch-size 3 --threads 2 --output-dir "$t/p" 2>"$t/err" || fail "pretrained: $(cat "$t/err")"
