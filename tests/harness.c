@@ -387,3 +387,11 @@ void test_check_same_bits(const char *file, int line, const char *what, const fl
             return;
         }
 }
+
+struct kctx test_cpu_ctx(int threads)
+{
+    struct kctx ctx;
+    if (kctx_init(&ctx, DEVICE_CPU, threads) != 0)
+        test_fail(__FILE__, __LINE__, "kctx_init(cpu): %s", err_get());
+    return ctx;
+}

@@ -7,6 +7,8 @@
 #ifndef DIT_TEST_HARNESS_H
 #define DIT_TEST_HARNESS_H
 
+#include "kernels/kernels.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -54,6 +56,8 @@ float *test_golden_f32(const struct st_file *f, const char *name, size_t n);
  * a gradient is a sum of terms that may cancel; an infinite want must be
  * met exactly) and the norm-wise ||got - want|| / ||want||; prints the
  * largest errors seen. And a bit-for-bit comparison. */
+/* A CPU context of that many threads (0: all); fails the test when none. */
+struct kctx test_cpu_ctx(int threads);
 void test_check_rel(const char *file, int line, const char *what, const float *got, const float *want, size_t n,
                     double tol);
 void test_check_same_bits(const char *file, int line, const char *what, const float *a, const float *b, size_t n);

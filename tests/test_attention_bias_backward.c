@@ -34,13 +34,7 @@ static struct tensor t32(float *p, size_t n)
     return tensor_f32(p, (int64_t)n);
 }
 
-static struct kctx cpu_ctx(int threads)
-{
-    struct kctx ctx;
-    if (kctx_init(&ctx, DEVICE_CPU, threads) != 0)
-        test_fail(__FILE__, __LINE__, "kctx_init(cpu): %s", err_get());
-    return ctx;
-}
+#define cpu_ctx test_cpu_ctx
 
 #define check_rel_at test_check_rel
 #define check_rel(what, got, want, n) check_rel_at(__FILE__, __LINE__, what, got, want, n, TOL)

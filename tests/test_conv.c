@@ -21,13 +21,7 @@
 #define randn(n, seed, scale) test_normal(n, seed, scale, CONV_TEST_PURPOSE)
 #define filled test_filled
 
-static struct kctx cpu_ctx(int threads)
-{
-    struct kctx ctx;
-    if (kctx_init(&ctx, DEVICE_CPU, threads) != 0)
-        test_fail(__FILE__, __LINE__, "kctx_init(cpu): %s", err_get());
-    return ctx;
-}
+#define cpu_ctx test_cpu_ctx
 
 struct conv_case {
     int B, C, H, W, OC, k, stride, pad_lo, pad_hi, bias;

@@ -26,13 +26,7 @@ static float *randn(size_t n, uint64_t seed, float scale, float shift)
     return x;
 }
 
-static struct kctx cpu_ctx(int threads)
-{
-    struct kctx ctx;
-    if (kctx_init(&ctx, DEVICE_CPU, threads) != 0)
-        test_fail(__FILE__, __LINE__, "kctx_init(cpu): %s", err_get());
-    return ctx;
-}
+#define cpu_ctx test_cpu_ctx
 
 /* The largest |got - want| / (|want| + rms(want)) (rms: a floor where want
  * is near 0, as the affine's bias can make it), and the norm-wise relative
