@@ -89,11 +89,16 @@ static const char *const *latent_fields(struct shardset *s)
 }
 
 /* The model takes this batch's latent size (its bucket's). */
-static int batch_size(struct run *r, const struct loader_batch *b)
+static int batch_size(struct run *r, const struct loader_batch *b, const char *where)
 {
     const struct loader_field *f = &b->fields[0];
+    if (f->shape[0] != r->model.info.in_channels) {
+        err_set("%s: batch %lld holds %lld-channel latents, the model takes %d (another encoder?)", where,
+                (long long)b->index, (long long)f->shape[0], r->model.info.in_channels);
+        return -1;
+    }
     if (denoiser_set_size(&r->model, (int)f->shape[1], (int)f->shape[2]) != 0) {
-        err_prefix("%s, bucket of batch %lld", r->cfg->data, (long long)b->index);
+        err_prefix("%s, bucket of batch %lld", where, (long long)b->index);
         return -1;
     }
     return 0;
@@ -384,7 +389,7 @@ static double validate(struct run *r, struct loader *val)
         if (loader_next(val, &b) != 0)
             return NAN;
         struct cond cd = batch_cond(r, b);
-        if (batch_size(r, b) != 0)
+        if (batch_size(r, b, r->cfg->val_data) != 0)
             return NAN;
         /* An evaluation batch larger than the model's planned one runs in
          * parts: every draw is by record, so the loss is the same. */
@@ -424,7 +429,7 @@ static int step(struct run *r, struct train_position *pos, double *loss, int *im
         if (loader_next(r->loader, &b) != 0)
             return -1;
         struct cond cd = batch_cond(r, b);
-        if (batch_size(r, b) != 0)
+        if (batch_size(r, b, r->cfg->data) != 0)
             return -1;
         double l = trainer_micro_step(&r->tr, batch_latents(r, b, 0), &cd, b->records, b->n, b->epoch);
         if (!isfinite(l)) {
@@ -474,8 +479,13 @@ static int loop(struct run *r, struct train_position *pos)
             metrics_log_step(&r->mx, &sm);
             t_log = t, pos->loss_sum = 0, pos->loss_n = 0, images = 0, steps_since = 0;
         }
-        if (r->val && c->eval_every && pos->step % c->eval_every == 0)
-            metrics_log_validation(&r->mx, pos->step, validate(r, r->val));
+        if (r->val && c->eval_every && pos->step % c->eval_every == 0) {
+            err_clear();
+            double v = validate(r, r->val);
+            if (isnan(v) && *err_get()) /* the run goes on; the log says why there is no value */
+                log_warn("step %lld: no validation loss: %s", (long long)pos->step, err_get());
+            metrics_log_validation(&r->mx, pos->step, v);
+        }
         if (r->sampling && pos->step % c->sample_every == 0 && samples_make(&r->sp, &r->tr, &r->mx, pos->step) != 0) {
             err_prefix("samples at step %lld", (long long)pos->step);
             return -1;

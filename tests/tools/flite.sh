@@ -75,6 +75,12 @@ mixed --output-dir "$t/m2" --resume latest 2>"$t/err" || fail "buckets, resumed:
 cmp -s "$t/m1/checkpoint-0000012/transformer/diffusion_pytorch_model.safetensors" \
     "$t/m2/checkpoint-0000012/transformer/diffusion_pytorch_model.safetensors" || fail "bucketed resume differs"
 
+# A validation set whose buckets do not fit the training plan: the run goes
+# on, and the log says why there is no validation loss.
+"$bin/dit-train" --data-path "$t/data" $small --max-steps 2 --log-every 1 --ckpt-every 10 --eval-every 1 \
+    --val-data-path "$t/mixed" --output-dir "$t/vx" 2>"$t/err" || fail "a misfit validation set stopped the run"
+grep -q 'no validation loss: .*mixed.*do not fit' "$t/err" || fail "no reason for the missing validation: $(cat "$t/err")"
+
 # F-Lite's bf16 timestep rounding changes what the model sees, hence the weights.
 for v in plain bf16; do
     "$bin/dit-train" --data-path "$t/data" $small --max-steps 3 --log-every 3 --ckpt-every 10 --output-dir "$t/ts_$v" \
