@@ -28,7 +28,8 @@ for d in "$t/a"/*; do
     [ "$(ls "$d" | tr '\n' ' ')" = "${c}_0000.png ${c}_0000.txt ${c}_0001.png ${c}_0001.txt ${c}_0002.png ${c}_0002.txt " ] ||
         fail "$c: $(ls "$d")"
 done
-grep -q '^an\{0,1\} .*red disc on a \(dark\|gray\|light\) background$' "$t/a/red_disc/red_disc_0001.txt" ||
+grep -q '^an\{0,1\} .*red disc \(at the \(top\|bottom\)\( left\| right\)\{0,1\}\|on the \(left\|right\)\|in the middle\) on a \(dark\|gray\|light\) background$' \
+    "$t/a/red_disc/red_disc_0001.txt" ||
     fail "caption: $(cat "$t/a/red_disc/red_disc_0001.txt")"
 
 # dit-index reads every image as a 32x32 PNG and labels by folder.
