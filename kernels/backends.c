@@ -139,6 +139,7 @@ static const struct kbackend kbackend_cuda = {
     .scale = cuda_scale,
     .mse_forward_backward = cuda_mse_forward_backward,
     .sum_squares = cuda_sum_squares,
+    .dropout_forward = cuda_dropout_forward,
     .adamw_update = cuda_adamw_update,
     .ema_update = cuda_ema_update,
     .conv2d_forward = cuda_conv2d_forward,

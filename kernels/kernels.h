@@ -388,6 +388,22 @@ void k_mix_backward(struct kctx *ctx, struct tensor da, struct tensor db, struct
                     int M, int C, int dout_stride, int a_stride, int b_stride);
 void k_fill(struct kctx *ctx, struct tensor x, float value, int64_t n);
 
+/* Inverted dropout, the same mask on every device, run and call: for B samples of `per`
+ * elements, out[b*per + j] = inp[b*per + j] * s where value j of the Philox stream
+ * rng_stream(seed, purpose, step, ids[b]) drawn as rng_uniform_f32 (libcommon/philox.h) is
+ * >= p (compared in float), and +0 where it is below. s = 1.0f / (1.0f - p), rounded to f32
+ * once per call (a multiply by it, not a division per element): every backend does the same
+ * float operations, so f32 results are the same bits, and bf16/f16 ones are that f32 value
+ * rounded once on store. p == 0 is a copy (nothing when out is inp).
+ * ids: [B] uint64 sample indices in the memory of ctx's device, taken modulo 2^32 (as
+ * rng_stream takes them); purpose below 2^16 (philox.h's limit). Because the mask is a
+ * function of its address, gradient checkpointing's recomputation sees the forward's mask,
+ * and the backward is this op applied to the gradient (dinp = dropout(dout)). p in [0, 1);
+ * out may equal inp (any other overlap is the caller's bug). Math in f32. */
+void k_dropout_forward(struct kctx *ctx, struct tensor out, struct tensor inp, float p,
+                       uint64_t seed, uint32_t purpose, uint64_t step, const uint64_t *ids, int B,
+                       int64_t per);
+
 /* Mean squared error over n elements: returns mean((pred - target)^2); with
  * dpred present, dpred = scale * 2 (pred - target) / n (overwrites). */
 float k_mse_forward_backward(struct kctx *ctx, struct tensor dpred, struct tensor pred,

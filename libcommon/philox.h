@@ -60,6 +60,7 @@ enum rng_purpose {
     RNG_VALIDATION = 8,
     RNG_CROP = 9, /* dit-bucket --random-crop */
     RNG_LATENT = 10, /* a latent drawn from its stored distribution (mean + std * eps) */
+    RNG_LORA_DROPOUT = 11, /* LoRA's dropout of an adapted layer's input (step: epoch, layer) */
 };
 
 /* ctr[0] is the block counter inside the stream, filled per call (0 here). */

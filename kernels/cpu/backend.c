@@ -460,6 +460,15 @@ static void be_mix_backward(struct kctx *ctx, void *da, void *db, float *dlam, c
     cpu_mix_backward(da, db, dlam, dout, a, b, lam, M, C, dout_stride, a_stride, b_stride);
 }
 
+/* ---- dropout ------------------------------------------------------------ */
+
+static void be_dropout_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt,
+                               float p, uint64_t seed, uint32_t purpose, uint64_t step,
+                               const uint64_t *ids, int B, int64_t per)
+{
+    cpu_dropout_forward(out, inp, p, seed, purpose, step, ids, B, per);
+}
+
 /* ---- adamw -------------------------------------------------------------- */
 
 /* The update, then the compute copy converted from the new parameters. */
@@ -553,6 +562,7 @@ const struct kbackend kbackend_cpu = {
     .scale = be_scale,
     .mse_forward_backward = be_mse_forward_backward,
     .sum_squares = be_sum_squares,
+    .dropout_forward = be_dropout_forward,
     .adamw_update = be_adamw_update,
     .ema_update = be_ema_update,
     .conv2d_forward = be_conv2d_forward,

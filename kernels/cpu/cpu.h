@@ -229,6 +229,10 @@ void cpu_mix_backward(float *da, float *db, float *dlam, const float *dout, cons
                       const float *b, const float *lam, int M, int C, int dout_stride,
                       int a_stride, int b_stride);
 
+/* dropout.c: k_dropout_forward, ids in host memory; out may be inp */
+void cpu_dropout_forward(float *out, const float *inp, float p, uint64_t seed, uint32_t purpose,
+                         uint64_t step, const uint64_t *ids, int B, int64_t per);
+
 /* adamw.c */
 void cpu_adamw_update(float *param, const float *grad, float *m, float *v, int64_t n,
                       const struct adamw_params *hp);

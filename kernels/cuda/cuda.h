@@ -216,6 +216,12 @@ void cuda_mix_backward(struct kctx *ctx, void *da, void *db, float *dlam, const 
                        const void *a, const void *b, const void *lam, enum kdtype dt, int M,
                        int C, int dout_stride, int a_stride, int b_stride);
 
+/* dropout.cu: k_dropout_forward, ids in device memory; a thread per Philox
+ * block (4 elements of a sample); out may be inp. */
+void cuda_dropout_forward(struct kctx *ctx, void *out, const void *inp, enum kdtype dt, float p,
+                          uint64_t seed, uint32_t purpose, uint64_t step, const uint64_t *ids,
+                          int B, int64_t per);
+
 /* adamw.cu: one fused pass; copy (may be NULL) receives the updated
  * parameters in copy_dt, the compute copy of mixed precision. */
 void cuda_adamw_update(struct kctx *ctx, float *param, const float *grad, float *m, float *v,
