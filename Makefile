@@ -92,6 +92,29 @@ $(OBJDIR)/bench/%: $(OBJDIR)/bench/%.o $(LIBDIT)
 # Benchmark programs (bench/*.c); the scripts beside them run them.
 bench: $(BENCH_BINS)
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c, each picked up by name; see
+# tests/fuzz/README.md): `make fuzz` builds build/fuzz/fuzz_NAME with clang,
+# ASan and UBSan, against the library's C sources built by clang in
+# build/fuzz (no CUDA, no C++: a target needing those would have to add
+# them). Not part of `make test`, which never compiles tests/fuzz. Clang's
+# warnings are shown but not fatal there: gcc is the compiler of record.
+FUZZ_CC      ?= clang
+FUZZ_DIR      = build/fuzz
+FUZZ_SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_BINS     = $(patsubst tests/fuzz/%.c,$(OBJDIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_LIB      = $(OBJDIR)/libdit_c.a
+.PHONY: fuzz fuzz-targets
+fuzz:
+	$(MAKE) --no-print-directory CC=$(FUZZ_CC) NVCC= OBJDIR=$(FUZZ_DIR) BINDIR=$(FUZZ_DIR)/bin \
+	  CFLAGS='-O1 -g $(FUZZ_SANFLAGS) -fsanitize=fuzzer-no-link' \
+	  WARN='$(filter-out -Werror -Wno-format-truncation,$(WARN)) -Wno-pass-failed' fuzz-targets
+fuzz-targets: $(FUZZ_BINS)
+$(FUZZ_LIB): $(LIB_SRCS:%.c=$(OBJDIR)/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+$(OBJDIR)/fuzz_%: $(OBJDIR)/tests/fuzz/fuzz_%.o $(FUZZ_LIB)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LDLIBS)
+
 # Example programs (examples/*.c, such as the demo's data generator); the
 # tool tests find them through DIT_EXAMPLES.
 $(OBJDIR)/examples/%: $(OBJDIR)/examples/%.o $(LIBDIT)

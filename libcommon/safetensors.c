@@ -772,6 +772,39 @@ static char *writer_header(struct st_writer *w, const char *path, size_t first, 
     return text;
 }
 
+/* The bytes before the data section: the 8-byte length and the JSON header
+ * of tensors [first, first + count), padded with spaces up to a multiple of
+ * 8 so the data section is 8-aligned in the file and in any mapping of it.
+ * Shared by the file and the buffer writer, so both lay out alike; *len is
+ * 8 + the padded header length. NULL with err_set on failure. */
+static unsigned char *writer_prefix(struct st_writer *w, const char *path, size_t first, size_t count,
+                                    size_t *len)
+{
+    writer_sort(w);
+    char *header = writer_header(w, path, first, count);
+    if (!header)
+        return NULL;
+    size_t hlen = strlen(header);
+    size_t padded = (hlen + 7) & ~(size_t)7;
+    if (padded > ST_MAX_HEADER_SIZE) {
+        err_set("%s: header of %zu bytes exceeds the 100000000-byte limit", path, padded);
+        free(header);
+        return NULL;
+    }
+    unsigned char *buf = malloc(8 + padded);
+    if (!buf) {
+        err_set("%s: cannot build the header (out of memory)", path);
+        free(header);
+        return NULL;
+    }
+    put_le64(buf, padded);
+    memcpy(buf + 8, header, hlen);
+    memset(buf + 8 + hlen, ' ', padded - hlen);
+    free(header);
+    *len = 8 + padded;
+    return buf;
+}
+
 int st_writer_write_range(struct st_writer *w, const char *path, size_t first, size_t count)
 {
     if (!w || !path) {
@@ -782,30 +815,17 @@ int st_writer_write_range(struct st_writer *w, const char *path, size_t first, s
         err_set("%s: tensors %zu..%zu requested of %zu", path, first, first + count, w->n);
         return -1;
     }
-    writer_sort(w);
-    char *header = writer_header(w, path, first, count);
-    if (!header)
+    size_t plen;
+    unsigned char *prefix = writer_prefix(w, path, first, count, &plen);
+    if (!prefix)
         return -1;
-    size_t len = strlen(header);
-    /* Spaces up to a multiple of 8, so the data section is 8-aligned in the
-     * file and in any mapping of it. */
-    size_t padded = (len + 7) & ~(size_t)7;
-    if (padded > ST_MAX_HEADER_SIZE) {
-        err_set("%s: header of %zu bytes exceeds the 100000000-byte limit", path, padded);
-        free(header);
-        return -1;
-    }
-    unsigned char prefix[8];
-    put_le64(prefix, padded);
     struct atomic_file af;
     if (atomic_file_open(&af, path) != 0) {
-        free(header);
+        free(prefix);
         return -1;
     }
-    int ok = fwrite(prefix, 1, 8, af.fp) == 8 && fwrite(header, 1, len, af.fp) == len;
-    for (size_t i = len; i < padded && ok; i++)
-        ok = fputc(' ', af.fp) != EOF;
-    free(header);
+    int ok = fwrite(prefix, 1, plen, af.fp) == plen;
+    free(prefix);
     for (size_t i = first; i < first + count && ok; i++) {
         const struct st_tensor *t = &w->t[i];
         const unsigned char *p = t->data;
@@ -822,6 +842,37 @@ int st_writer_write_range(struct st_writer *w, const char *path, size_t first, s
         return -1;
     }
     return atomic_file_commit(&af);
+}
+
+int st_writer_to_buffer(struct st_writer *w, void **bytes, size_t *size)
+{
+    if (!w || !bytes || !size) {
+        err_set("st_writer_to_buffer: no writer or no output");
+        return -1;
+    }
+    size_t plen;
+    unsigned char *prefix = writer_prefix(w, "(buffer)", 0, w->n, &plen);
+    if (!prefix)
+        return -1;
+    if (w->total > (uint64_t)SIZE_MAX - plen) {
+        err_set("(buffer): %" PRIu64 " bytes of tensors do not fit in memory", w->total);
+        free(prefix);
+        return -1;
+    }
+    size_t total = plen + (size_t)w->total;
+    unsigned char *buf = realloc(prefix, total);
+    if (!buf) {
+        err_set("(buffer): out of memory for %zu bytes", total);
+        free(prefix);
+        return -1;
+    }
+    /* writer_prefix sorted the tensors and gave each its data offset. */
+    for (size_t i = 0; i < w->n; i++)
+        if (w->t[i].nbytes)
+            memcpy(buf + plen + w->t[i].offset, w->t[i].data, (size_t)w->t[i].nbytes);
+    *bytes = buf;
+    *size = total;
+    return 0;
 }
 
 int st_writer_write(struct st_writer *w, const char *path)

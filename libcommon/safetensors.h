@@ -98,6 +98,10 @@ int st_writer_meta(struct st_writer *w, const char *key, const char *value);
  * Python package's order), so each is aligned to its element size. The
  * writer stays usable afterwards. */
 int st_writer_write(struct st_writer *w, const char *path);
+/* The file st_writer_write would write, laid out alike, as a malloc'd
+ * buffer (*bytes, *size) for st_open_buffer; -1 + err_set ("(buffer): ...")
+ * when out of memory. The writer stays usable afterwards. */
+int st_writer_to_buffer(struct st_writer *w, void **bytes, size_t *size);
 void st_writer_free(struct st_writer *w);
 
 /* Introspection and partial writes (st_write_sharded is built on these). */
