@@ -18,6 +18,7 @@ int main(int argc, char **argv)
     const char *precision = NULL, *vae = NULL, *text_encoder = NULL, *tokenizer = NULL;
     char vae_spec[4200], text_spec[8400];
     int text_layer = -1000000, text_final_norm = 0, text_mask = 0, max_length = 0;
+    struct opt_list loras = {0};
     int64_t seed = 0;
     const struct opt opts[] = {
         {"model-path", 'm', OPT_STRING, &c.model_path, "PATH", "a checkpoint, a model directory or a safetensors file"},
@@ -63,6 +64,8 @@ int main(int argc, char **argv)
         {"decode", 0, OPT_STRING, &c.decode, "FILE", "decode FILE's latents to PNGs instead of sampling"},
         {"latents-out", 0, OPT_STRING, &c.latents_out, "FILE", "also write the final latents (safetensors)"},
         {"init-noise", 0, OPT_STRING, &c.init_noise, "FILE", "start from FILE's \"noise\" [N, C, H, W] instead of the seed's draws"},
+        {"lora", 0, OPT_LIST, &loras, "FILE[:SCALE]",
+         "apply a LoRA (diffusers, PEFT, kohya or F-Lite's .pt) at that strength (1); several at once"},
         {"threads", 0, OPT_INT, &c.threads, "N", "compute threads (default: all cores)"},
         {"precision", 0, OPT_STRING, &precision, "P", "fp32, bf16 or fp16 on a GPU (bf16); the CPU computes in fp32"},
         {NULL, 0, 0, NULL, NULL, NULL},
@@ -100,6 +103,8 @@ int main(int argc, char **argv)
         opt_usage_error("--precision: %s", err_get());
     if (cpu_note)
         log_info("--precision %s: the CPU backend computes in fp32", precision);
+    c.loras = loras.v;
+    c.n_loras = loras.n;
     int rc = sample_run(&c);
     if (rc == STAGE_BAD_CONFIG)
         opt_usage_error("%s", err_get());

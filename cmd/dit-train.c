@@ -22,6 +22,9 @@ struct options {
     double lr, beta1, beta2, eps, wd, clip, ema;
     double logit_mean, logit_std, uniform_prob, caption_dropout;
     int bf16_timesteps;
+    int use_lora, train_only_lora, lora_rank, rslora;
+    double lora_alpha, lora_dropout;
+    const char *lora_targets, *lora_init, *lora_checkpoint, *lora_format;
 };
 
 int main(int argc, char **argv)
@@ -30,7 +33,8 @@ int main(int argc, char **argv)
                         .report_to = "none", .batch = 8, .accum = 1, .epochs = 1, .log_every = 100,
                         .ckpt_every = 1000, .seed = 0, .sample_cfg = 4.0, .lr = 1e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                         .wd = 0.0, .clip = 0.0, .ema = 0.9999, .local_rank = -1, .logit_mean = 0.0,
-                        .logit_std = 1.0, .uniform_prob = -1.0, .caption_dropout = -1.0};
+                        .logit_std = 1.0, .uniform_prob = -1.0, .caption_dropout = -1.0, .lora_rank = 64, .lora_init = "gaussian",
+                        .lora_format = "diffusers"};
     const struct opt opts[] = {
         {"data-path", 0, OPT_STRING, &o.data, "DIR", "the shard set to train on (dit-precompute's output)"},
         {"train-data-path", 0, OPT_STRING, &o.data, "DIR", "the same as --data-path"},
@@ -86,6 +90,18 @@ int main(int argc, char **argv)
          "text models: prompts to sample, one per line (encoded once, by the data's text encoder)"},
         {"sample-steps", 0, OPT_INT, &o.sample_steps, "N", "sampler steps (50 DDIM for ddpm, 28 Euler for flow)"},
         {"sample-cfg-scale", 0, OPT_DOUBLE, &o.sample_cfg, "S", "guidance of the samples (4.0)"},
+        {"use-lora", 0, OPT_FLAG, &o.use_lora, NULL, "train LoRA adapters (with the model's weights unless --train-only-lora)"},
+        {"train-only-lora", 0, OPT_FLAG, &o.train_only_lora, NULL,
+         "freeze the model: only the adapters train (no gradients or optimizer state for the rest)"},
+        {"lora-rank", 0, OPT_INT, &o.lora_rank, "R", "the adapters' rank (64, as F-Lite)"},
+        {"lora-alpha", 0, OPT_DOUBLE, &o.lora_alpha, "A", "their alpha: scale alpha / rank (default: the rank)"},
+        {"lora-dropout", 0, OPT_DOUBLE, &o.lora_dropout, "P", "dropout of the adapters' input (0)"},
+        {"lora-target-modules", 0, OPT_STRING, &o.lora_targets, "LIST",
+         "module-name suffixes to adapt, as PEFT's target_modules (F-Lite: qkv,q,context_kv,proj; DiT: qkv,proj)"},
+        {"lora-init", 0, OPT_STRING, &o.lora_init, "KIND", "gaussian (F-Lite's, default) or default (PEFT's)"},
+        {"use-rslora", 0, OPT_FLAG, &o.rslora, NULL, "scale alpha / sqrt(rank) (rsLoRA)"},
+        {"lora-checkpoint", 0, OPT_STRING, &o.lora_checkpoint, "FILE", "continue from this adapter (any LoRA file)"},
+        {"lora-format", 0, OPT_STRING, &o.lora_format, "NAME", "the checkpoints' adapter files: diffusers (default), peft or kohya"},
         {"threads", 0, OPT_INT, &o.threads, "N", "compute threads (default: all cores)"},
         {"num-workers", 0, OPT_INT, &o.threads, "N", "the same as --threads (data is decoded before training)"},
         {"local-rank", 0, OPT_INT, &o.local_rank, "N", "accepted for launchers; one process trains"},
@@ -127,6 +143,21 @@ int main(int argc, char **argv)
     if (lr_schedule_parse(o.scheduler, &tc.schedule) != 0)
         opt_usage_error("--lr-scheduler: '%s' is not constant, linear or cosine", o.scheduler);
 
+    enum lora_format lfmt;
+    if (lora_format_parse(o.lora_format, &lfmt) != 0)
+        opt_usage_error("--lora-format: '%s' is not diffusers, peft or kohya", o.lora_format);
+    if (strcmp(o.lora_init, "gaussian") && strcmp(o.lora_init, "default"))
+        opt_usage_error("--lora-init: '%s' is not gaussian or default", o.lora_init);
+    if (o.lora_rank < 1 || o.lora_alpha < 0 || !(o.lora_dropout >= 0 && o.lora_dropout < 1))
+        opt_usage_error("--lora-rank must be positive, --lora-alpha not negative, --lora-dropout in [0, 1)");
+    if (o.train_only_lora && !o.use_lora)
+        opt_usage_error("--train-only-lora needs --use-lora");
+    if (!o.use_lora && (o.lora_checkpoint || o.lora_targets))
+        opt_usage_error("--lora-checkpoint and --lora-target-modules need --use-lora");
+    struct lora_options lo = {o.lora_rank, (float)o.lora_alpha, (float)o.lora_dropout, o.rslora, o.lora_targets,
+                              strcmp(o.lora_init, "gaussian") ? NN_LORA_INIT_DEFAULT : NN_LORA_INIT_GAUSSIAN,
+                              o.lora_checkpoint};
+
     enum device_kind dev = device_select(opt_device());
     /* Master weights and optimizer state are f32 always; mixed precision is
      * the dtype of the activations and of the weights the products read
@@ -148,6 +179,7 @@ int main(int argc, char **argv)
         .hidden = o.hidden, .heads = o.heads, .sample_steps = o.sample_steps, .sample_cfg = o.sample_cfg,
         .max_steps = o.max_steps, .log_every = o.log_every, .ckpt_every = o.ckpt_every,
         .eval_every = o.eval_every, .eval_batch = o.eval_batch, .sample_every = o.sample_every, .objective_auto = !o.objective, .tc = tc,
+        .use_lora = o.use_lora, .train_only_lora = o.train_only_lora, .lora = lo, .lora_format = lfmt,
     };
     return train_run(&c);
 }

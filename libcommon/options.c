@@ -79,6 +79,13 @@ static int parse_value(const struct opt *o, const char *v)
     case OPT_STRING:
         *(const char **)o->dest = v;
         return 0;
+    case OPT_LIST: {
+        struct opt_list *l = o->dest;
+        if (l->n == OPT_LIST_MAX)
+            return -1;
+        l->v[l->n++] = v;
+        return 0;
+    }
     }
     return -1;
 }

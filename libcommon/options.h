@@ -19,6 +19,13 @@ enum opt_type {
     OPT_INT64,  /* int64_t * */
     OPT_DOUBLE, /* double * */
     OPT_STRING, /* const char **: points into argv */
+    OPT_LIST,   /* struct opt_list *: each use appends a value (--lora a --lora b) */
+};
+
+#define OPT_LIST_MAX 16
+struct opt_list {
+    const char *v[OPT_LIST_MAX]; /* point into argv */
+    int n;
 };
 
 struct opt {

@@ -6,6 +6,7 @@
 #include "libcommon/json.h"
 #include "models/registry.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,4 +172,93 @@ void denoiser_free(struct denoiser *d)
     if (d->kind && d->impl)
         d->kind->destroy(d);
     memset(d, 0, sizeof *d);
+}
+
+/* The instance's linears and their largest row counts, arrays malloc'd. */
+static int linears_of(struct denoiser *d, struct nn_linear ***linears, int64_t **rows, size_t *n)
+{
+    *n = 0;
+    *linears = NULL, *rows = NULL;
+    if (!d->kind->linear || !d->table) {
+        err_set("the %s model takes no adapters", d->kind->name);
+        return -1;
+    }
+    int64_t r;
+    size_t count = 0;
+    while (d->kind->linear(d, count, &r))
+        count++;
+    *linears = malloc((count ? count : 1) * sizeof **linears);
+    *rows = malloc((count ? count : 1) * sizeof **rows);
+    if (!*linears || !*rows) {
+        free(*linears), free(*rows);
+        err_set("out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++)
+        (*linears)[i] = d->kind->linear(d, i, &(*rows)[i]);
+    *n = count;
+    return 0;
+}
+
+int denoiser_lora_targets(struct denoiser *d, const char *targets, int rank, float alpha, int rslora,
+                          struct nn_lora_module **mods, size_t *n)
+{
+    struct nn_linear **lin;
+    int64_t *rows;
+    size_t count;
+    *mods = NULL, *n = 0;
+    if (linears_of(d, &lin, &rows, &count) != 0)
+        return -1;
+    struct nn_lora_module *m = calloc(count ? count : 1, sizeof *m);
+    size_t k = 0;
+    for (size_t i = 0; m && i < count; i++) {
+        const struct nn_param *w = &d->table->p[lin[i]->weight_id];
+        size_t len = strlen(w->name) - strlen(".weight");
+        /* A convolution's kernel (the patch embedding) takes a LoRA of
+         * convolutions in PEFT, which this toolkit does not make. */
+        if (w->ndim != 2)
+            continue;
+        struct nn_lora_module *o = &m[k];
+        memcpy(o->name, w->name, len);
+        o->name[len] = 0;
+        if (!nn_lora_targets_match(targets, o->name))
+            continue;
+        o->rank = rank, o->in = lin[i]->in, o->out = lin[i]->out, o->alpha = alpha;
+        o->scale = rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
+        k++;
+    }
+    free(lin), free(rows);
+    if (!m) {
+        err_set("out of memory");
+        return -1;
+    }
+    if (k == 0) {
+        free(m);
+        err_set("--lora-target-modules '%s' matches none of the %s model's linear layers", targets, d->kind->name);
+        return -1;
+    }
+    *mods = m, *n = k;
+    return 0;
+}
+
+int denoiser_lora_bind(struct denoiser *d, struct nn_lora *l, struct nn_lora_binding *b)
+{
+    struct nn_linear **lin;
+    int64_t *rows;
+    size_t count;
+    if (linears_of(d, &lin, &rows, &count) != 0)
+        return -1;
+    int rc = nn_lora_bind(b, l, d->ctx, d->table, lin, rows, count, d->B);
+    free(lin), free(rows);
+    return rc;
+}
+
+int denoiser_config_table(const struct denoiser_config *c, struct nn_params *t)
+{
+    memset(t, 0, sizeof *t);
+    if (!c->kind->table) {
+        err_set("the %s model has no parameter table", c->kind->name);
+        return -1;
+    }
+    return c->kind->table(c->impl, t);
 }

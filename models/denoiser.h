@@ -13,6 +13,8 @@
 #define DIT_MODELS_DENOISER_H
 
 #include "kernels/kernels.h"
+#include "nn/linear.h"
+#include "nn/lora.h"
 #include "nn/params.h"
 
 #include <jansson.h>
@@ -40,6 +42,11 @@ enum denoiser_memory {
     DENOISER_MEM_CHECKPOINT, /* gradient checkpointing: recompute in backward */
     DENOISER_MEM_INFERENCE,  /* forward only: no gradients, no saved activations */
 };
+/* Or'ed into a training plan: the model's own weights do not train (LoRA's
+ * --train-only-lora). They get no gradients and, in a low precision, no f32
+ * master copy; backward still gives every layer's input gradient, so that
+ * adapters on the layers train. */
+#define DENOISER_MEM_FROZEN 0x100
 
 /* What the generic code needs to know of a configuration. */
 struct denoiser_info {
@@ -116,6 +123,17 @@ struct denoiser_kind {
     /* Whether latents of h x w fit the instance's plan, for a kind that
      * takes several sizes (F-Lite); NULL: only the configuration's own. */
     int (*size_fits)(const struct denoiser *d, int h, int w);
+    /* The instance's i-th linear layer (any order, each once), NULL past the
+     * last; *max_rows: the most rows it is ever given (B x tokens, B for the
+     * per-sample layers), for an adapter to plan its scratch. Its name is
+     * the table's name of its weight without ".weight". */
+    struct nn_linear *(*linear)(struct denoiser *d, size_t i, int64_t *max_rows);
+    /* The configuration's parameter table (names, shapes, offsets in the
+     * flat buffer) without a model: what merging edits on the host. */
+    int (*table)(const void *cfg, struct nn_params *t);
+    /* The modules LoRA adapts by default (--lora-target-modules), as PEFT's
+     * target_modules suffixes: "qkv,proj". */
+    const char *lora_targets;
 };
 
 struct denoiser {
@@ -161,6 +179,17 @@ void denoiser_free(struct denoiser *d);
 /* The latent size of the following forwards (and of their backward); -1
  * with err_set() when it does not fit the instance's plan. */
 int denoiser_set_size(struct denoiser *d, int height, int width);
+
+/* LoRA on an instance. The modules PEFT's target_modules (comma-separated
+ * suffixes) selects among d's linear layers of 2-D weights, each of rank
+ * and alpha (scale alpha / rank, or alpha / sqrt(rank) with rslora):
+ * *mods malloc'd, *n of them; -1 with err_set() when none matches. */
+int denoiser_lora_targets(struct denoiser *d, const char *targets, int rank, float alpha, int rslora,
+                          struct nn_lora_module **mods, size_t *n);
+/* Attaches l's adapters to d's layers (nn_lora_bind) for batches up to d->B. */
+int denoiser_lora_bind(struct denoiser *d, struct nn_lora *l, struct nn_lora_binding *b);
+/* The configuration's parameter table (kind->table); -1 with err_set(). */
+int denoiser_config_table(const struct denoiser_config *c, struct nn_params *t);
 
 /* out[b, CO, H, W] for b <= B samples of d->height x d->width; keeps what
  * backward needs. */

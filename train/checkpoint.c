@@ -1,5 +1,6 @@
 #include "train/checkpoint.h"
 #include "formats/checkpoint.h"
+#include "train/lora.h"
 #include "libcommon/error.h"
 #include "libcommon/json.h"
 #include "libcommon/log.h"
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int save_model(const struct denoiser_config *mc, struct kctx *k, float *host, struct tensor src, int64_t n,
                       const char *dir)
@@ -21,7 +23,6 @@ static int save_model(const struct denoiser_config *mc, struct kctx *k, float *h
 static int save_state(const char *path, struct trainer *tr, const struct train_position *pos,
                       const struct checkpoint_info *info)
 {
-    struct kctx *k = tr->m->ctx;
     struct st_writer *w = st_writer_new();
     json_t *state = json_pack("{s:I, s:I, s:I, s:I, s:s, s:s, s:i, s:f, s:I, s:f, s:I, s:I}", "step",
                               (json_int_t)pos->step, "epoch", (json_int_t)pos->epoch, "batch_index",
@@ -31,23 +32,28 @@ static int save_state(const char *path, struct trainer *tr, const struct train_p
                               "loss_scale_good_steps", (json_int_t)tr->scale_good_steps, "skipped_steps",
                               (json_int_t)tr->skipped_steps);
     char *text = state ? json_to_string(state) : NULL;
-    float *host[OPTIMIZER_MAX_STATE] = {0};
+    float *host[2 * OPTIMIZER_MAX_STATE] = {0};
     int rc = !w || !text;
-    /* Whatever the optimizer lists, by its own names. */
-    for (int i = 0; rc == 0 && i < tr->opt.nstate; i++) {
-        const struct optimizer_state *s = &tr->opt.state[i];
-        int64_t shape[1] = {s->t.n};
-        host[i] = malloc((size_t)s->t.n * sizeof(float));
-        rc = !host[i];
-        if (rc == 0) {
-            k_download(k, host[i], s->t, s->t.n);
-            rc = st_writer_add(w, s->name, ST_F32, 1, shape, host[i]);
+    /* Whatever the optimizers list, by their own names: the model's as they
+     * are, the adapters' under "lora.". */
+    struct optimizer *opts[2] = {tr->base_trains ? &tr->opt : NULL, tr->lora ? &tr->lora_opt : NULL};
+    for (int g = 0; g < 2; g++)
+        for (int i = 0; rc == 0 && opts[g] && i < opts[g]->nstate; i++) {
+            const struct optimizer_state *s = &opts[g]->state[i];
+            int64_t shape[1] = {s->t.n};
+            char name[128];
+            snprintf(name, sizeof name, "%s%s", g ? "lora." : "", s->name);
+            float **h = &host[g * OPTIMIZER_MAX_STATE + i];
+            rc = !(*h = malloc((size_t)s->t.n * sizeof(float)));
+            if (rc == 0) {
+                k_download(opts[g]->ctx, *h, s->t, s->t.n);
+                rc = st_writer_add(w, name, ST_F32, 1, shape, *h);
+            }
         }
-    }
     rc = rc || st_writer_meta(w, "state", text) || st_writer_meta(w, "format", "dit-training-state/1") ||
          st_writer_write(w, path);
     st_writer_free(w);
-    for (int i = 0; i < OPTIMIZER_MAX_STATE; i++)
+    for (int i = 0; i < 2 * OPTIMIZER_MAX_STATE; i++)
         free(host[i]);
     free(text);
     json_decref(state);
@@ -67,13 +73,22 @@ int train_checkpoint_save(const char *out, int limit, const struct denoiser_conf
     float *host = malloc((size_t)np * sizeof *host);
     int rc = !host;
     snprintf(path, sizeof path, "%s/transformer", tmp);
-    if (rc == 0)
+    /* A LoRA run with a frozen model saves the adapters only (MBs, not GBs). */
+    if (rc == 0 && tr->base_trains)
         rc = save_model(mc, k, host, tr->m->params, np, path);
     if (rc == 0 && tr->ema.data) {
         snprintf(path, sizeof path, "%s/ema", tmp);
         rc = save_model(mc, k, host, tr->ema, np, path);
     }
     free(host);
+    if (rc == 0 && tr->lora) {
+        snprintf(path, sizeof path, "%s/%s", tmp, lora_file_name(info->lora_format, 0));
+        rc = train_lora_save(tr->lora, tr->lora->w.params, path, info->lora_format, ST_F32, info->lora_targets);
+        if (rc == 0 && tr->lora_ema.data) {
+            snprintf(path, sizeof path, "%s/%s", tmp, lora_file_name(info->lora_format, 1));
+            rc = train_lora_save(tr->lora, tr->lora_ema, path, info->lora_format, ST_F32, info->lora_targets);
+        }
+    }
     if (rc == 0) {
         /* How to use the model: which objective it learnt and which encoder
          * made its latents (dit-sample decodes with that encoder). */
@@ -82,6 +97,10 @@ int train_checkpoint_save(const char *out, int limit, const struct denoiser_conf
         /* and, for a text model, the text encoder (dit-sample encodes its prompts with it) */
         if (j && info->text_encoder && *info->text_encoder)
             json_object_set_new(j, "text_encoder", json_string(info->text_encoder));
+        /* and the adapter: dit-sample --lora takes the file */
+        if (j && tr->lora)
+            json_object_set_new(j, "lora", json_pack("{s:s, s:b}", "file", lora_file_name(info->lora_format, 0),
+                                                     "with_model", tr->base_trains));
         snprintf(path, sizeof path, "%s/checkpoint.json", tmp);
         rc = !j || json_write_file(path, j) != 0;
         json_decref(j);
@@ -130,15 +149,37 @@ static int load_model(const char *path, const struct denoiser_config *mc, struct
     return 0;
 }
 
+/* The adapter's master (and EMA) from a LoRA run's checkpoint. */
+static int load_lora(const char *dir, struct trainer *tr)
+{
+    char path[4200];
+    /* in whichever format the run wrote it */
+    for (int f = 0; f < 3; f++) {
+        snprintf(path, sizeof path, "%s/%s", dir, lora_file_name((enum lora_format)f, 0));
+        if (access(path, R_OK) != 0)
+            continue;
+        if (train_lora_load(tr->lora, path, tensor_none()) != 0)
+            return -1;
+        if (!tr->lora_ema.data)
+            return 0;
+        snprintf(path, sizeof path, "%s/%s", dir, lora_file_name((enum lora_format)f, 1));
+        return train_lora_load(tr->lora, path, tr->lora_ema);
+    }
+    err_set("%s: a checkpoint without the adapter (%s) of this LoRA run", dir, lora_file_name(LORA_FORMAT_DIFFUSERS, 0));
+    return -1;
+}
+
 int train_checkpoint_load(const char *dir, const struct denoiser_config *mc, struct trainer *tr,
                           struct train_position *pos)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/transformer", dir);
-    if (load_model(path, mc, tr, 0) != 0)
+    if (tr->base_trains && load_model(path, mc, tr, 0) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/ema", dir);
     if (tr->ema.data && load_model(path, mc, tr, 1) != 0)
+        return -1;
+    if (tr->lora && load_lora(dir, tr) != 0)
         return -1;
     snprintf(path, sizeof path, "%s/training_state.safetensors", dir);
     struct st_file *f = st_open(path);
@@ -149,22 +190,29 @@ int train_checkpoint_load(const char *dir, const struct denoiser_config *mc, str
     json_int_t step, epoch, index, loss_n;
     double loss_sum;
     int rc = -1;
+    struct optimizer *opts[2] = {tr->base_trains ? &tr->opt : NULL, tr->lora ? &tr->lora_opt : NULL};
+    char names[2][OPTIMIZER_MAX_STATE][128];
     int fits = 1;
-    for (int i = 0; i < tr->opt.nstate; i++) {
-        const struct st_tensor *t = st_find(f, tr->opt.state[i].name);
-        fits &= t && t->nelem == (uint64_t)tr->opt.state[i].t.n && t->dtype == ST_F32;
-    }
+    for (int g = 0; g < 2; g++)
+        for (int i = 0; opts[g] && i < opts[g]->nstate; i++) {
+            snprintf(names[g][i], sizeof names[g][i], "%s%s", g ? "lora." : "", opts[g]->state[i].name);
+            const struct st_tensor *t = st_find(f, names[g][i]);
+            fits &= t && t->nelem == (uint64_t)opts[g]->state[i].t.n && t->dtype == ST_F32;
+        }
     if (!fits || !j ||
         json_unpack(j, "{s:I, s:I, s:I, s:F, s:I}", "step", &step, "epoch", &epoch, "batch_index", &index,
                     "log_loss_sum", &loss_sum, "log_loss_n", &loss_n) != 0) {
-        char names[256] = "";
-        for (int i = 0; i < tr->opt.nstate; i++)
-            snprintf(names + strlen(names), sizeof names - strlen(names), "%s, ", tr->opt.state[i].name);
-        err_set("%s: not a training state of this model and optimizer (%sstate)", path, names);
+        char list[512] = "";
+        for (int g = 0; g < 2; g++)
+            for (int i = 0; opts[g] && i < opts[g]->nstate; i++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s, ", names[g][i]);
+        err_set("%s: not a training state of this model, adapter and optimizer (%sstate)", path, list);
     } else {
-        for (int i = 0; i < tr->opt.nstate; i++)
-            k_upload(tr->m->ctx, tr->opt.state[i].t, st_find(f, tr->opt.state[i].name)->data, tr->opt.state[i].t.n);
-        k_sync(tr->m->ctx); /* the mapped file closes below */
+        for (int g = 0; g < 2; g++)
+            for (int i = 0; opts[g] && i < opts[g]->nstate; i++) {
+                k_upload(opts[g]->ctx, opts[g]->state[i].t, st_find(f, names[g][i])->data, opts[g]->state[i].t.n);
+                k_sync(opts[g]->ctx); /* the mapped file closes below */
+            }
         pos->step = step, pos->epoch = epoch, pos->index = index;
         pos->loss_sum = loss_sum, pos->loss_n = loss_n;
         tr->step = step;

@@ -2,6 +2,11 @@
  *   transformer/   the model dir of the trained weights (the model's save_dir)
  *   ema/           the same for the EMA weights, when the run keeps them
  *   checkpoint.json  how to use the model: objective, encoder identity, model, step
+ *   pytorch_lora_weights.safetensors  a LoRA run's adapter (in its
+ *                  --lora-format: adapter_model.safetensors for PEFT,
+ *                  lora_kohya.safetensors for kohya), with _ema beside
+ *                  when the run keeps an EMA; transformer/ only when the
+ *                  model's own weights train too
  *   training_state.safetensors  every optimizer state tensor by its own
  *                  name, and in the metadata "state" the step, data position,
  *                  seed, log accumulators and loss-scaling state
@@ -11,6 +16,7 @@
 #define DIT_TRAIN_CHECKPOINT_H
 
 #include "models/denoiser.h"
+#include "formats/lora_file.h"
 #include "train/trainer.h"
 
 #include <stdint.h>
@@ -28,6 +34,8 @@ struct checkpoint_info {
     uint64_t seed;
     int grad_accum;
     const char *text_encoder; /* the identity of the text encoder of the captions; NULL: none */
+    enum lora_format lora_format; /* of the adapter file of a LoRA run */
+    const char *lora_targets;     /* the target_modules it records (NULL: the module names) */
 };
 
 /* Writes OUT/checkpoint-<step> (then keeps the newest `limit`, 0: all). */

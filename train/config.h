@@ -5,6 +5,7 @@
 #define DIT_TRAIN_CONFIG_H
 
 #include "kernels/kernels.h"
+#include "train/lora.h"
 #include "train/trainer.h"
 
 #include <stdint.h>
@@ -26,6 +27,11 @@ struct train_config {
     int64_t max_steps, log_every, ckpt_every, eval_every, sample_every;
     int objective_auto;       /* no --objective: the model's (flow for text-to-image, else ddpm) */
     struct trainer_config tc; /* the step's hyperparameters; total_steps is derived */
+    /* LoRA (--use-lora): the adapter's options; with train_only_lora the
+     * model's weights are frozen (no gradients, no optimizer state). */
+    int use_lora, train_only_lora;
+    struct lora_options lora;
+    enum lora_format lora_format; /* of the adapter files the checkpoints hold */
 };
 
 /* Runs the whole training: data, model, resume, the loop with its log,

@@ -39,6 +39,9 @@ struct run {
     struct kctx ctx;
     int have_ctx;
     struct denoiser model;
+    struct nn_lora lora;          /* --use-lora: the adapter that trains */
+    struct nn_lora_binding bind;  /* and its place on the model's layers */
+    int have_lora;
     struct trainer tr;
     struct metrics mx;
     struct samples sp;
@@ -59,6 +62,10 @@ static void run_free(struct run *r)
     loader_close(r->val);
     shardset_close(r->val_set);
     trainer_free(&r->tr);
+    if (r->have_lora) {
+        nn_lora_unbind(&r->bind);
+        nn_lora_free(&r->lora);
+    }
     denoiser_free(&r->model);
     if (r->have_ctx)
         kctx_free(&r->ctx);
@@ -309,8 +316,10 @@ static int create_model(struct run *r, struct trainer_config *tc)
     if (kctx_init(&r->ctx, c->device, c->threads) != 0)
         return -1;
     r->have_ctx = 1;
-    if (denoiser_create(&r->model, &r->mc, &r->ctx, c->batch,
-                        c->checkpointing ? DENOISER_MEM_CHECKPOINT : DENOISER_MEM_TRAIN, c->dtype) != 0) {
+    int mem = c->checkpointing ? DENOISER_MEM_CHECKPOINT : DENOISER_MEM_TRAIN;
+    if (c->use_lora && c->train_only_lora)
+        mem |= DENOISER_MEM_FROZEN;
+    if (denoiser_create(&r->model, &r->mc, &r->ctx, c->batch, (enum denoiser_memory)mem, c->dtype) != 0) {
         free(pretrained);
         add_memory_hint(c);
         return -1;
@@ -329,6 +338,15 @@ static int create_model(struct run *r, struct trainer_config *tc)
     int64_t steps_per_epoch = (per_epoch + tc->grad_accum - 1) / tc->grad_accum;
     tc->total_steps = c->max_steps ? c->max_steps : steps_per_epoch * c->epochs;
     if (trainer_init(&r->tr, &r->model, tc) != 0) {
+        add_memory_hint(c);
+        return -1;
+    }
+    if (!c->use_lora)
+        return 0;
+    if (train_lora_create(&r->lora, &r->bind, &r->model, &c->lora, c->tc.seed) != 0)
+        return -1;
+    r->have_lora = 1;
+    if (trainer_add_lora(&r->tr, &r->lora, &r->bind) != 0) {
         add_memory_hint(c);
         return -1;
     }
@@ -368,9 +386,21 @@ static void report_sizes(struct run *r)
     denoiser_sizes(&r->model, &pbytes, &abytes);
     int64_t state_bytes = optimizer_state_bytes(&r->tr.opt) + (r->tr.ema.data ? r->model.n_params * 4 : 0);
     k_mem_usage(&r->ctx, &mem_now, &mem_peak);
-    log_info("%s: %lld parameters; weights and gradients %.1f MB, AdamW moments%s %.1f MB, "
+    if (r->have_lora) {
+        const int64_t n = r->lora.table.total;
+        int64_t lbytes = optimizer_state_bytes(&r->tr.lora_opt) + (r->tr.lora_ema.data ? n * 4 : 0);
+        double ab = (double)nn_weights_bytes(n, r->lora.w.dt, 0), sb = (double)lbytes;
+        const char *au = nn_bytes_unit(&ab), *su = nn_bytes_unit(&sb);
+        log_info("LoRA: %zu modules, %lld trainable parameters (%.2f%% of the model's %lld)%s; adapter with "
+                 "gradients %.2f %s, its AdamW moments%s %.2f %s",
+                 r->lora.n, (long long)n, 100.0 * (double)n / (double)r->model.n_params, (long long)r->model.n_params,
+                 r->tr.base_trains ? ", the model's weights train too" : ", the model frozen", ab, au,
+                 r->tr.lora_ema.data ? " and EMA" : "", sb, su);
+    }
+    log_info("%s: %lld parameters; weights%s %.1f MB, AdamW moments%s %.1f MB, "
              "activations %.1f MB (%s%s); %.1f MB allocated on the %s, peak %.1f MB",
-             c->model, (long long)r->model.n_params, pbytes / 1e6,
+             c->pretrained ? c->pretrained : c->model, (long long)r->model.n_params,
+             r->tr.base_trains ? " and gradients" : " (frozen)", pbytes / 1e6,
              r->tr.ema.data ? " and EMA" : "", state_bytes / 1e6, abytes / 1e6, kdtype_name(r->model.dt),
              c->checkpointing ? ", gradient checkpointing" : "", mem_now / 1e6, device_name(c->device),
              mem_peak / 1e6);
@@ -413,7 +443,9 @@ static int save(struct run *r, const struct train_position *pos)
 {
     const struct train_config *c = r->cfg;
     struct checkpoint_info info = {objective_name(r->tr.cfg.objective), r->encoder, c->model, c->tc.seed,
-                                   c->tc.grad_accum, r->text_encoder};
+                                   c->tc.grad_accum, r->text_encoder, c->lora_format, NULL};
+    if (r->have_lora && !c->lora.checkpoint)
+        info.lora_targets = c->lora.targets ? c->lora.targets : r->model.kind->lora_targets;
     return train_checkpoint_save(c->output, c->limit, &r->mc, &r->tr, pos, &info);
 }
 
@@ -541,6 +573,8 @@ int train_run(const struct train_config *c)
         r.sampling = 0;
         return fail(&r);
     }
+    if (r.sampling && samples_attach(&r.sp, &r.tr) != 0)
+        return fail(&r);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     /* Past a file-size limit, a write should fail (and name its file) rather

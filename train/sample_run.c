@@ -12,11 +12,14 @@
 #include "libcommon/safetensors.h"
 #include "models/denoiser.h"
 #include "models/encoder.h"
+#include "libcommon/names.h"
 #include "train/checkpoint.h"
+#include "train/lora.h"
 #include "train/prompts.h"
 #include "train/trainer.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +42,9 @@ struct run {
     int have_ctx;
     struct denoiser m;
     int have_model;
+    struct nn_lora lora;         /* --lora: the files' adapters, combined */
+    struct nn_lora_binding bind;
+    int have_lora;
     int32_t *labels;
     int n;
     float *latents;
@@ -82,6 +88,11 @@ static int load_model(struct run *r)
         snprintf(path, sizeof path, "%s/ema", c->model_path);
         if (c->no_ema || !is_dir(path))
             snprintf(path, sizeof path, "%s/transformer", c->model_path);
+        if (!is_dir(path)) {
+            err_set("%s: a LoRA run's checkpoint holds the adapter only: sample the base model with --lora %s/%s",
+                    c->model_path, c->model_path, lora_file_name(LORA_FORMAT_DIFFUSERS, 0));
+            return STAGE_BAD_CONFIG;
+        }
     } else {
         snprintf(path, sizeof path, "%s", c->model_path);
     }
@@ -103,6 +114,48 @@ static int load_model(struct run *r)
     }
     r->have_mc = 1;
     return 0;
+}
+
+/* The --lora files as one adapter on the model (ranks side by side). */
+static int attach_loras(struct run *r)
+{
+    const struct sample_config *c = r->c;
+    struct lora_file *files = calloc((size_t)c->n_loras, sizeof *files);
+    float *strength = calloc((size_t)c->n_loras, sizeof *strength);
+    size_t nn = 0;
+    char **names = lora_module_names(r->m.table, &nn);
+    int rc = !files || !strength || !names ? (err_set("out of memory"), -1) : 0;
+    for (int i = 0; rc == 0 && i < c->n_loras; i++) {
+        char path[4096];
+        lora_arg_parse(c->loras[i], path, sizeof path, &strength[i]);
+        rc = lora_file_read(path, &files[i]);
+        if (rc == 0)
+            log_info("LoRA %s: %zu modules (%s naming), strength %g", path, files[i].n,
+                     lora_format_name(files[i].format), strength[i]);
+    }
+    struct nn_lora_module *mods = NULL;
+    size_t n = 0;
+    float *host = NULL;
+    int64_t total;
+    if (rc == 0)
+        rc = lora_files_combine(files, strength, (size_t)c->n_loras, (const char *const *)names, nn, &mods, &n,
+                                &host, &total);
+    if (rc == 0 && (rc = nn_lora_create(&r->lora, mods, n)) == 0) {
+        if ((rc = nn_lora_alloc(&r->lora, &r->ctx, r->m.dt, 0)) == 0) {
+            nn_weights_upload(&r->lora.w, host);
+            rc = denoiser_lora_bind(&r->m, &r->lora, &r->bind);
+        }
+        if (rc != 0)
+            nn_lora_free(&r->lora);
+        else
+            r->have_lora = 1;
+    }
+    for (int i = 0; files && i < c->n_loras; i++)
+        lora_file_free(&files[i]);
+    free(files), free(strength), free(mods), free(host);
+    if (names)
+        names_free(names, nn);
+    return rc ? STAGE_ERROR : 0;
 }
 
 /* The objective and sampler, and whether they fit each other. */
@@ -552,6 +605,8 @@ static int run_sample(struct run *r)
     denoiser_params_upload(&r->m, r->params);
     free(r->params);
     r->params = NULL;
+    if (c->n_loras && (rc = attach_loras(r)) != 0)
+        return rc;
     int64_t pbytes, abytes, mem_now, mem_peak;
     denoiser_sizes(&r->m, &pbytes, &abytes);
     k_mem_usage(&r->ctx, &mem_now, &mem_peak);
@@ -615,6 +670,10 @@ int sample_run(const struct sample_config *c)
     free(r.ckpt_objective), free(r.ckpt_encoder), free(r.ckpt_text_encoder);
     if (r.have_sampler)
         sampler_free(&r.s);
+    if (r.have_lora) {
+        nn_lora_unbind(&r.bind);
+        nn_lora_free(&r.lora);
+    }
     if (r.have_model)
         denoiser_free(&r.m);
     if (r.have_mc)

@@ -57,6 +57,10 @@ struct sample_config {
     double apg_threshold;        /* 0.03 */
     const char *init_noise;      /* a safetensors file whose "noise" (or "latents") [N, C, H, W] F32 is the
                                   * starting noise of the N images, in order; NULL: drawn from the seed */
+    /* LoRA files applied on the fly, each "FILE" or "FILE:SCALE" (strength,
+     * 1 by default), several at once; the base is never merged or copied. */
+    const char *const *loras;
+    int n_loras;
     enum device_kind device;
     enum kdtype dtype;       /* the compute dtype */
     int threads;             /* 0: all cores */

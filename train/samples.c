@@ -114,10 +114,37 @@ static int write_grid(const struct samples *sp, const uint8_t *grid, int gw, int
     return rc;
 }
 
+int samples_attach(struct samples *sp, const struct trainer *tr)
+{
+    if (!tr->base_trains) {
+        float *host = malloc((size_t)tr->m->n_params * sizeof *host);
+        if (!host) {
+            err_set("out of memory for the samples' model");
+            return -1;
+        }
+        denoiser_params_download(tr->m, host);
+        denoiser_params_upload(&sp->m, host);
+        free(host);
+    }
+    if (!tr->lora)
+        return 0;
+    if (nn_lora_create(&sp->lora, tr->lora->mod, tr->lora->n) != 0)
+        return -1;
+    if (nn_lora_alloc(&sp->lora, sp->m.ctx, sp->m.dt, 0) != 0 || denoiser_lora_bind(&sp->m, &sp->lora, &sp->bind) != 0) {
+        nn_lora_free(&sp->lora);
+        return -1;
+    }
+    sp->has_lora = 1;
+    return 0;
+}
+
 int samples_make(struct samples *sp, const struct trainer *tr, struct metrics *mx, int64_t step)
 {
     const struct denoiser_info *info = &sp->m.info;
-    denoiser_weights_set(&sp->m, tr->ema.data ? tr->ema : tr->m->params);
+    if (tr->base_trains)
+        denoiser_weights_set(&sp->m, tr->ema.data ? tr->ema : tr->m->params);
+    if (sp->has_lora)
+        nn_weights_set(&sp->lora.w, tr->lora_ema.data ? tr->lora_ema : tr->lora->w.params);
     const int H = info->height * sp->enc.factor, W = info->width * sp->enc.factor;
     const int64_t per = (int64_t)info->in_channels * info->height * info->width;
     float *lat = malloc((size_t)(sp->n * per) * sizeof *lat);
@@ -145,6 +172,10 @@ int samples_make(struct samples *sp, const struct trainer *tr, struct metrics *m
 
 void samples_free(struct samples *sp)
 {
+    if (sp->has_lora) {
+        nn_lora_unbind(&sp->bind);
+        nn_lora_free(&sp->lora);
+    }
     denoiser_free(&sp->m);
     sampler_free(&sp->s);
     encoder_close(&sp->enc);

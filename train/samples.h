@@ -35,10 +35,17 @@ struct samples {
     struct prompts pr; /* text models: encoded once, at setup */
     int n, guided;
     float cfg_scale;
+    int has_lora;               /* the training run's adapter, mirrored for sampling */
+    struct nn_lora lora;
+    struct nn_lora_binding bind;
 };
 
 int samples_setup(struct samples *sp, const struct samples_config *cfg, const struct denoiser_config *mc,
                   enum kdtype dt, struct kctx *ctx);
+/* After setup, for a run with an adapter or a frozen model: the frozen
+ * weights copied once (they do not change), the adapter mirrored onto the
+ * sampling model (its values are set at each samples_make). */
+int samples_attach(struct samples *sp, const struct trainer *tr);
 int samples_make(struct samples *sp, const struct trainer *tr, struct metrics *mx, int64_t step);
 void samples_free(struct samples *sp);
 

@@ -51,11 +51,14 @@ int trainer_init(struct trainer *tr, struct denoiser *m, const struct trainer_co
     const size_t n = (size_t)B * C * hw, no = (size_t)B * CO * hw;
     struct kctx *k = m->ctx;
     struct optimizer_config oc = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
-    if (optimizer_create(&tr->opt, cfg->optimizer ? cfg->optimizer : "adamw", k, (int64_t)np, &oc) != 0) {
+    /* A frozen model (LoRA only) has neither optimizer state nor EMA. */
+    tr->base_trains = m->grads.data != NULL;
+    if (tr->base_trains &&
+        optimizer_create(&tr->opt, cfg->optimizer ? cfg->optimizer : "adamw", k, (int64_t)np, &oc) != 0) {
         trainer_free(tr);
         return -1;
     }
-    if (cfg->ema_decay > 0 && k_alloc(k, &tr->ema, KDT_F32, (int64_t)np) != 0) {
+    if (tr->base_trains && cfg->ema_decay > 0 && k_alloc(k, &tr->ema, KDT_F32, (int64_t)np) != 0) {
         err_prefix("the optimizer state");
         trainer_free(tr);
         return -1;
@@ -79,12 +82,38 @@ int trainer_init(struct trainer *tr, struct denoiser *m, const struct trainer_co
     return 0;
 }
 
+int trainer_add_lora(struct trainer *tr, struct nn_lora *l, struct nn_lora_binding *b)
+{
+    const struct trainer_config *cfg = &tr->cfg;
+    struct optimizer_config oc = {cfg->beta1, cfg->beta2, cfg->eps, cfg->weight_decay};
+    const int64_t n = l->table.total;
+    if (!l->w.grads.data) {
+        err_set("the LoRA was not allocated for training");
+        return -1;
+    }
+    if (optimizer_create(&tr->lora_opt, cfg->optimizer ? cfg->optimizer : "adamw", l->w.ctx, n, &oc) != 0)
+        return -1;
+    tr->lora = l, tr->lora_bind = b;
+    if (cfg->ema_decay > 0) {
+        if (k_alloc(l->w.ctx, &tr->lora_ema, KDT_F32, n) != 0) {
+            err_prefix("the LoRA's EMA");
+            return -1;
+        }
+        k_copy(l->w.ctx, tr->lora_ema, l->w.params, n);
+    }
+    return 0;
+}
+
 void trainer_free(struct trainer *tr)
 {
     ddpm_schedule_free(&tr->ddpm);
     if (tr->m) {
         optimizer_free(&tr->opt);
         k_free(tr->m->ctx, &tr->ema);
+    }
+    if (tr->lora) {
+        optimizer_free(&tr->lora_opt);
+        k_free(tr->lora->w.ctx, &tr->lora_ema);
     }
     free(tr->x_t);
     free(tr->noise);
@@ -196,6 +225,8 @@ double trainer_micro_step(struct trainer *tr, const float *x, const struct cond 
 #pragma omp parallel for schedule(static) if (n > 1)
     for (int i = 0; i < n; i++)
         draw(tr, i, records[i], (uint64_t)epoch, 0, null_of(tr->m, c, i));
+    if (tr->lora_bind)
+        nn_lora_binding_batch(tr->lora_bind, records, n, epoch, 1);
     double loss = forward_loss(tr, x, c, n, (float)(tr->loss_scale / tr->cfg.grad_accum), 1);
     if (isfinite(loss))
         denoiser_backward(tr->m, tr->dout, n);
@@ -203,22 +234,34 @@ double trainer_micro_step(struct trainer *tr, const float *x, const struct cond 
     return loss;
 }
 
+/* The gradients of what trains: the model's and the adapters'. */
+static void zero_grads(struct trainer *tr)
+{
+    if (tr->base_trains)
+        denoiser_zero_grads(tr->m);
+    if (tr->lora)
+        nn_weights_zero_grads(&tr->lora->w);
+}
+
 double trainer_optimizer_step(struct trainer *tr)
 {
     struct denoiser *m = tr->m;
     struct kctx *k = m->ctx;
     const int64_t np = m->n_params;
-    struct tensor g = m->grads;
+    struct nn_weights *lw = tr->lora ? &tr->lora->w : NULL;
     const struct lr_config lc = trainer_lr_config(&tr->cfg);
     double lr = lr_at(&lc, tr->step);
-    double norm = sqrt(k_sum_squares(k, g, np));
+    double sq = tr->base_trains ? k_sum_squares(k, m->grads, np) : 0.0;
+    if (lw)
+        sq += k_sum_squares(lw->ctx, lw->grads, lw->n);
+    double norm = sqrt(sq);
     double unscale = 1.0;
     if (tr->cfg.loss_scaling) {
         if (!isfinite(norm)) {
             tr->loss_scale *= 0.5;
             tr->scale_good_steps = 0;
             tr->skipped_steps++;
-            denoiser_zero_grads(m);
+            zero_grads(tr);
             tr->step++;
             tr->micro = 0;
             tr->last_lr = lr;
@@ -232,19 +275,29 @@ double trainer_optimizer_step(struct trainer *tr)
             tr->scale_good_steps = 0;
         }
     }
-    /* As torch.nn.utils.clip_grad_norm_, on the unscaled gradients: one
-     * pass scales by both. */
+    /* As torch.nn.utils.clip_grad_norm_ over every trained tensor, on the
+     * unscaled gradients: one pass scales by both. */
     double coef = unscale;
     if (tr->cfg.max_grad_norm > 0 && tr->cfg.max_grad_norm / (norm + 1e-6) < 1.0)
         coef = unscale * (tr->cfg.max_grad_norm / (norm + 1e-6));
-    if (coef != 1.0)
-        k_scale(k, g, (float)coef, np);
-    /* The compute copy of mixed precision is refreshed in the same pass. */
-    struct tensor copy = m->weights.data != m->params.data ? m->weights : tensor_none();
-    optimizer_step(&tr->opt, m->params, g, copy, lr, tr->step + 1);
-    if (tr->ema.data) /* DiT's update_ema: ema = decay * ema + (1 - decay) * param. */
-        k_ema_update(k, tr->ema, m->params, (float)tr->cfg.ema_decay, np);
-    denoiser_zero_grads(m);
+    if (tr->base_trains) {
+        if (coef != 1.0)
+            k_scale(k, m->grads, (float)coef, np);
+        /* The compute copy of mixed precision is refreshed in the same pass. */
+        struct tensor copy = m->weights.data != m->params.data ? m->weights : tensor_none();
+        optimizer_step(&tr->opt, m->params, m->grads, copy, lr, tr->step + 1);
+        if (tr->ema.data) /* DiT's update_ema: ema = decay * ema + (1 - decay) * param. */
+            k_ema_update(k, tr->ema, m->params, (float)tr->cfg.ema_decay, np);
+    }
+    if (lw) {
+        if (coef != 1.0)
+            k_scale(lw->ctx, lw->grads, (float)coef, lw->n);
+        struct tensor copy = lw->weights.data != lw->params.data ? lw->weights : tensor_none();
+        optimizer_step(&tr->lora_opt, lw->params, lw->grads, copy, lr, tr->step + 1);
+        if (tr->lora_ema.data)
+            k_ema_update(lw->ctx, tr->lora_ema, lw->params, (float)tr->cfg.ema_decay, lw->n);
+    }
+    zero_grads(tr);
     tr->step++;
     tr->micro = 0;
     tr->last_lr = lr;
@@ -273,5 +326,7 @@ double trainer_validation_loss(struct trainer *tr, const float *x, const struct 
 #pragma omp parallel for schedule(static) if (n > 1)
     for (int i = 0; i < n; i++)
         draw(tr, i, records[i], 0, 1, null_of(tr->m, c, i));
+    if (tr->lora_bind)
+        nn_lora_binding_batch(tr->lora_bind, records, n, 0, 0);
     return forward_loss(tr, x, c, n, 1.0f, 0);
 }

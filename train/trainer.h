@@ -55,8 +55,15 @@ struct trainer_config {
 struct trainer {
     struct trainer_config cfg;
     struct denoiser *m;
+    int base_trains;   /* the model's own weights train (0: frozen, LoRA only) */
     struct optimizer opt;
-    struct tensor ema; /* f32 on the model's device, n_params; absent without EMA */
+    struct tensor ema; /* f32 on the model's device, n_params; absent without EMA or when frozen */
+    /* LoRA adapters training with the model's weights or instead of them
+     * (trainer_add_lora); NULL: none. The same lr, clipping over both. */
+    struct nn_lora *lora;
+    struct nn_lora_binding *lora_bind;
+    struct optimizer lora_opt;
+    struct tensor lora_ema; /* f32, the adapters' parameters; absent without EMA */
     struct ddpm_schedule ddpm;
     int64_t step;  /* optimizer steps done */
     int micro;     /* micro-batches accumulated since the last step */
@@ -71,6 +78,10 @@ struct trainer {
 };
 
 int trainer_init(struct trainer *tr, struct denoiser *m, const struct trainer_config *cfg);
+/* Adapters that train: l allocated for training on the model's device, b
+ * its binding to the model. The optimizer state (and EMA) of the adapters
+ * is allocated here. -1 with err_set(). */
+int trainer_add_lora(struct trainer *tr, struct nn_lora *l, struct nn_lora_binding *b);
 void trainer_free(struct trainer *tr);
 /* The schedule part of the configuration. */
 struct lr_config trainer_lr_config(const struct trainer_config *cfg);

@@ -76,8 +76,10 @@ static void init(const void *cfg, float *params, uint64_t seed)
 
 static enum dit_memory memory_of(enum denoiser_memory mem)
 {
-    return mem == DENOISER_MEM_INFERENCE ? DIT_MEM_INFERENCE
-           : mem == DENOISER_MEM_CHECKPOINT ? DIT_MEM_CHECKPOINT : DIT_MEM_TRAIN;
+    int frozen = mem & DENOISER_MEM_FROZEN ? DIT_MEM_FROZEN : 0;
+    mem = (enum denoiser_memory)(mem & ~DENOISER_MEM_FROZEN);
+    return (enum dit_memory)((mem == DENOISER_MEM_INFERENCE ? DIT_MEM_INFERENCE
+                              : mem == DENOISER_MEM_CHECKPOINT ? DIT_MEM_CHECKPOINT : DIT_MEM_TRAIN) | frozen);
 }
 
 static int plan_bytes(const void *cfg, enum device_kind device, int B, enum denoiser_memory mem, enum kdtype dt,
@@ -108,6 +110,7 @@ static void fill(struct denoiser *d, struct dit_impl *p)
     d->params = m->params;
     d->grads = m->grads;
     d->weights = m->weights;
+    d->table = &m->table;
 }
 
 static struct dit_impl *impl_new(int B)
@@ -228,6 +231,34 @@ static int load_file(const char *path, void *config, float **params)
     return rc;
 }
 
+static struct nn_linear *linear(struct denoiser *d, size_t i, int64_t *max_rows)
+{
+    struct dit_model *m = ((struct dit_impl *)d->impl)->m;
+    struct dit_layers *L = &m->layers;
+    const size_t depth = (size_t)m->cfg.depth, per_block = 5;
+    const int64_t BT = (int64_t)m->B * dit_tokens(&m->cfg);
+    *max_rows = m->B;
+    if (i < depth * per_block) {
+        struct dit_block_layers *b = &L->blocks[i / per_block];
+        struct nn_linear *at[5] = {&b->qkv, &b->proj, &b->fc1, &b->fc2, &b->ada};
+        if (i % per_block != 4)
+            *max_rows = BT;
+        return at[i % per_block];
+    }
+    i -= depth * per_block;
+    struct nn_linear *rest[5] = {&L->x_embed, &L->t1, &L->t2, &L->f_ada, &L->f_out};
+    if (i >= 5)
+        return NULL;
+    if (i == 0 || i == 4)
+        *max_rows = BT;
+    return rest[i];
+}
+
+static int table(const void *cfg, struct nn_params *t)
+{
+    return dit_param_table(cfg, t, NULL);
+}
+
 const struct denoiser_kind dit_denoiser_kind = {
     .name = "dit",
     .class_name = "DiTTransformer2DModel",
@@ -252,5 +283,8 @@ const struct denoiser_kind dit_denoiser_kind = {
     .weights_set = weights_set,
     .zero_grads = zero_grads,
     .sizes = sizes,
+    .linear = linear,
+    .table = table,
+    .lora_targets = "qkv,proj",
 };
 

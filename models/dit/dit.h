@@ -119,6 +119,9 @@ void dit_pos_embed(float *out, int C, int grid);
  *    backward buffers (about 11 MiB per sample for DiT-XL/2); in a low
  *    precision the f32 master copy is not kept either. */
 enum dit_memory { DIT_MEM_TRAIN = 0, DIT_MEM_CHECKPOINT = 1, DIT_MEM_INFERENCE = 2 };
+/* Or'ed into DIT_MEM_TRAIN or _CHECKPOINT: the weights are frozen (no
+ * gradients, no f32 master in a low precision), as DENOISER_MEM_FROZEN. */
+#define DIT_MEM_FROZEN 0x100
 
 /* The model with its planned memory for a batch size, all of it on the
  * context's device: fp32 master parameters and their gradients, the
@@ -133,6 +136,7 @@ struct dit_model {
     int B;                 /* batch size the arena was planned for */
     int checkpointing;     /* recompute each block during backward */
     int inference;         /* DIT_MEM_INFERENCE: forward only */
+    int frozen;            /* DIT_MEM_FROZEN: weights without gradients, backward through them */
     int64_t n_params;
     struct nn_weights w;   /* owns the three below, which are its views */
     struct tensor params;  /* f32 master weights (absent for inference in bf16 / f16) */

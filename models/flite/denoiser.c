@@ -180,6 +180,36 @@ static void sizes(const struct denoiser *d, int64_t *param_bytes, int64_t *activ
     flite_model_sizes(model_of(d), param_bytes, activation_bytes);
 }
 
+static struct nn_linear *linear(struct denoiser *d, size_t i, int64_t *max_rows)
+{
+    struct flite_model *m = model_of(d);
+    struct flite_layers *L = &m->layers;
+    const size_t depth = (size_t)m->cfg.depth, per_block = 8;
+    const int64_t BT = (int64_t)m->B * flite_tokens(&m->cfg, m->cfg.height, m->cfg.width);
+    *max_rows = BT;
+    if (i < depth * per_block) {
+        struct flite_block_layers *b = &L->blocks[i / per_block];
+        struct nn_linear *at[8] = {&b->qkv, &b->proj, &b->q, &b->kv, &b->cproj, &b->fc1, &b->fc2, &b->ada};
+        if (i % per_block == 3)
+            *max_rows = (int64_t)m->B * m->cfg.text_len;
+        else if (i % per_block == 7)
+            *max_rows = m->B;
+        return at[i % per_block];
+    }
+    i -= depth * per_block;
+    struct nn_linear *rest[5] = {&L->patch, &L->t1, &L->t2, &L->f_mod, &L->f_out};
+    if (i >= 5)
+        return NULL;
+    if (i >= 1 && i <= 3)
+        *max_rows = m->B;
+    return rest[i];
+}
+
+static int table(const void *cfg, struct nn_params *t)
+{
+    return flite_param_table(cfg, t, NULL);
+}
+
 const struct denoiser_kind flite_denoiser_kind = {
     .name = "flite",
     .class_name = FLITE_CLASS,
@@ -204,4 +234,7 @@ const struct denoiser_kind flite_denoiser_kind = {
     .zero_grads = zero_grads,
     .sizes = sizes,
     .size_fits = size_fits,
+    .linear = linear,
+    .table = table,
+    .lora_targets = "qkv,q,context_kv,proj", /* F-Lite's train.py default */
 };

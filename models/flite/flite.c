@@ -185,6 +185,8 @@ static int model_setup(struct flite_model *m, const struct flite_config *cfg, st
         err_set("the CPU backend computes in f32, not %s", kdtype_name(dt));
         return -1;
     }
+    int frozen = (memory & DENOISER_MEM_FROZEN) != 0;
+    memory = (enum denoiser_memory)(memory & ~DENOISER_MEM_FROZEN);
     if (memory != DENOISER_MEM_TRAIN && memory != DENOISER_MEM_CHECKPOINT && memory != DENOISER_MEM_INFERENCE) {
         err_set("unknown F-Lite memory plan %d", (int)memory);
         return -1;
@@ -195,6 +197,7 @@ static int model_setup(struct flite_model *m, const struct flite_config *cfg, st
     m->B = B;
     m->checkpointing = memory == DENOISER_MEM_CHECKPOINT;
     m->inference = memory == DENOISER_MEM_INFERENCE;
+    m->frozen = frozen && !m->inference;
     if (flite_param_table(cfg, &m->table, &m->layers) != 0)
         return -1;
     m->n_params = m->table.total;
@@ -213,7 +216,7 @@ static int model_setup(struct flite_model *m, const struct flite_config *cfg, st
 
 static int64_t param_bytes_of(const struct flite_model *m)
 {
-    return nn_weights_bytes(m->n_params, m->dt, m->inference);
+    return nn_weights_bytes(m->n_params, m->dt, m->inference || m->frozen);
 }
 
 static void acts_free(struct flite_model *m)
@@ -253,7 +256,7 @@ int flite_model_create(struct flite_model *m, const struct flite_config *cfg, st
     const int64_t T = max_tokens(cfg), HS = flite_head_size(cfg);
     const int64_t img = (int64_t)B * cfg->in_channels * (T - FLITE_REGISTERS) * cfg->patch_size * cfg->patch_size;
     const int64_t text = (int64_t)B * cfg->text_len * cfg->cross_attn_input_size;
-    if (nn_weights_alloc(&m->w, ctx, m->n_params, dt, m->inference) != 0 ||
+    if (nn_weights_alloc(&m->w, ctx, m->n_params, dt, m->inference || m->frozen) != 0 ||
         k_alloc(ctx, &m->rope_cos, KDT_F32, T * HS / 2) != 0 ||
         k_alloc(ctx, &m->rope_sin, KDT_F32, T * HS / 2) != 0 ||
         k_alloc(ctx, &m->reg_ids, KDT_F32, FLITE_REGISTERS) != 0 ||

@@ -116,6 +116,7 @@ struct flite_model {
     enum kdtype dt;
     int B;
     int checkpointing, inference;
+    int frozen; /* DENOISER_MEM_FROZEN: weights without gradients, backward through them */
     int64_t n_params;
     struct nn_weights w;                  /* owns params, grads and weights, its views: host
                                            * transfers, the EMA and the gradients go through it */

@@ -1,0 +1,54 @@
+/* LoRA adapters between files and devices: what dit-train, dit-sample and
+ * dit-lora-merge share. A struct nn_lora's tensors live on a device; a
+ * struct lora_file (formats/lora_file.h) holds a file's as host f32. */
+#ifndef DIT_TRAIN_LORA_H
+#define DIT_TRAIN_LORA_H
+
+#include "formats/lora_file.h"
+#include "models/denoiser.h"
+#include "nn/lora.h"
+
+/* What dit-train's LoRA options ask for. */
+struct lora_options {
+    int rank;
+    float alpha;           /* 0: the rank (scale 1) */
+    float dropout;
+    int rslora;
+    const char *targets;   /* NULL: the model's default */
+    enum nn_lora_init init;
+    const char *checkpoint; /* --lora-checkpoint: continue from this adapter (its modules and ranks) */
+};
+
+/* The adapter of a training run on d: modules from the options' targets
+ * (or from the checkpoint file), allocated for training on d's device in
+ * d's compute dtype, initialised (or loaded), and bound to d. -1 with
+ * err_set(). */
+int train_lora_create(struct nn_lora *l, struct nn_lora_binding *b, struct denoiser *d,
+                      const struct lora_options *o, uint64_t seed);
+
+/* The adapter's values in src (an f32 buffer on l's device laid out by its
+ * table: the master or an EMA) as a file. */
+int train_lora_save(const struct nn_lora *l, struct tensor src, const char *path, enum lora_format fmt,
+                    enum st_dtype dt, const char *targets);
+/* A file's values into the master and compute copy of l, whose modules
+ * and ranks it must have; into dst instead (an f32 buffer laid out by the
+ * table, an EMA) when dst is present. */
+int train_lora_load(struct nn_lora *l, const char *path, struct tensor dst);
+
+/* Files (each with a strength) as one adapter of the combined ranks, for
+ * sampling and merging: the scales folded into B, scale 1. *mods and *host
+ * (laid out as nn_lora_create lays out *mods) malloc'd. The module names
+ * are resolved against the n names of the model's linears (kohya files);
+ * names NULL: taken as the files give them. */
+int lora_files_combine(struct lora_file *files, const float *strengths, size_t nfiles,
+                       const char *const *names, size_t nnames, struct nn_lora_module **mods, size_t *nmods,
+                       float **host, int64_t *total);
+/* "FILE" or "FILE:SCALE" (--lora): the scale is what follows the last ':'
+ * when it reads as a finite number (a path may hold ':' too), else 1. */
+void lora_arg_parse(const char *arg, char *path, size_t size, float *scale);
+
+/* The names of the table's 2-D weights without ".weight": the modules a
+ * LoRA may adapt (malloc'd strings; names_free). */
+char **lora_module_names(const struct nn_params *t, size_t *n);
+
+#endif
