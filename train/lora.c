@@ -1,4 +1,5 @@
 #include "train/lora.h"
+#include "train/lora_merge.h"
 #include "libcommon/error.h"
 #include "libcommon/names.h"
 
@@ -136,34 +137,22 @@ int train_lora_save(const struct nn_lora *l, struct tensor src, const char *path
                     enum st_dtype dt, const char *targets)
 {
     float *host = malloc((size_t)l->table.total * sizeof *host);
-    struct lora_file f = {0};
-    f.e = calloc(l->n, sizeof *f.e);
-    f.dropout = l->dropout;
-    int rc = !host || !f.e;
-    if (rc == 0)
-        k_download(l->w.ctx, host, src, l->table.total);
-    /* rsLoRA's scale is written as the alpha that gives it with alpha / rank. */
-    for (size_t i = 0; rc == 0 && i < l->n; i++) {
-        const struct nn_lora_module *m = &l->mod[i];
-        struct lora_entry *e = &f.e[i];
-        snprintf(e->name, sizeof e->name, "%s", m->name);
-        e->rank = m->rank, e->in = m->in, e->out = m->out;
-        e->alpha = m->scale * (float)m->rank;
-        const size_t na = (size_t)m->rank * m->in, nb = (size_t)m->out * m->rank;
-        rc = !(e->A = malloc(na * sizeof *e->A)) || !(e->B = malloc(nb * sizeof *e->B));
-        if (rc == 0) {
-            memcpy(e->A, host + l->table.p[m->a_id].offset, na * sizeof *host);
-            memcpy(e->B, host + l->table.p[m->b_id].offset, nb * sizeof *host);
-        }
-        f.n = i + 1;
-    }
-    if (rc)
+    if (!host) {
         err_set("%s: out of memory", path);
-    else
+        return -1;
+    }
+    k_download(l->w.ctx, host, src, l->table.total);
+    /* The table lays modules out as lora_to_file reads them (A then B); an
+     * rsLoRA scale is written as the alpha that gives it with alpha / rank. */
+    struct lora_file f;
+    int rc = lora_to_file(l->mod, l->n, host, 0, &f);
+    if (rc == 0) {
+        f.dropout = l->dropout;
         rc = lora_file_write(path, &f, fmt, dt, targets);
-    lora_file_free(&f);
+        lora_file_free(&f);
+    }
     free(host);
-    return rc ? -1 : 0;
+    return rc;
 }
 
 int train_lora_load(struct nn_lora *l, const char *path, struct tensor dst)

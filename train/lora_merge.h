@@ -19,11 +19,12 @@ int lora_merge_precision_parse(const char *name, enum st_dtype *out);
 int lora_merge_into(const struct lora_file *f, float ratio, const struct nn_params *t, float *params,
                     enum st_dtype precision);
 
-/* A combined adapter (lora_files_combine's modules and host values, scale
- * 1) as a file's entries; with rank > 0 each module re-ranked to at most
- * rank by the SVD of B A (QR of B and A^T, then the SVD of the small
- * product: exact up to the discarded singular values), alpha = rank so the
- * scale stays 1. -1 with err_set(). */
+/* Adapter modules and their host values (laid out as nn_lora_create lays
+ * out its table: A then B, module by module) as a file's entries, each
+ * with its module's scale (alpha = scale x rank). With rank > 0 each module
+ * is re-ranked to at most rank by the SVD of B A (QR of B and A^T, then the
+ * SVD of the small product: exact up to the discarded singular values),
+ * the scale folded into B and alpha = rank. -1 with err_set(). */
 int lora_to_file(const struct nn_lora_module *mods, size_t n, const float *host, int rank, struct lora_file *out);
 
 #endif

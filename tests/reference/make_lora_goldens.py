@@ -34,28 +34,18 @@ The model runs in float64 (F-Lite's norms and rope in float32, as in
 make_flite_goldens.py). Nothing of F-Lite is copied: it is imported from
 FLITE_SRC and only numbers are written.
 """
-import importlib.util
 import json
 import os
-import sys
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from make_flite_goldens import load_flite  # F-Lite's model.py from FLITE_SRC
+
 FIX = "tests/fixtures/flite"
 OUT = "tests/fixtures/lora"
 TARGETS = ["qkv", "q", "context_kv", "proj"]
-
-
-def load_flite():
-    src = os.environ.get("FLITE_SRC")
-    if not src or not os.path.isfile(os.path.join(src, "f_lite", "model.py")):
-        sys.exit("FLITE_SRC must name a checkout of fal-ai/f-lite (with f_lite/model.py)")
-    spec = importlib.util.spec_from_file_location("f_lite_model", os.path.join(src, "f_lite", "model.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def base_model(fl):
