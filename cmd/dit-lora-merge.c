@@ -93,13 +93,9 @@ static int merge_model(const struct options *o, struct lora_file *files, const f
     if (denoiser_config_load_dir(&mc, o->base, &params) != 0)
         return -1;
     struct nn_params t;
-    size_t nn = 0;
-    char **names = NULL;
     int rc = denoiser_config_table(&mc, &t);
-    if (rc == 0 && !(names = lora_module_names(&t, &nn)))
-        rc = -1;
     for (int i = 0; rc == 0 && i < o->loras.n; i++) {
-        rc = lora_file_resolve(&files[i], (const char *const *)names, nn);
+        rc = lora_file_adopt(&files[i], mc.kind, &t);
         if (rc == 0)
             rc = lora_merge_into(&files[i], ratios[i], &t, params, prec);
         if (rc != 0)
@@ -139,8 +135,6 @@ static int merge_model(const struct options *o, struct lora_file *files, const f
     if (rc == 0)
         log_info("merged %d LoRA%s into %s (%s arithmetic, %s weights)", o->loras.n, o->loras.n > 1 ? "s" : "",
                  o->output_dir, o->precision, st_dtype_name(save));
-    if (names)
-        names_free(names, nn);
     nn_params_free(&t);
     free(params);
     denoiser_config_free(&mc);
@@ -156,8 +150,24 @@ static int merge_loras(const struct options *o, struct lora_file *files, const f
         opt_usage_error("--format: '%s' is not diffusers, peft or kohya", o->format);
     if (o->save_precision && lora_merge_precision_parse(o->save_precision, &save) != 0)
         opt_usage_error("--save-precision is float, fp16 or bf16");
-    /* Kohya names stay as they are: with no model to resolve them, each
-     * file's names must be the same naming. */
+    /* With --base, the files' names are the model's (kohya's resolved,
+     * diffusers' DiT q, k and v fused) and are written in the model's file
+     * naming; without, they stay as they are, so each file's names must be
+     * the same naming. */
+    const struct denoiser_kind *kind = NULL;
+    if (o->base) {
+        struct denoiser_config mc = {0};
+        struct nn_params t = {0};
+        int rc = denoiser_config_load_dir(&mc, o->base, NULL) != 0 || denoiser_config_table(&mc, &t) != 0;
+        for (int i = 0; rc == 0 && i < o->loras.n; i++)
+            if ((rc = lora_file_adopt(&files[i], mc.kind, &t)) != 0)
+                err_prefix("%s", o->loras.v[i]);
+        kind = mc.kind; /* the registry's, not the configuration's */
+        nn_params_free(&t);
+        denoiser_config_free(&mc);
+        if (rc != 0)
+            return -1;
+    }
     int kohya = files[0].kohya_names;
     for (int i = 1; i < o->loras.n; i++)
         if (files[i].kohya_names != kohya) {
@@ -174,7 +184,7 @@ static int merge_loras(const struct options *o, struct lora_file *files, const f
     size_t n;
     float *host;
     int64_t total;
-    if (lora_files_combine(files, ratios, (size_t)o->loras.n, NULL, 0, &mods, &n, &host, &total) != 0)
+    if (lora_files_combine(files, ratios, (size_t)o->loras.n, NULL, NULL, &mods, &n, &host, &total) != 0)
         return -1;
     struct lora_file out;
     int rc = lora_to_file(mods, n, host, o->rank, &out);
@@ -184,6 +194,8 @@ static int merge_loras(const struct options *o, struct lora_file *files, const f
             if (strncmp(out.e[i].name, "lora_unet_", 10) == 0)
                 memmove(out.e[i].name, out.e[i].name + 10, strlen(out.e[i].name + 10) + 1);
     }
+    if (rc == 0 && kind)
+        rc = lora_file_export(&out, kind) < 0 ? -1 : 0;
     if (rc == 0)
         rc = lora_file_write(o->output, &out, fmt, save, NULL);
     if (rc == 0) {
@@ -207,12 +219,12 @@ int main(int argc, char **argv)
         {"pretrained-model-path", 0, OPT_STRING, &o.base, "DIR", "the same as --base"},
         {"lora", 0, OPT_LIST, &o.loras, "FILE[:RATIO]", "a LoRA (diffusers, PEFT, kohya, F-Lite's .pt) and its ratio (1); repeat for more"},
         {"output-dir", 'o', OPT_STRING, &o.output_dir, "DIR", "with --base: the merged model dir (must not exist)"},
-        {"output", 0, OPT_STRING, &o.output, "FILE", "without --base: the LoRAs merged into this LoRA file"},
+        {"output", 0, OPT_STRING, &o.output, "FILE", "the LoRAs merged into this LoRA file (with --base: named as the model's files name its layers)"},
         {"precision", 0, OPT_STRING, &o.precision, "P", "the merge's arithmetic: float (default), fp16 or bf16"},
         {"save-precision", 0, OPT_STRING, &o.save_precision, "P", "the weights written: float, fp16 or bf16 (default: --precision)"},
         {"max-shard-size", 0, OPT_INT64, &o.max_shard, "BYTES", "shard the merged model's weights at this size"},
-        {"rank", 0, OPT_INT, &o.rank, "R", "without --base: re-rank each module to R by SVD (default: ranks side by side)"},
-        {"format", 0, OPT_STRING, &o.format, "NAME", "without --base: diffusers (default), peft or kohya"},
+        {"rank", 0, OPT_INT, &o.rank, "R", "with --output: re-rank each module to R by SVD (default: ranks side by side)"},
+        {"format", 0, OPT_STRING, &o.format, "NAME", "with --output: diffusers (default), peft or kohya"},
         {NULL, 0, 0, NULL, NULL, NULL},
     };
     const struct opt_tool tool = {"dit-lora-merge", "[options] --lora FILE[:RATIO]... (--base DIR --output-dir DIR | --output FILE)",
@@ -222,9 +234,9 @@ int main(int argc, char **argv)
         opt_usage_error("unexpected operand '%s'", argv[first]);
     if (o.loras.n == 0)
         opt_usage_error("no --lora given");
-    if (o.base ? !o.output_dir || o.output : !o.output || o.output_dir)
-        opt_usage_error("--base with --output-dir merges into a model; --output alone merges into a LoRA");
-    if (o.rank < 0 || o.max_shard < 0 || (o.base && o.rank))
+    if (!o.output_dir == !o.output || (o.output_dir && !o.base))
+        opt_usage_error("--base with --output-dir merges into a model; --output merges into a LoRA");
+    if (o.rank < 0 || o.max_shard < 0 || (o.output_dir && o.rank))
         opt_usage_error("--rank (LoRA output only) and --max-shard-size must not be negative");
     if (o.output_dir && access(o.output_dir, F_OK) == 0)
         die(DIT_EXIT_FAILURE, "%s exists: the merged model goes to a new folder", o.output_dir);
@@ -233,7 +245,7 @@ int main(int argc, char **argv)
     memset(files, 0, sizeof files);
     int rc = read_loras(&o, files, ratios);
     if (rc == 0)
-        rc = o.base ? merge_model(&o, files, ratios) : merge_loras(&o, files, ratios);
+        rc = o.output_dir ? merge_model(&o, files, ratios) : merge_loras(&o, files, ratios);
     for (int i = 0; i < o.loras.n; i++)
         lora_file_free(&files[i]);
     if (rc != 0)

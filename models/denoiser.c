@@ -70,7 +70,8 @@ int denoiser_config_fit(struct denoiser_config *c, const struct denoiser_spec *s
 int denoiser_config_load_dir(struct denoiser_config *c, const char *dir, float **params)
 {
     memset(c, 0, sizeof *c);
-    *params = NULL;
+    if (params)
+        *params = NULL;
     char path[4096];
     /* A pipeline folder (model_index.json, no config.json of its own): the
      * denoiser is its transformer (diffusers' DiT, SD3, FLUX) or its
@@ -200,41 +201,119 @@ static int linears_of(struct denoiser *d, struct nn_linear ***linears, int64_t *
     return 0;
 }
 
-int denoiser_lora_targets(struct denoiser *d, const char *targets, int rank, float alpha, int rslora,
-                          struct nn_lora_module **mods, size_t *n)
+static const char *leaf(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
+}
+
+/* The 2-D linear layers of d as modules (name, in, out): *m malloc'd. */
+static int modules_of(struct denoiser *d, struct nn_lora_module **m, size_t *n)
 {
     struct nn_linear **lin;
     int64_t *rows;
     size_t count;
-    *mods = NULL, *n = 0;
+    *m = NULL, *n = 0;
     if (linears_of(d, &lin, &rows, &count) != 0)
         return -1;
-    struct nn_lora_module *m = calloc(count ? count : 1, sizeof *m);
+    struct nn_lora_module *o = calloc(count ? count : 1, sizeof *o);
     size_t k = 0;
-    for (size_t i = 0; m && i < count; i++) {
+    for (size_t i = 0; o && i < count; i++) {
         const struct nn_param *w = &d->table->p[lin[i]->weight_id];
         size_t len = strlen(w->name) - strlen(".weight");
         /* A convolution's kernel (the patch embedding) takes a LoRA of
          * convolutions in PEFT, which this toolkit does not make. */
-        if (w->ndim != 2)
+        if (w->ndim != 2 || len >= sizeof o[k].name)
             continue;
-        struct nn_lora_module *o = &m[k];
-        memcpy(o->name, w->name, len);
-        o->name[len] = 0;
-        if (!nn_lora_targets_match(targets, o->name))
-            continue;
-        o->rank = rank, o->in = lin[i]->in, o->out = lin[i]->out, o->alpha = alpha;
-        o->scale = rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
+        memcpy(o[k].name, w->name, len);
+        o[k].name[len] = 0;
+        o[k].in = lin[i]->in, o[k].out = lin[i]->out;
         k++;
     }
     free(lin), free(rows);
-    if (!m) {
+    if (!o) {
         err_set("out of memory");
         return -1;
     }
-    if (k == 0) {
-        free(m);
+    *m = o, *n = k;
+    return 0;
+}
+
+/* targets' entries split by the naming they use: an entry that selects
+ * one of the model's own names is of its naming ("proj" is the DiT's
+ * attention projection), any other is of the kind's file naming (the
+ * DiT's "to_out.0"; there "proj" would also select ff.net.0.proj). */
+static void targets_split(const char *targets, const struct nn_lora_module *m, size_t n, char *own, char *other,
+                          size_t size)
+{
+    own[0] = other[0] = 0;
+    char entry[NN_NAME_MAX];
+    for (const char *s = targets; *s;) {
+        size_t len = strcspn(s, ",");
+        snprintf(entry, sizeof entry, "%.*s", (int)len, s);
+        int mine = 0;
+        for (size_t i = 0; i < n && !mine; i++)
+            mine = nn_lora_targets_match(entry, m[i].name);
+        char *to = mine ? own : other;
+        snprintf(to + strlen(to), size - strlen(to), "%s%s", to[0] ? "," : "", entry);
+        s += len + (s[len] == ',');
+    }
+}
+
+/* Whether the module is selected, by its own name or by its name in the
+ * kind's file naming: 1, 0, or -1 with err_set() when some parts of a
+ * module the model computes as one layer are (the DiT's fused qkv and
+ * diffusers' to_q alone), which one adapter cannot train apart. */
+static int select_module(const struct denoiser_kind *kind, const char *targets, const char *own, const char *other,
+                         const struct nn_lora_module *m)
+{
+    if (own[0] && nn_lora_targets_match(own, m->name))
+        return 1;
+    struct denoiser_alias parts[DENOISER_ALIAS_MAX];
+    int n = kind->lora_alias && other[0] ? kind->lora_alias(m->name, m->out, parts, DENOISER_ALIAS_MAX) : 0, hit = 0;
+    for (int p = 0; p < n; p++)
+        hit += nn_lora_targets_match(other, parts[p].name);
+    if (hit == 0 || hit == n)
+        return hit > 0;
+    char all[4 * NN_NAME_MAX] = "";
+    for (int p = 0; p < n; p++)
+        snprintf(all + strlen(all), sizeof all - strlen(all), "%s%s", p ? ", " : "", leaf(parts[p].name));
+    err_set("--lora-target-modules '%s' selects part of %s, which the %s model computes as one layer: select all "
+            "of %s, or %s", targets, m->name, kind->name, all, leaf(m->name));
+    return -1;
+}
+
+int denoiser_lora_targets(struct denoiser *d, const char *targets, int rank, float alpha, int rslora,
+                          struct nn_lora_module **mods, size_t *n)
+{
+    struct nn_lora_module *m;
+    size_t count, k = 0;
+    *mods = NULL, *n = 0;
+    if (modules_of(d, &m, &count) != 0)
+        return -1;
+    size_t size = strlen(targets) + 2;
+    char *own = malloc(size), *other = malloc(size);
+    int rc = own && other ? 0 : (err_set("out of memory"), -1);
+    if (rc == 0)
+        targets_split(targets, m, count, own, other, size);
+    for (size_t i = 0; rc == 0 && i < count; i++) {
+        int sel = select_module(d->kind, targets, own, other, &m[i]);
+        if (sel < 0)
+            rc = -1;
+        if (sel <= 0)
+            continue;
+        struct nn_lora_module *o = &m[k++];
+        *o = m[i];
+        o->rank = rank, o->alpha = alpha;
+        o->scale = rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
+    }
+    free(own), free(other);
+    if (rc == 0 && k == 0) {
         err_set("--lora-target-modules '%s' matches none of the %s model's linear layers", targets, d->kind->name);
+        rc = -1;
+    }
+    if (rc != 0) {
+        free(m);
         return -1;
     }
     *mods = m, *n = k;

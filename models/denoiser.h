@@ -77,6 +77,13 @@ struct denoiser_spec {
 
 struct denoiser;
 
+/* One part of a module under another naming (kind->lora_alias). */
+#define DENOISER_ALIAS_MAX 4
+struct denoiser_alias {
+    char name[NN_NAME_MAX];
+    int row0, rows;
+};
+
 struct denoiser_kind {
     const char *name;       /* the family: "dit" */
     const char *class_name; /* diffusers' _class_name of its model dir */
@@ -97,7 +104,7 @@ struct denoiser_kind {
     json_t *(*config_to_json)(const void *cfg);
     /* The model dir (diffusers layout; formats/model_dir): configuration and
      * host f32 parameters (*params malloc'd). */
-    int (*load_dir)(const char *dir, void *cfg, float **params);
+    int (*load_dir)(const char *dir, void *cfg, float **params); /* params NULL: config only */
     /* A bare safetensors state dict in this kind's tensor names into the
      * preset configuration cfg, which it may adjust to what the file says
      * (a layout's numerics); *params malloc'd. NULL: the kind is read from
@@ -134,6 +141,13 @@ struct denoiser_kind {
     /* The modules LoRA adapts by default (--lora-target-modules), as PEFT's
      * target_modules suffixes: "qkv,proj". */
     const char *lora_targets;
+    /* A module's name in the naming the kind's LoRA files use when that is
+     * not the model's own (the DiT: diffusers' DiTTransformer2DModel, the
+     * layout its model directories are written in): up to max parts, part
+     * p the output rows [row0, row0 + rows) of the module's out (the fused
+     * qkv is diffusers' to_q, to_k and to_v); 0 when that naming has no
+     * such module. NULL: the files use the model's own names. */
+    int (*lora_alias)(const char *module, int out, struct denoiser_alias *parts, int max);
 };
 
 struct denoiser {
@@ -155,7 +169,8 @@ struct denoiser {
 
 /* Configurations. */
 int denoiser_config_preset(struct denoiser_config *c, const char *name, const struct denoiser_spec *spec);
-/* A model dir: the kind from config.json's _class_name; *params malloc'd. */
+/* A model dir: the kind from config.json's _class_name; *params malloc'd
+ * (params NULL: the configuration only, no weights read). */
 int denoiser_config_load_dir(struct denoiser_config *c, const char *dir, float **params);
 /* A bare state-dict file of the preset name (--model) with the spec's
  * sizes: -2 with err_set() for an unknown preset or a kind that reads no

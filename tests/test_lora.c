@@ -418,12 +418,11 @@ TEST(lora_files_combine_ranks_side_by_side)
     sample_file(&f[1]);
     f[1].n = 1; /* the second adapts only the first module (its second entry is freed below) */
     const float strength[2] = {0.5f, 2.0f};
-    const char *names[2] = {"blocks.0.attn.qkv", "blocks.1.attn.proj"};
     struct nn_lora_module *m;
     size_t n;
     float *h;
     int64_t total;
-    CHECK_INT(lora_files_combine(f, strength, 2, names, 2, &m, &n, &h, &total), 0);
+    CHECK_INT(lora_files_combine(f, strength, 2, NULL, NULL, &m, &n, &h, &total), 0);
     CHECK_INT((int)n, 2);
     CHECK_INT(m[0].rank, 4);
     CHECK_INT(m[1].rank, 3);
@@ -514,14 +513,11 @@ static void flite_with(struct flite_case *c, const char *const *files, const flo
             return;
         }
     }
-    size_t nn;
-    char **names = lora_module_names(c->d.table, &nn);
     struct nn_lora_module *mods;
     size_t nm;
     float *host;
     int64_t total;
-    CHECK_INT(lora_files_combine(f, strength, (size_t)n, (const char *const *)names, nn, &mods, &nm, &host, &total),
-              0);
+    CHECK_INT(lora_files_combine(f, strength, (size_t)n, c->d.kind, c->d.table, &mods, &nm, &host, &total), 0);
     struct nn_lora l;
     struct nn_lora_binding b;
     CHECK_INT(nn_lora_create(&l, mods, nm), 0);
@@ -536,7 +532,6 @@ static void flite_with(struct flite_case *c, const char *const *files, const flo
     nn_lora_unbind(&b);
     nn_lora_free(&l);
     free(mods), free(host);
-    names_free(names, nn);
     for (int i = 0; i < n; i++)
         lora_file_free(&f[i]);
 }
@@ -626,7 +621,7 @@ TEST(lora_re_ranked_by_svd_keeps_the_product)
     size_t n;
     float *h;
     int64_t total;
-    CHECK_INT(lora_files_combine(f, (const float[]){0.25f, 0.75f}, 2, NULL, 0, &m, &n, &h, &total), 0);
+    CHECK_INT(lora_files_combine(f, (const float[]){0.25f, 0.75f}, 2, NULL, NULL, &m, &n, &h, &total), 0);
     CHECK_INT(m[0].rank, 8);
     struct lora_file r;
     CHECK_INT(lora_to_file(m, n, h, 4, &r), 0);

@@ -83,10 +83,10 @@ int train_checkpoint_save(const char *out, int limit, const struct denoiser_conf
     free(host);
     if (rc == 0 && tr->lora) {
         snprintf(path, sizeof path, "%s/%s", tmp, lora_file_name(info->lora_format, 0));
-        rc = train_lora_save(tr->lora, tr->lora->w.params, path, info->lora_format, ST_F32, info->lora_targets);
+        rc = train_lora_save(tr->lora, tr->m->kind, tr->lora->w.params, path, info->lora_format, ST_F32, info->lora_targets);
         if (rc == 0 && tr->lora_ema.data) {
             snprintf(path, sizeof path, "%s/%s", tmp, lora_file_name(info->lora_format, 1));
-            rc = train_lora_save(tr->lora, tr->lora_ema, path, info->lora_format, ST_F32, info->lora_targets);
+            rc = train_lora_save(tr->lora, tr->m->kind, tr->lora_ema, path, info->lora_format, ST_F32, info->lora_targets);
         }
     }
     if (rc == 0) {
@@ -158,12 +158,12 @@ static int load_lora(const char *dir, struct trainer *tr)
         snprintf(path, sizeof path, "%s/%s", dir, lora_file_name((enum lora_format)f, 0));
         if (access(path, R_OK) != 0)
             continue;
-        if (train_lora_load(tr->lora, path, tensor_none()) != 0)
+        if (train_lora_load(tr->lora, tr->m->kind, tr->m->table, path, tensor_none()) != 0)
             return -1;
         if (!tr->lora_ema.data)
             return 0;
         snprintf(path, sizeof path, "%s/%s", dir, lora_file_name((enum lora_format)f, 1));
-        return train_lora_load(tr->lora, path, tr->lora_ema);
+        return train_lora_load(tr->lora, tr->m->kind, tr->m->table, path, tr->lora_ema);
     }
     err_set("%s: a checkpoint without the adapter (%s) of this LoRA run", dir, lora_file_name(LORA_FORMAT_DIFFUSERS, 0));
     return -1;

@@ -8,29 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-char **lora_module_names(const struct nn_params *t, size_t *n)
-{
-    char **names = calloc(t->count ? t->count : 1, sizeof *names);
-    size_t k = 0;
-    for (size_t i = 0; names && i < t->count; i++) {
-        const struct nn_param *p = &t->p[i];
-        if (p->ndim != 2 || !str_ends_with(p->name, ".weight"))
-            continue;
-        size_t len = strlen(p->name) - 7;
-        if (!(names[k] = malloc(len + 1))) {
-            names_free(names, k);
-            names = NULL;
-            break;
-        }
-        memcpy(names[k], p->name, len);
-        names[k++][len] = 0;
-    }
-    if (!names)
-        err_set("out of memory");
-    *n = k;
-    return names;
-}
-
 /* The file's values into host, laid out by l's table: the same modules
  * with the same ranks, or the difference named. */
 static int file_into(const struct lora_file *f, const struct nn_lora *l, const char *path, float *host)
@@ -87,12 +64,10 @@ int train_lora_create(struct nn_lora *l, struct nn_lora_binding *b, struct denoi
     struct lora_file f = {0};
     int rc;
     if (o->checkpoint) {
-        size_t nn;
-        char **names = lora_module_names(d->table, &nn);
-        rc = !names || lora_file_read(o->checkpoint, &f) != 0 ||
-             lora_file_resolve(&f, (const char *const *)names, nn) != 0 || modules_of_file(&f, &mods) != 0;
-        if (names)
-            names_free(names, nn);
+        rc = lora_file_read(o->checkpoint, &f) != 0 || lora_file_adopt(&f, d->kind, d->table) != 0 ||
+             modules_of_file(&f, &mods) != 0;
+        if (rc)
+            err_prefix("%s", o->checkpoint);
         n = f.n;
         if (rc) {
             lora_file_free(&f);
@@ -133,8 +108,8 @@ int train_lora_create(struct nn_lora *l, struct nn_lora_binding *b, struct denoi
     return rc;
 }
 
-int train_lora_save(const struct nn_lora *l, struct tensor src, const char *path, enum lora_format fmt,
-                    enum st_dtype dt, const char *targets)
+int train_lora_save(const struct nn_lora *l, const struct denoiser_kind *kind, struct tensor src, const char *path,
+                    enum lora_format fmt, enum st_dtype dt, const char *targets)
 {
     float *host = malloc((size_t)l->table.total * sizeof *host);
     if (!host) {
@@ -148,18 +123,25 @@ int train_lora_save(const struct nn_lora *l, struct tensor src, const char *path
     int rc = lora_to_file(l->mod, l->n, host, 0, &f);
     if (rc == 0) {
         f.dropout = l->dropout;
-        rc = lora_file_write(path, &f, fmt, dt, targets);
+        int renamed = lora_file_export(&f, kind);
+        rc = renamed < 0 ? -1 : lora_file_write(path, &f, fmt, dt, renamed ? NULL : targets);
         lora_file_free(&f);
     }
     free(host);
     return rc;
 }
 
-int train_lora_load(struct nn_lora *l, const char *path, struct tensor dst)
+int train_lora_load(struct nn_lora *l, const struct denoiser_kind *kind, const struct nn_params *t, const char *path,
+                    struct tensor dst)
 {
     struct lora_file f;
     if (lora_file_read(path, &f) != 0)
         return -1;
+    if (lora_file_adopt(&f, kind, t) != 0) {
+        err_prefix("%s", path);
+        lora_file_free(&f);
+        return -1;
+    }
     float *host = malloc((size_t)l->table.total * sizeof *host);
     int rc = !host ? (err_set("out of memory"), -1) : file_into(&f, l, path, host);
     if (rc == 0) {
@@ -176,8 +158,8 @@ int train_lora_load(struct nn_lora *l, const char *path, struct tensor dst)
 }
 
 int lora_files_combine(struct lora_file *files, const float *strengths, size_t nfiles,
-                       const char *const *names, size_t nnames, struct nn_lora_module **mods, size_t *nmods,
-                       float **host, int64_t *total)
+                       const struct denoiser_kind *kind, const struct nn_params *t, struct nn_lora_module **mods,
+                       size_t *nmods, float **host, int64_t *total)
 {
     *mods = NULL, *host = NULL, *nmods = 0, *total = 0;
     size_t cap = 0;
@@ -191,7 +173,7 @@ int lora_files_combine(struct lora_file *files, const float *strengths, size_t n
     size_t n = 0;
     /* The modules and their combined ranks, in the order they first appear. */
     for (size_t k = 0; k < nfiles; k++) {
-        if (names && lora_file_resolve(&files[k], names, nnames) != 0) {
+        if (t && lora_file_adopt(&files[k], kind, t) != 0) {
             free(m);
             return -1;
         }

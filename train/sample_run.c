@@ -122,9 +122,7 @@ static int attach_loras(struct run *r)
     const struct sample_config *c = r->c;
     struct lora_file *files = calloc((size_t)c->n_loras, sizeof *files);
     float *strength = calloc((size_t)c->n_loras, sizeof *strength);
-    size_t nn = 0;
-    char **names = lora_module_names(r->m.table, &nn);
-    int rc = !files || !strength || !names ? (err_set("out of memory"), -1) : 0;
+    int rc = !files || !strength ? (err_set("out of memory"), -1) : 0;
     for (int i = 0; rc == 0 && i < c->n_loras; i++) {
         char path[4096];
         lora_arg_parse(c->loras[i], path, sizeof path, &strength[i]);
@@ -138,8 +136,8 @@ static int attach_loras(struct run *r)
     float *host = NULL;
     int64_t total;
     if (rc == 0)
-        rc = lora_files_combine(files, strength, (size_t)c->n_loras, (const char *const *)names, nn, &mods, &n,
-                                &host, &total);
+        rc = lora_files_combine(files, strength, (size_t)c->n_loras, r->m.kind, r->m.table, &mods, &n, &host,
+                                &total);
     if (rc == 0 && (rc = nn_lora_create(&r->lora, mods, n)) == 0) {
         if ((rc = nn_lora_alloc(&r->lora, &r->ctx, r->m.dt, 0)) == 0) {
             nn_weights_upload(&r->lora.w, host);
@@ -153,8 +151,6 @@ static int attach_loras(struct run *r)
     for (int i = 0; files && i < c->n_loras; i++)
         lora_file_free(&files[i]);
     free(files), free(strength), free(mods), free(host);
-    if (names)
-        names_free(names, nn);
     return rc ? STAGE_ERROR : 0;
 }
 

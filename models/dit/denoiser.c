@@ -286,5 +286,6 @@ const struct denoiser_kind dit_denoiser_kind = {
     .linear = linear,
     .table = table,
     .lora_targets = "qkv,proj",
+    .lora_alias = dit_diffusers_module,
 };
 

@@ -89,6 +89,30 @@ static const char *diffusers_rename(const char *name, char *buf, size_t size)
     return NULL;
 }
 
+int dit_diffusers_module(const char *module, int out, struct denoiser_alias *parts, int max)
+{
+    char in[NN_NAME_MAX + 2], buf[NN_NAME_MAX + 40];
+    int blk, used = 0;
+    if (max < 3)
+        return 0;
+    if (sscanf(module, "blocks.%d.attn.qkv%n", &blk, &used) == 1 && module[used] == 0) {
+        static const char *qkv[3] = {"to_q", "to_k", "to_v"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(parts[k].name, sizeof parts[k].name, "transformer_blocks.%d.attn1.%s", blk, qkv[k]);
+            parts[k].row0 = k * out / 3, parts[k].rows = out / 3;
+        }
+        return 3;
+    }
+    snprintf(in, sizeof in, "%s.", module);
+    /* the embedders are copied into every block by diffusers: no one module */
+    if (!diffusers_rename(in, buf, sizeof buf) || strlen(buf) > sizeof parts[0].name)
+        return 0;
+    buf[strlen(buf) - 1] = 0;
+    snprintf(parts[0].name, sizeof parts[0].name, "%s", buf);
+    parts[0].row0 = 0, parts[0].rows = out;
+    return 1;
+}
+
 static int build_table(const struct dit_config *cfg, enum dit_layout layout, struct disk_table *dt)
 {
     struct nn_params table;
@@ -443,6 +467,10 @@ static int config_of_dir(const char *dir, struct dit_config *cfg)
 
 int dit_load_dir(const char *dir, struct dit_config *cfg, float **params)
 {
+    float *none;
+    const int config_only = !params;
+    if (config_only)
+        params = &none;
     *params = NULL;
     /* A pipeline folder (model_index.json, no config.json of its own):
      * the DiT is its transformer component. */
@@ -462,6 +490,10 @@ int dit_load_dir(const char *dir, struct dit_config *cfg, float **params)
         dir = comp.folder;
     }
     int rc = config_of_dir(dir, cfg);
+    if (rc == 0 && config_only) {
+        model_component_free(&comp);
+        return 0;
+    }
     struct st_set *set = rc == 0 ? model_dir_open_weights(dir) : NULL;
     rc = -1;
     if (!set)

@@ -7,6 +7,7 @@
 #include "libcommon/safetensors.h"
 
 #include <jansson.h>
+#include "models/denoiser.h"
 #include "models/dit/dit.h"
 
 /* diffusers' class of the DiT, config.json's "_class_name". */
@@ -35,6 +36,10 @@ int dit_weights_load(const struct dit_config *cfg, float *params, const struct s
 int dit_weights_save(const struct dit_config *cfg, const float *params, const char *path,
                      enum dit_layout layout);
 
+/* kind->lora_alias: a module's diffusers name(s); the fused qkv is to_q,
+ * to_k and to_v, the embedders (one per block in diffusers) have none. */
+int dit_diffusers_module(const char *module, int out, struct denoiser_alias *parts, int max);
+
 /* diffusers' config.json for cfg (a new object), and the configuration read
  * back from one: the file's norm_eps is the pre-MLP norm's, the other norms
  * use 1e-6, and the timestep frequencies diffusers' shift of 1. */
@@ -54,8 +59,8 @@ int dit_save_dir(const struct dit_config *cfg, const float *params, const char *
  * else from diffusers' config.json (diffusers numerics); the weights (either
  * layout) from diffusion_pytorch_model.safetensors or its sharded form with
  * the index. A pipeline folder (model_index.json and no config.json) is read
- * through its "transformer" component. *params is malloc'd. -1 with
- * err_set(). */
+ * through its "transformer" component. *params is malloc'd (params NULL:
+ * the configuration only). -1 with err_set(). */
 int dit_load_dir(const char *dir, struct dit_config *cfg, float **params);
 /* dit.json as an object, and back. */
 json_t *dit_config_json(const struct dit_config *cfg);

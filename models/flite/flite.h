@@ -169,6 +169,7 @@ void flite_backward(struct flite_model *m, const float *dout, int b);
 /* Every parameter of cfg from a set of tensors in F-Lite's names, BF16/F16
  * widened; missing, mis-shaped and unexplained tensors are all named. */
 int flite_weights_load(const struct flite_config *cfg, float *params, const struct st_set *set);
+/* params NULL: the configuration only. */
 int flite_load_dir(const char *dir, struct flite_config *cfg, float **params);
 int flite_save_dir(const struct flite_config *cfg, const float *params, const char *dir);
 json_t *flite_config_json(const struct flite_config *cfg);

@@ -171,6 +171,10 @@ static int resolve_dir(const char *dir, struct model_component *comp, const char
 
 int flite_load_dir(const char *dir, struct flite_config *cfg, float **params)
 {
+    float *none;
+    const int config_only = !params;
+    if (config_only)
+        params = &none;
     *params = NULL;
     struct model_component comp = {0};
     struct st_set *set = NULL;
@@ -182,7 +186,13 @@ int flite_load_dir(const char *dir, struct flite_config *cfg, float **params)
         goto done;
     char name[4096];
     snprintf(name, sizeof name, "%s/" MODEL_DIR_CONFIG, dir);
-    if (flite_config_from_json(cfg, j, name) != 0 || !(set = model_dir_open_weights(dir)))
+    if (flite_config_from_json(cfg, j, name) != 0)
+        goto done;
+    if (config_only) {
+        rc = 0;
+        goto done;
+    }
+    if (!(set = model_dir_open_weights(dir)))
         goto done;
     if (!(*params = malloc((size_t)flite_param_count(cfg) * sizeof(float)))) {
         err_set("%s: out of memory", dir);

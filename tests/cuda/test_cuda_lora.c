@@ -37,14 +37,11 @@ static int lora_run(struct kctx *k, enum kdtype dt, int mem, float p, struct lor
     free(params);
     struct lora_file f;
     CHECK_INT(lora_file_read(test_source_path("../fixtures/lora/peft/adapter_model.safetensors"), &f), 0);
-    size_t nn;
-    char **names = lora_module_names(d.table, &nn);
     struct nn_lora_module *mods;
     size_t nm;
     float *host;
     int64_t total;
-    CHECK_INT(lora_files_combine(&f, (const float[]){1.0f}, 1, (const char *const *)names, nn, &mods, &nm, &host,
-                                 &total), 0);
+    CHECK_INT(lora_files_combine(&f, (const float[]){1.0f}, 1, d.kind, d.table, &mods, &nm, &host, &total), 0);
     struct nn_lora l;
     struct nn_lora_binding b;
     CHECK_INT(nn_lora_create(&l, mods, nm), 0);
@@ -72,7 +69,6 @@ static int lora_run(struct kctx *k, enum kdtype dt, int mem, float p, struct lor
     r->grads = malloc((size_t)r->n * sizeof *r->grads);
     nn_weights_grads_download(&l.w, r->grads);
     free(x), free(t), free(ctx), free(dout), free(mods), free(host);
-    names_free(names, nn);
     st_close(g);
     lora_file_free(&f);
     nn_lora_unbind(&b);

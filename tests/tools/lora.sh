@@ -119,4 +119,30 @@ rc=0; "$bin/dit-sample" --model-path "$base" --lora "$DIT_TESTS/fixtures/lora/ko
 rc=0; "$bin/dit-sample" --model-path "$base" --lora "$DIT_TESTS/fixtures/torch_pt/hostile/os_system.pt" $text \
     --prompt x -o "$t/bad" 2>"$t/err" || rc=$?
 [ "$rc" = 1 ] && grep -q "system" "$t/err" || fail "a hostile pickle: exit $rc, $(cat "$t/err")"
+# The class-conditional DiT: targets in diffusers' names, the adapter
+# written in them (its model directories are diffusers'), q, k and v one
+# fused layer inside; continuing from the file and sampling with it.
+"$bin/dit-index" --class-from-dir "$img" 2>/dev/null | "$bin/dit-bucket" --center-crop-size 16 2>/dev/null |
+    "$bin/dit-precompute" -o "$t/cdata" 2>/dev/null || fail "making the class shard set"
+dit="--model DiT-S/4 --depth 2 --hidden-size 32 --num-heads 4 --train-batch-size 2 --threads 2 --learning-rate 1e-3"
+"$bin/dit-train" --data-path "$t/cdata" $dit --max-steps 2 --ckpt-every 2 --output-dir "$t/dbase" 2>/dev/null ||
+    fail "DiT base"
+dbase="$t/dbase/checkpoint-0000002/transformer"
+"$bin/dit-train" --data-path "$t/cdata" $dit --pretrained-model-path "$dbase" --use-lora --train-only-lora \
+    --lora-rank 2 --lora-target-modules to_q,to_k,to_v,to_out.0 --max-steps 2 --ckpt-every 2 --output-dir "$t/dl" \
+    2>"$t/err" || fail "DiT LoRA: $(cat "$t/err")"
+grep -q 'LoRA: 4 modules' "$t/err" || fail "DiT LoRA line: $(cat "$t/err")"
+dl="$t/dl/checkpoint-0000002/pytorch_lora_weights.safetensors"
+"$bin/dit-inspect" "$dl" 2>&1 | grep -q 'transformer.transformer_blocks.1.attn1.to_v.lora_B.weight' ||
+    fail "the DiT's adapter is not in diffusers' names: $("$bin/dit-inspect" "$dl" 2>&1)"
+"$bin/dit-train" --data-path "$t/cdata" $dit --pretrained-model-path "$dbase" --use-lora --train-only-lora \
+    --lora-checkpoint "$dl" --max-steps 2 --ckpt-every 2 --output-dir "$t/dl2" 2>"$t/err" ||
+    fail "DiT --lora-checkpoint: $(cat "$t/err")"
+grep -q 'LoRA: 4 modules' "$t/err" || fail "the DiT adapter did not come back fused: $(cat "$t/err")"
+"$bin/dit-sample" --model-path "$dbase" --lora "$dl" --class-labels 1 --num-inference-steps 2 --threads 2 \
+    -o "$t/ds" 2>"$t/err" || fail "DiT dit-sample --lora: $(cat "$t/err")"
+rc=0; "$bin/dit-train" --data-path "$t/cdata" $dit --pretrained-model-path "$dbase" --use-lora \
+    --lora-target-modules to_q --max-steps 1 --output-dir "$t/dl3" 2>"$t/err" || rc=$?
+[ "$rc" != 0 ] && grep -q 'select all of to_q, to_k, to_v, or qkv' "$t/err" ||
+    fail "to_q alone on the fused qkv: exit $rc, $(cat "$t/err")"
 exit 0
