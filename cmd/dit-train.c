@@ -25,6 +25,8 @@ struct options {
     int use_lora, train_only_lora, lora_rank, rslora;
     double lora_alpha, lora_dropout;
     const char *lora_targets, *lora_init, *lora_checkpoint, *lora_format;
+    const char *optimizer;
+    int use_8bit_adam;
 };
 
 int main(int argc, char **argv)
@@ -34,7 +36,7 @@ int main(int argc, char **argv)
                         .ckpt_every = 1000, .seed = 0, .sample_cfg = 4.0, .lr = 1e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                         .wd = 0.0, .clip = 0.0, .ema = 0.9999, .local_rank = -1, .logit_mean = 0.0,
                         .logit_std = 1.0, .uniform_prob = -1.0, .caption_dropout = -1.0, .lora_rank = 64, .lora_init = "gaussian",
-                        .lora_format = "diffusers"};
+                        .lora_format = "diffusers", .optimizer = "adamw"};
     const struct opt opts[] = {
         {"data-path", 0, OPT_STRING, &o.data, "DIR", "the shard set to train on (dit-precompute's output)"},
         {"train-data-path", 0, OPT_STRING, &o.data, "DIR", "the same as --data-path"},
@@ -62,6 +64,9 @@ int main(int argc, char **argv)
         {"adam-beta2", 0, OPT_DOUBLE, &o.beta2, "B2", "0.999"},
         {"adam-epsilon", 0, OPT_DOUBLE, &o.eps, "EPS", "1e-8"},
         {"weight-decay", 0, OPT_DOUBLE, &o.wd, "WD", "AdamW's decoupled weight decay (0, as DiT)"},
+        {"optimizer", 0, OPT_STRING, &o.optimizer, "NAME",
+         "adamw (default) or adamw8bit (bitsandbytes' AdamW8bit: 8-bit blockwise moments)"},
+        {"use-8bit-adam", 0, OPT_FLAG, &o.use_8bit_adam, NULL, "the same as --optimizer adamw8bit"},
         {"lr-scheduler", 0, OPT_STRING, &o.scheduler, "NAME", "constant (default), linear or cosine"},
         {"num-warmup-steps", 0, OPT_INT64, &o.warmup, "N", "linear warmup steps (0)"},
         {"num-epochs", 0, OPT_INT, &o.epochs, "N", "epochs (1), unless --max-steps"},
@@ -126,7 +131,11 @@ int main(int argc, char **argv)
         opt_usage_error("--report-to: '%s' is not none or tensorboard", o.report_to);
     if (o.eval_every > 0 && !o.val_data)
         opt_usage_error("--eval-every needs --val-data-path");
-    struct trainer_config tc = {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps, .weight_decay = o.wd,
+    if (o.use_8bit_adam)
+        o.optimizer = "adamw8bit";
+    if (strcmp(o.optimizer, "adamw") && strcmp(o.optimizer, "adamw8bit"))
+        opt_usage_error("--optimizer: '%s' is not adamw or adamw8bit", o.optimizer);
+    struct trainer_config tc = {.optimizer = o.optimizer, .lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps, .weight_decay = o.wd,
                                 .warmup_steps = o.warmup, .grad_accum = o.accum, .max_grad_norm = o.clip,
                                 .ema_decay = o.ema, .seed = (uint64_t)o.seed};
     if (!(o.logit_std > 0) || o.uniform_prob > 1 || o.caption_dropout >= 1)

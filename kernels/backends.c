@@ -141,6 +141,7 @@ static const struct kbackend kbackend_cuda = {
     .sum_squares = cuda_sum_squares,
     .dropout_forward = cuda_dropout_forward,
     .adamw_update = cuda_adamw_update,
+    .adamw8bit_update = cuda_adamw8bit_update,
     .ema_update = cuda_ema_update,
     .conv2d_forward = cuda_conv2d_forward,
     .upsample_nearest2x_forward = cuda_upsample_nearest2x_forward,

@@ -32,6 +32,7 @@ enum kdtype {
     KDT_F32 = 0,
     KDT_BF16 = 1,
     KDT_F16 = 2,
+    KDT_U8 = 3, /* codes (8-bit optimizer state): no op computes in it */
 };
 
 struct tensor {
@@ -58,7 +59,7 @@ void kctx_free(struct kctx *ctx);
 
 static inline size_t kdtype_bytes(enum kdtype dt)
 {
-    return dt == KDT_F32 ? 4 : 2;
+    return dt == KDT_F32 ? 4 : dt == KDT_U8 ? 1 : 2;
 }
 const char *kdtype_name(enum kdtype dt);
 
@@ -432,6 +433,23 @@ struct adamw_params {
 void k_adamw_update(struct kctx *ctx, struct tensor param, struct tensor grad, struct tensor m,
                     struct tensor v, struct tensor copy, int64_t n,
                     const struct adamw_params *hp);
+/* bitsandbytes' blockwise 8-bit AdamW (AdamW8bit, its CUDA kernel
+ * kOptimizerStatic8bit2StateBlockwise) on one tensor of n elements in
+ * blocks of K_ADAMW8BIT_BLOCK: state1 and state2 [n] u8 codes into the
+ * signed and unsigned maps (kernels/qmap.h), absmax1 and absmax2
+ * [ceil(n / block)] f32. Per block: m = code1 * absmax1 and v = code2 *
+ * absmax2 dequantised, m = m b1 + (1-b1) g and v = v b2 + (1-b2) g g in f32,
+ * the new absmax the block's largest |m| and |v|, p += -lr c2/c1 * m /
+ * (sqrt(v) + c2 eps) with c1 = 1 - b1^t and c2 = sqrt(1 - b2^t), then
+ * (decoupled) p *= 1 - lr wd; m / absmax and v / absmax requantised to the
+ * nearest code (bitsandbytes' binary search) with m's sign kept. A
+ * non-finite gradient leaves its parameter alone and zeroes its moments;
+ * a block whose absmax is 0 takes the zero codes (bitsandbytes divides
+ * 0/0 there). copy (may be absent) receives the updated p in its dtype. */
+#define K_ADAMW8BIT_BLOCK 256
+void k_adamw8bit_update(struct kctx *ctx, struct tensor param, struct tensor grad, struct tensor state1,
+                        struct tensor state2, struct tensor absmax1, struct tensor absmax2, struct tensor copy,
+                        int64_t n, const struct adamw_params *hp);
 /* The EMA of DiT's update_ema, f32: ema = decay * ema + (1 - decay) * param,
  * rounded as ema * decay, then plus (1 - decay) * param. */
 void k_ema_update(struct kctx *ctx, struct tensor ema, struct tensor param, float decay,

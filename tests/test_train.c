@@ -44,13 +44,13 @@ TEST(optimizer_lists_its_named_state)
     CHECK_INT(kctx_init(&ctx, DEVICE_CPU, 1), 0);
     struct optimizer o;
     struct optimizer_config oc = {0.9, 0.999, 1e-8, 0.0};
-    CHECK_INT(optimizer_create(&o, "adamw", &ctx, 100, &oc), 0);
+    CHECK_INT(optimizer_create(&o, "adamw", &ctx, 100, &oc, NULL), 0);
     CHECK_INT(o.nstate, 2);
     CHECK(optimizer_state_find(&o, "adam_m") && optimizer_state_find(&o, "adam_v"));
     CHECK(!optimizer_state_find(&o, "state1"));
     CHECK_INT(optimizer_state_bytes(&o), 800);
     optimizer_free(&o);
-    CHECK(optimizer_create(&o, "lion", &ctx, 100, &oc) != 0);
+    CHECK(optimizer_create(&o, "lion", &ctx, 100, &oc, NULL) != 0);
     CHECK_CONTAINS(err_get(), "lion");
     kctx_free(&ctx);
 }

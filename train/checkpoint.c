@@ -20,6 +20,12 @@ static int save_model(const struct denoiser_config *mc, struct kctx *k, float *h
     return mkdir(dir, 0777) || denoiser_save_dir(mc, host, dir);
 }
 
+/* An optimizer state tensor's dtype in the file: f32, or u8 codes. */
+static enum st_dtype state_dtype(enum kdtype dt)
+{
+    return dt == KDT_U8 ? ST_U8 : ST_F32;
+}
+
 static int save_state(const char *path, struct trainer *tr, const struct train_position *pos,
                       const struct checkpoint_info *info)
 {
@@ -44,10 +50,10 @@ static int save_state(const char *path, struct trainer *tr, const struct train_p
             char name[128];
             snprintf(name, sizeof name, "%s%s", g ? "lora." : "", s->name);
             float **h = &host[g * OPTIMIZER_MAX_STATE + i];
-            rc = !(*h = malloc((size_t)s->t.n * sizeof(float)));
+            rc = !(*h = malloc((size_t)s->t.n * kdtype_bytes(s->t.dtype)));
             if (rc == 0) {
                 k_download(opts[g]->ctx, *h, s->t, s->t.n);
-                rc = st_writer_add(w, name, ST_F32, 1, shape, *h);
+                rc = st_writer_add(w, name, state_dtype(s->t.dtype), 1, shape, *h);
             }
         }
     rc = rc || st_writer_meta(w, "state", text) || st_writer_meta(w, "format", "dit-training-state/1") ||
@@ -197,7 +203,8 @@ int train_checkpoint_load(const char *dir, const struct denoiser_config *mc, str
         for (int i = 0; opts[g] && i < opts[g]->nstate; i++) {
             snprintf(names[g][i], sizeof names[g][i], "%s%s", g ? "lora." : "", opts[g]->state[i].name);
             const struct st_tensor *t = st_find(f, names[g][i]);
-            fits &= t && t->nelem == (uint64_t)opts[g]->state[i].t.n && t->dtype == ST_F32;
+            fits &= t && t->nelem == (uint64_t)opts[g]->state[i].t.n &&
+                    t->dtype == state_dtype(opts[g]->state[i].t.dtype);
         }
     if (!fits || !j ||
         json_unpack(j, "{s:I, s:I, s:I, s:F, s:I}", "step", &step, "epoch", &epoch, "batch_index", &index,

@@ -1,6 +1,7 @@
 #include "train/optimizer.h"
 #include "libcommon/error.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* AdamW as torch.optim.AdamW (decoupled weight decay), fused with the
@@ -27,10 +28,128 @@ static void adamw_step(struct optimizer *o, struct tensor params, struct tensor 
 
 static const struct optimizer_kind adamw = {"adamw", adamw_create, adamw_step};
 
-static const struct optimizer_kind *const kinds[] = {&adamw, NULL};
+/* ---- adamw8bit ------------------------------------------------------------ */
+
+enum { A8_S1, A8_S2, A8_A1, A8_A2, A8_M, A8_V, A8_NSTATE };
+
+static int is_8bit(const struct optimizer_segment *s)
+{
+    return s->n >= ADAMW8BIT_MIN_SIZE;
+}
+
+static int64_t blocks_of(int64_t n)
+{
+    return (n + K_ADAMW8BIT_BLOCK - 1) / K_ADAMW8BIT_BLOCK;
+}
+
+/* Zeroes a u8 tensor through a zero page (no fill op works on codes). */
+static void zero_codes(struct kctx *ctx, struct tensor t)
+{
+    static const uint8_t zeros[1 << 16];
+    for (int64_t at = 0; at < t.n; at += (int64_t)sizeof zeros) {
+        int64_t len = t.n - at < (int64_t)sizeof zeros ? t.n - at : (int64_t)sizeof zeros;
+        k_upload(ctx, tensor_view(t, at, len), zeros, len);
+    }
+    k_sync(ctx);
+}
+
+/* bitsandbytes initialises codes and maxima to 0 (a zero absmax makes any
+ * code 0); the small tensors' moments to 0. Every state tensor exists,
+ * empty ones with one element, so a checkpoint's list does not depend on
+ * the model's sizes. */
+static int adamw8bit_create(struct optimizer *o)
+{
+    static const char *const names[A8_NSTATE] = {"adam8_state1", "adam8_state2", "adam8_absmax1",
+                                                 "adam8_absmax2", "adam_m", "adam_v"};
+    int64_t n8 = 0, blocks = 0, n32 = 0;
+    for (size_t i = 0; i < o->nseg; i++) {
+        if (is_8bit(&o->seg[i]))
+            n8 += o->seg[i].n, blocks += blocks_of(o->seg[i].n);
+        else
+            n32 += o->seg[i].n;
+    }
+    const int64_t count[A8_NSTATE] = {n8, n8, blocks, blocks, n32, n32};
+    for (int i = 0; i < A8_NSTATE; i++) {
+        o->state[i].name = names[i];
+        const enum kdtype dt = i <= A8_S2 ? KDT_U8 : KDT_F32;
+        const int64_t c = count[i] > 0 ? count[i] : 1;
+        if (k_alloc(o->ctx, &o->state[i].t, dt, c) != 0)
+            return -1;
+        o->nstate = i + 1;
+        if (dt == KDT_U8)
+            zero_codes(o->ctx, o->state[i].t);
+        else
+            k_fill(o->ctx, o->state[i].t, 0.0f, c);
+    }
+    return 0;
+}
+
+static void adamw8bit_step(struct optimizer *o, struct tensor params, struct tensor grads, struct tensor copy,
+                           double lr, int64_t step)
+{
+    struct adamw_params hp = {lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, o->cfg.weight_decay, step};
+    int64_t at8 = 0, atb = 0, at32 = 0;
+    for (size_t i = 0; i < o->nseg; i++) {
+        const int64_t off = o->seg[i].offset, n = o->seg[i].n;
+        struct tensor p = tensor_view(params, off, n), g = tensor_view(grads, off, n);
+        struct tensor c = copy.data ? tensor_view(copy, off, n) : tensor_none();
+        if (is_8bit(&o->seg[i])) {
+            const int64_t nb = blocks_of(n);
+            k_adamw8bit_update(o->ctx, p, g, tensor_view(o->state[A8_S1].t, at8, n),
+                               tensor_view(o->state[A8_S2].t, at8, n), tensor_view(o->state[A8_A1].t, atb, nb),
+                               tensor_view(o->state[A8_A2].t, atb, nb), c, n, &hp);
+            at8 += n, atb += nb;
+        } else {
+            k_adamw_update(o->ctx, p, g, tensor_view(o->state[A8_M].t, at32, n),
+                           tensor_view(o->state[A8_V].t, at32, n), c, n, &hp);
+            at32 += n;
+        }
+    }
+}
+
+static const struct optimizer_kind adamw8bit = {"adamw8bit", adamw8bit_create, adamw8bit_step};
+
+static const struct optimizer_kind *const kinds[] = {&adamw, &adamw8bit, NULL};
+
+/* The table's tensors in buffer order, which must tile [0, n). */
+static int segments_of(struct optimizer *o, const struct nn_params *t)
+{
+    size_t count = t ? t->count : 1;
+    if (!(o->seg = calloc(count ? count : 1, sizeof *o->seg))) {
+        err_set("out of memory");
+        return -1;
+    }
+    if (!t) {
+        o->seg[0] = (struct optimizer_segment){0, o->n};
+        o->nseg = 1;
+        return 0;
+    }
+    for (size_t i = 0; i < count; i++)
+        o->seg[i] = (struct optimizer_segment){t->p[i].offset, t->p[i].n};
+    for (size_t i = 1; i < count; i++) /* insertion sort: tables are in order already */
+        for (size_t j = i; j > 0 && o->seg[j].offset < o->seg[j - 1].offset; j--) {
+            struct optimizer_segment s = o->seg[j];
+            o->seg[j] = o->seg[j - 1], o->seg[j - 1] = s;
+        }
+    int64_t at = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (o->seg[i].offset != at) {
+            err_set("the parameter table does not tile the buffer: a tensor at %lld, %lld expected",
+                    (long long)o->seg[i].offset, (long long)at);
+            return -1;
+        }
+        at += o->seg[i].n;
+    }
+    if (at != o->n) {
+        err_set("the parameter table covers %lld of %lld parameters", (long long)at, (long long)o->n);
+        return -1;
+    }
+    o->nseg = count;
+    return 0;
+}
 
 int optimizer_create(struct optimizer *o, const char *name, struct kctx *ctx, int64_t n,
-                     const struct optimizer_config *cfg)
+                     const struct optimizer_config *cfg, const struct nn_params *table)
 {
     memset(o, 0, sizeof *o);
     for (size_t i = 0; kinds[i]; i++) {
@@ -40,6 +159,10 @@ int optimizer_create(struct optimizer *o, const char *name, struct kctx *ctx, in
         o->ctx = ctx;
         o->n = n;
         o->cfg = *cfg;
+        if (segments_of(o, table) != 0) {
+            optimizer_free(o);
+            return -1;
+        }
         if (o->kind->create(o) != 0) {
             err_prefix("the optimizer state");
             optimizer_free(o);
@@ -47,7 +170,7 @@ int optimizer_create(struct optimizer *o, const char *name, struct kctx *ctx, in
         }
         return 0;
     }
-    err_set("optimizer '%s': this build has adamw", name);
+    err_set("optimizer '%s': this build has adamw and adamw8bit", name);
     return -1;
 }
 
@@ -55,6 +178,7 @@ void optimizer_free(struct optimizer *o)
 {
     for (int i = 0; i < o->nstate; i++)
         k_free(o->ctx, &o->state[i].t);
+    free(o->seg);
     memset(o, 0, sizeof *o);
 }
 

@@ -392,16 +392,17 @@ static void report_sizes(struct run *r)
         double ab = (double)nn_weights_bytes(n, r->lora.w.dt, 0), sb = (double)lbytes;
         const char *au = nn_bytes_unit(&ab), *su = nn_bytes_unit(&sb);
         log_info("LoRA: %zu modules, %lld trainable parameters (%.2f%% of the model's %lld)%s; adapter with "
-                 "gradients %.2f %s, its AdamW moments%s %.2f %s",
+                 "gradients %.2f %s, its %s state%s %.2f %s",
                  r->lora.n, (long long)n, 100.0 * (double)n / (double)r->model.n_params, (long long)r->model.n_params,
                  r->tr.base_trains ? ", the model's weights train too" : ", the model frozen", ab, au,
-                 r->tr.lora_ema.data ? " and EMA" : "", sb, su);
+                 r->tr.lora_opt.kind->name, r->tr.lora_ema.data ? " and EMA" : "", sb, su);
     }
-    log_info("%s: %lld parameters; weights%s %.1f MB, AdamW moments%s %.1f MB, "
+    log_info("%s: %lld parameters; weights%s %.1f MB, %s state%s %.1f MB, "
              "activations %.1f MB (%s%s); %.1f MB allocated on the %s, peak %.1f MB",
              c->pretrained ? c->pretrained : c->model, (long long)r->model.n_params,
              r->tr.base_trains ? " and gradients" : " (frozen)", pbytes / 1e6,
-             r->tr.ema.data ? " and EMA" : "", state_bytes / 1e6, abytes / 1e6, kdtype_name(r->model.dt),
+             r->tr.base_trains ? r->tr.opt.kind->name : "no optimizer", r->tr.ema.data ? " and EMA" : "",
+             state_bytes / 1e6, abytes / 1e6, kdtype_name(r->model.dt),
              c->checkpointing ? ", gradient checkpointing" : "", mem_now / 1e6, device_name(c->device),
              mem_peak / 1e6);
     log_info("%zu records, %lld batches of up to %d per epoch, %lld optimizer steps", loader_records(r->loader),

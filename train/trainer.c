@@ -54,7 +54,7 @@ int trainer_init(struct trainer *tr, struct denoiser *m, const struct trainer_co
     /* A frozen model (LoRA only) has neither optimizer state nor EMA. */
     tr->base_trains = m->grads.data != NULL;
     if (tr->base_trains &&
-        optimizer_create(&tr->opt, cfg->optimizer ? cfg->optimizer : "adamw", k, (int64_t)np, &oc) != 0) {
+        optimizer_create(&tr->opt, cfg->optimizer ? cfg->optimizer : "adamw", k, (int64_t)np, &oc, m->table) != 0) {
         trainer_free(tr);
         return -1;
     }
@@ -91,7 +91,7 @@ int trainer_add_lora(struct trainer *tr, struct nn_lora *l, struct nn_lora_bindi
         err_set("the LoRA was not allocated for training");
         return -1;
     }
-    if (optimizer_create(&tr->lora_opt, cfg->optimizer ? cfg->optimizer : "adamw", l->w.ctx, n, &oc) != 0)
+    if (optimizer_create(&tr->lora_opt, cfg->optimizer ? cfg->optimizer : "adamw", l->w.ctx, n, &oc, &l->table) != 0)
         return -1;
     tr->lora = l, tr->lora_bind = b;
     if (cfg->ema_decay > 0) {

@@ -481,6 +481,15 @@ static void be_adamw_update(struct kctx *ctx, float *param, const float *grad, f
         cpu_convert(copy, copy_dt, param, KDT_F32, n);
 }
 
+static void be_adamw8bit_update(struct kctx *ctx, float *param, const float *grad, uint8_t *state1,
+                                uint8_t *state2, float *absmax1, float *absmax2, void *copy, enum kdtype copy_dt,
+                                int64_t n, const struct adamw_params *hp)
+{
+    cpu_adamw8bit_update(param, grad, state1, state2, absmax1, absmax2, n, hp);
+    if (copy)
+        cpu_convert(copy, copy_dt, param, KDT_F32, n);
+}
+
 /* As DiT rounds it: ema * decay, then plus (1 - decay) * param. */
 static void be_ema_update(struct kctx *ctx, float *ema, const float *param, float decay,
                           int64_t n)
@@ -564,6 +573,7 @@ const struct kbackend kbackend_cpu = {
     .sum_squares = be_sum_squares,
     .dropout_forward = be_dropout_forward,
     .adamw_update = be_adamw_update,
+    .adamw8bit_update = be_adamw8bit_update,
     .ema_update = be_ema_update,
     .conv2d_forward = be_conv2d_forward,
     .upsample_nearest2x_forward = be_upsample_nearest2x_forward,

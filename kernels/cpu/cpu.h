@@ -233,6 +233,9 @@ void cpu_mix_backward(float *da, float *db, float *dlam, const float *dout, cons
 void cpu_dropout_forward(float *out, const float *inp, float p, uint64_t seed, uint32_t purpose,
                          uint64_t step, const uint64_t *ids, int B, int64_t per);
 
+/* adamw8bit.c */
+void cpu_adamw8bit_update(float *param, const float *grad, uint8_t *state1, uint8_t *state2, float *absmax1,
+                          float *absmax2, int64_t n, const struct adamw_params *hp);
 /* adamw.c */
 void cpu_adamw_update(float *param, const float *grad, float *m, float *v, int64_t n,
                       const struct adamw_params *hp);

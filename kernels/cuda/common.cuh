@@ -110,7 +110,7 @@ template <> __device__ __forceinline__ f16 st<f16>(float x) { return __float2hal
 
 static inline size_t kdtype_size(enum kdtype dt)
 {
-    return dt == KDT_F32 ? 4 : 2;
+    return dt == KDT_F32 ? 4 : dt == KDT_U8 ? 1 : 2;
 }
 
 // ---- vector accesses ------------------------------------------------------
@@ -177,6 +177,21 @@ __device__ __forceinline__ float block_sum(float v, float *shared)
     total = warp_sum(total);
     __syncthreads();
     return total;
+}
+
+// The largest v over the block, as block_sum.
+__device__ __forceinline__ float block_max(float v, float *shared)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int warps = blockDim.x >> 5;
+    v = warp_max(v);
+    if (lane == 0)
+        shared[warp] = v;
+    __syncthreads();
+    float m = lane < warps ? shared[lane] : -INFINITY;
+    m = warp_max(m);
+    __syncthreads();
+    return m;
 }
 
 #endif

@@ -227,6 +227,11 @@ void cuda_dropout_forward(struct kctx *ctx, void *out, const void *inp, enum kdt
 void cuda_adamw_update(struct kctx *ctx, float *param, const float *grad, float *m, float *v,
                        void *copy, enum kdtype copy_dt, int64_t n,
                        const struct adamw_params *hp);
+/* adamw8bit.cu: bitsandbytes' blockwise 8-bit AdamW, a thread block per
+ * block of the state; copy as cuda_adamw_update's. */
+void cuda_adamw8bit_update(struct kctx *ctx, float *param, const float *grad, uint8_t *state1, uint8_t *state2,
+                           float *absmax1, float *absmax2, void *copy, enum kdtype copy_dt, int64_t n,
+                           const struct adamw_params *hp);
 /* ema[n] = decay * ema + (1 - decay) * param. */
 void cuda_ema_update(struct kctx *ctx, float *ema, const float *param, float decay, int64_t n);
 

@@ -162,6 +162,7 @@ static inline cudaDataType_t lt_type(enum kdtype dt)
     case KDT_F32: return CUDA_R_32F;
     case KDT_BF16: return CUDA_R_16BF;
     case KDT_F16: return CUDA_R_16F;
+    default: break;
     }
     fprintf(stderr, "dit: cuBLASLt: unknown dtype %d\n", (int)dt);
     abort();

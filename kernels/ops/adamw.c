@@ -21,6 +21,8 @@ void k_adamw_update(struct kctx *ctx, struct tensor param, struct tensor grad, s
     void *pc = copy.data ? op_check_any(ctx, op, "copy", copy, n) : NULL;
     if (pc && copy.n != n)
         op_abort(op, "copy has %" PRId64 " elements, the shape needs %" PRId64, copy.n, n);
+    if (pc && copy.dtype == KDT_U8)
+        op_abort(op, "copy is u8");
     ctx->ops->adamw_update(ctx, pp, pg, pm, pv, pc, copy.dtype, n, hp);
 }
 

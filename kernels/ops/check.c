@@ -86,7 +86,7 @@ void *op_check_tensor(const struct kctx *ctx, const char *op, const char *name, 
 void *op_check_any(const struct kctx *ctx, const char *op, const char *name, struct tensor t,
                    int64_t n)
 {
-    if (t.dtype != KDT_F32 && t.dtype != KDT_BF16 && t.dtype != KDT_F16)
+    if (t.dtype != KDT_F32 && t.dtype != KDT_BF16 && t.dtype != KDT_F16 && t.dtype != KDT_U8)
         op_abort(op, "%s has an unknown dtype %d", name, (int)t.dtype);
     return op_check_tensor(ctx, op, name, t, n, REQUIRED, AT_LEAST, t.dtype);
 }

@@ -9,6 +9,7 @@ const char *kdtype_name(enum kdtype dt)
     case KDT_F32: return "f32";
     case KDT_BF16: return "bf16";
     case KDT_F16: return "f16";
+    case KDT_U8: return "u8";
     }
     return "unknown dtype";
 }

@@ -9,6 +9,8 @@ void k_convert(struct kctx *ctx, struct tensor dst, struct tensor src, int64_t n
     op_check_count(op, n);
     void *pd = op_check_any(ctx, op, "dst", dst, n);
     void *ps = op_check_any(ctx, op, "src", src, n);
+    if (dst.dtype == KDT_U8 || src.dtype == KDT_U8)
+        op_abort(op, "u8 codes are not values: nothing converts them");
     if (n > 0)
         ctx->ops->convert(ctx, pd, dst.dtype, ps, src.dtype, n);
 }

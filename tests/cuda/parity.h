@@ -46,6 +46,7 @@ enum parity_arg_flags {
     PA_IDS = 1 << 11,      /* int32 indices, in the device's memory (fill gives them) */
     PA_STEP = 1 << 12,     /* refilled before every step (a gradient, new parameters) */
     PA_PREP = 1 << 13,     /* filled by the spec's prepare on the CPU, then given to both */
+    PA_U8 = 1 << 14,       /* u8 codes (fill gives values 0..255), compared exactly */
 };
 
 struct parity_arg {

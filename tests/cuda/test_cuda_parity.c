@@ -40,6 +40,8 @@ static int arg_index(const struct parity_op *op, const char *name)
 static enum kdtype dtype_of(const struct parity_arg *a, const struct parity_case *c,
                             enum kdtype dt, int gpu)
 {
+    if (a->flags & PA_U8)
+        return KDT_U8;
     if (a->flags & (PA_F32 | PA_SCRATCH | PA_IDS))
         return KDT_F32;
     if (a->flags & PA_DT2)
@@ -87,7 +89,7 @@ static void fill_values(const struct parity_op *op, const struct parity_case *c,
     free(r);
     if (op->fill)
         op->fill(c, i, step, x, n);
-    if (!(a->flags & PA_IDS))
+    if (!(a->flags & (PA_IDS | PA_U8)))
         test_round_to(dtype_of(a, c, dt, 1), x, n);
 }
 
@@ -109,6 +111,12 @@ static void put_values(struct kctx *ctx, const struct parity_arg *a, struct tens
             ids[k] = (int32_t)x[k];
         k_upload(ctx, t, ids, (int64_t)n);
         free(ids);
+    } else if (a->flags & PA_U8) {
+        uint8_t *codes = malloc(n);
+        for (size_t k = 0; k < n; k++)
+            codes[k] = (uint8_t)x[k];
+        k_upload(ctx, t, codes, (int64_t)n);
+        free(codes);
     } else {
         k_upload_f32(ctx, t, x, (int64_t)n);
     }
@@ -124,6 +132,12 @@ static float *get_values(struct kctx *ctx, const struct parity_arg *a, struct te
         for (int64_t k = 0; k < t.n; k++)
             x[k] = (float)ids[k];
         free(ids);
+    } else if (a->flags & PA_U8) {
+        uint8_t *codes = malloc(t.n ? (size_t)t.n : 1);
+        k_download(ctx, codes, t, t.n);
+        for (int64_t k = 0; k < t.n; k++)
+            x[k] = (float)codes[k];
+        free(codes);
     } else {
         k_download_f32(ctx, x, t, t.n);
     }
@@ -143,7 +157,7 @@ static void side_setup(struct side *s, const struct parity_op *op, const struct 
         s->base[i] = tensor_none();
         if (a->view)
             continue;
-        int off = gpu && !(a->flags & (PA_ALIGNED | PA_SCRATCH | PA_IDS)) ? c->offset : 0;
+        int off = gpu && !(a->flags & (PA_ALIGNED | PA_SCRATCH | PA_IDS | PA_U8)) ? c->offset : 0;
         s->base[i] = test_tensor(s->ctx, dtype_of(a, c, dt, gpu), NULL, (size_t)(s->n[i] + off));
         s->t[i] = tensor_view(s->base[i], off, s->n[i]);
         if (host[i])
