@@ -4,6 +4,7 @@
  * CPU AdamW8bit; a block whose absmax is zero; the optimizer's named state. */
 #include "harness.h"
 #include "kernels/adamw8bit.h"
+#include "kernels/cpu/cpu.h"
 #include "libcommon/error.h"
 #include "libcommon/safetensors.h"
 #include "train/optimizer.h"
@@ -71,6 +72,50 @@ TEST(adamw8bit_blockwise_quantisation_is_bitsandbytes)
     }
     free(x);
     st_close(g);
+}
+
+/* The CPU finds codes by a table; it must give the binary search's code
+ * for every x in [-1, 1]: at each midpoint (a tie, where the search's
+ * leaf wins), a few ulps either side, at the codes themselves, at 0, -0,
+ * +-1 and the tiniest values, and at random. */
+TEST(adamw8bit_table_search_is_the_binary_search)
+{
+    int bad = 0, tried = 0;
+    for (int sg = 0; sg < 2; sg++) {
+        const float *code = sg ? qmap_signed : qmap_unsigned;
+        float probe[64];
+        for (int j = 0; j < 256; j++) {
+            int k = 0;
+            const float mid = j < 255 ? (code[j] + code[j + 1]) * 0.5f : 1.0f;
+            float up = mid, down = mid, cu = code[j], cd = code[j];
+            probe[k++] = mid, probe[k++] = code[j];
+            for (int u = 0; u < 4; u++) {
+                up = nextafterf(up, 2.0f), down = nextafterf(down, -2.0f);
+                cu = nextafterf(cu, 2.0f), cd = nextafterf(cd, -2.0f);
+                probe[k++] = up, probe[k++] = down, probe[k++] = cu, probe[k++] = cd;
+            }
+            for (int i = 0; i < k; i++) {
+                const float x = fminf(1.0f, fmaxf(sg ? -1.0f : 0.0f, probe[i]));
+                bad += cpu_qmap_quantize(sg, x) != qmap_quantize(code, sg, x);
+                tried++;
+            }
+        }
+        const float edge[] = {0.0f, -0.0f, 1.0f, -1.0f, 1e-38f, -1e-38f, 1e-45f, 2.7e-7f, -2.75e-7f, 1.6e-7f};
+        for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++)
+            if (sg || edge[i] >= 0) {
+                bad += cpu_qmap_quantize(sg, edge[i]) != qmap_quantize(code, sg, edge[i]);
+                tried++;
+            }
+        float *r = test_normal(100000, 9 + sg, 0.3f, 0);
+        for (int i = 0; i < 100000; i++) {
+            const float x = sg ? fminf(1.0f, fmaxf(-1.0f, r[i])) : fminf(1.0f, fabsf(r[i]));
+            bad += cpu_qmap_quantize(sg, x) != qmap_quantize(code, sg, x);
+            tried++;
+        }
+        free(r);
+    }
+    CHECK_INT(bad, 0);
+    CHECK(tried > 200000);
 }
 
 /* The reference's problem: a [64, 128] parameter (8-bit state) and a [100]

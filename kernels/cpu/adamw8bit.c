@@ -5,73 +5,97 @@
 #include "kernels/cpu/cpu.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const float qmap_signed[256] = QMAP_SIGNED_VALUES;
 static const float qmap_unsigned[256] = QMAP_UNSIGNED_VALUES;
 
-/* qmap_quantize of x[0..len), QUANT_WIDTH searches in step: each search is
- * a chain of dependent loads, so one at a time leaves the core waiting;
- * side by side they overlap, and with masks instead of branches (the
- * directions are data: a mispredicted branch per step cost more than the
- * search). The same compares and the same choices as qmap_quantize,
- * element by element, so the same codes; the CUDA kernel calls
- * qmap_quantize itself. ext is the map with the search's lower bound
- * before it (ext[0] = -1 signed, 0 unsigned; ext[j + 1] = code[j]). */
-enum { QUANT_WIDTH = 16 };
-static void quantize_many(const float *code, const float *ext, const float *x, uint8_t *out, int len)
+/* qmap_quantize by table: a binary search is a chain of dependent loads
+ * and data-dependent branches, which left the CPU waiting most of the
+ * step. The search of that binary tree always ends between the two codes
+ * around x, on whichever of them is the tree's leaf, and returns the
+ * nearer by their midpoint, the leaf on a tie; so it is found here as the
+ * first code not below x (a table over x's bits, in buckets of 2^13
+ * ordered-bits, which never hold two codes of these maps, then one
+ * compare), the midpoint, and for the tie the search's own answer at that
+ * midpoint. Exact, not approximate: the same code as qmap_quantize for
+ * every x in [-1, 1] (what m / absmax and v / absmax are), which the CUDA
+ * kernel calls. */
+enum { LUT_SHIFT = 13 };
+#define LUT_KMIN 0x407FFFFFu /* the ordered bits of -1.0f */
+#define LUT_SIZE (((0xBF800000u - LUT_KMIN) >> LUT_SHIFT) + 1)
+
+struct qlut {
+    const float *code;
+    float mid[255];       /* (code[j] + code[j + 1]) * 0.5f, as the search computes it */
+    uint8_t tie[255];     /* the search's code at mid[j] */
+    uint8_t first[LUT_SIZE]; /* the first code not below the bucket's start (255 past the last) */
+};
+
+static inline uint32_t ordered_bits(float x)
 {
-    for (int j0 = 0; j0 < len; j0 += QUANT_WIDTH) {
-        const int w = len - j0 < QUANT_WIDTH ? len - j0 : QUANT_WIDTH;
-        int pivot[QUANT_WIDTH], up[QUANT_WIDTH], lo[QUANT_WIDTH], lo_e[QUANT_WIDTH];
-        float val[QUANT_WIDTH];
-        for (int k = 0; k < w; k++)
-            pivot[k] = 127, up[k] = 255, lo[k] = 0, lo_e[k] = 0, val[k] = code[127];
-        for (int i = 64; i > 0; i >>= 1)
-            for (int k = 0; k < w; k++) {
-                const int m = -(x[j0 + k] > val[k]);
-                lo[k] = (pivot[k] & m) | (lo[k] & ~m);
-                lo_e[k] = ((pivot[k] + 1) & m) | (lo_e[k] & ~m);
-                up[k] = (up[k] & m) | (pivot[k] & ~m);
-                pivot[k] += (i & m) - (i & ~m);
-                val[k] = code[pivot[k]];
-            }
-        for (int k = 0; k < w; k++) {
-            const float xk = x[j0 + k];
-            const int m = -(xk > val[k]);
-            /* the neighbour on x's side: upper (code[up]) or lower (ext[lo_e]) */
-            const float mid = (ext[((up[k] + 1) & m) | (lo_e[k] & ~m)] + val[k]) * 0.5f;
-            const int away = ((xk > mid) & m) | ((xk < mid) & ~m);
-            const int a = -away;
-            out[j0 + k] = (uint8_t)((((up[k] & m) | (lo[k] & ~m)) & a) | (pivot[k] & ~a));
-        }
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u >> 31 ? ~u : u | 0x80000000u;
+}
+
+static void qlut_build(struct qlut *q, const float *code, int is_signed)
+{
+    q->code = code;
+    for (int j = 0; j < 255; j++) {
+        q->mid[j] = (code[j] + code[j + 1]) * 0.5f;
+        q->tie[j] = qmap_quantize(code, is_signed, q->mid[j]);
+        if (ordered_bits(code[j + 1]) - ordered_bits(code[j]) <= 1u << LUT_SHIFT)
+            abort(); /* two codes in one bucket: the table's premise fails */
+    }
+    int s = 0;
+    for (uint32_t b = 0; b < LUT_SIZE; b++) {
+        const uint32_t start = LUT_KMIN + (b << LUT_SHIFT);
+        while (s < 255 && ordered_bits(code[s]) < start)
+            s++;
+        q->first[b] = (uint8_t)s;
     }
 }
 
-/* The block's codes as qmap_code1 and qmap_code2 give them; ext1 and ext2
- * the maps after their lower bounds (quantize_many). */
-static void codes_of(const float *ext1, const float *ext2, const float *m, const float *v, float a1, float a2,
-                     int len, uint8_t *c1, uint8_t *c2)
+static inline uint8_t qlut_quantize(const struct qlut *q, float x)
 {
-    float x[K_ADAMW8BIT_BLOCK];
-    if (a1 > 0.0f) {
-        for (int j = 0; j < len; j++)
-            x[j] = m[j] / a1;
-        quantize_many(qmap_signed, ext1, x, c1, len);
-        for (int j = 0; j < len; j++)
-            if (signbit(qmap_signed[c1[j]]) != signbit(m[j]))
-                c1[j] = (uint8_t)(m[j] > 0.0f ? c1[j] + 1 : c1[j] - 1);
-    } else {
-        for (int j = 0; j < len; j++)
-            c1[j] = 127;
-    }
-    if (a2 > 0.0f) {
-        for (int j = 0; j < len; j++)
-            x[j] = v[j] / a2;
-        quantize_many(qmap_unsigned, ext2, x, c2, len);
-    } else {
-        for (int j = 0; j < len; j++)
-            c2[j] = 0;
+    int s = q->first[(ordered_bits(x) - LUT_KMIN) >> LUT_SHIFT];
+    s += q->code[s] < x; /* 256 only for x above 1.0, never given */
+    if (s == 0)
+        return 0;
+    const float mid = q->mid[s - 1];
+    return (uint8_t)(x > mid ? s : x < mid ? s - 1 : q->tie[s - 1]);
+}
+
+static struct qlut lut_signed, lut_unsigned;
+static pthread_once_t lut_once = PTHREAD_ONCE_INIT;
+
+static void luts_build(void)
+{
+    qlut_build(&lut_signed, qmap_signed, 1);
+    qlut_build(&lut_unsigned, qmap_unsigned, 0);
+}
+
+uint8_t cpu_qmap_quantize(int is_signed, float x)
+{
+    pthread_once(&lut_once, luts_build);
+    return qlut_quantize(is_signed ? &lut_signed : &lut_unsigned, x);
+}
+
+/* The block's codes as qmap_code1 and qmap_code2 give them. */
+static void codes_of(const float *m, const float *v, float a1, float a2, int len, uint8_t *c1, uint8_t *c2)
+{
+    for (int j = 0; j < len; j++) {
+        uint8_t c = 127;
+        if (a1 > 0.0f) {
+            c = qlut_quantize(&lut_signed, m[j] / a1);
+            if (signbit(qmap_signed[c]) != signbit(m[j]))
+                c = (uint8_t)(m[j] > 0.0f ? c + 1 : c - 1);
+        }
+        c1[j] = c;
+        c2[j] = a2 > 0.0f ? qlut_quantize(&lut_unsigned, v[j] / a2) : 0;
     }
 }
 
@@ -80,10 +104,7 @@ void cpu_adamw8bit_update(float *param, const float *grad, uint8_t *state1, uint
 {
     const struct adamw8bit_scalars s = adamw8bit_scalars_of(hp);
     const int64_t blocks = (n + K_ADAMW8BIT_BLOCK - 1) / K_ADAMW8BIT_BLOCK;
-    float ext1[257], ext2[257];
-    ext1[0] = -1.0f, ext2[0] = 0.0f;
-    memcpy(ext1 + 1, qmap_signed, sizeof qmap_signed);
-    memcpy(ext2 + 1, qmap_unsigned, sizeof qmap_unsigned);
+    pthread_once(&lut_once, luts_build);
 #pragma omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN)
     for (int64_t b = 0; b < blocks; b++) {
         const int64_t i0 = b * K_ADAMW8BIT_BLOCK;
@@ -114,7 +135,7 @@ void cpu_adamw8bit_update(float *param, const float *grad, uint8_t *state1, uint
                 p = p * s.decay;
             param[i] = p;
         }
-        codes_of(ext1, ext2, m, v, new1, new2, len, state1 + i0, state2 + i0);
+        codes_of(m, v, new1, new2, len, state1 + i0, state2 + i0);
         absmax1[b] = new1;
         absmax2[b] = new2;
     }
