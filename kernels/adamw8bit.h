@@ -191,7 +191,7 @@ QMAP_FN uint8_t qmap_code1(const float *code, float m, float a)
     if (!(a > 0.0f))
         return 127;
     uint8_t c = qmap_quantize(code, 1, m / a);
-    if (signbit(code[c]) != signbit(m))
+    if (!signbit(code[c]) != !signbit(m)) /* signbit gives any non-zero value: compare truths */
         c = (uint8_t)(m > 0.0f ? c + 1 : c - 1);
     return c;
 }

@@ -118,6 +118,45 @@ TEST(adamw8bit_table_search_is_the_binary_search)
     CHECK(tried > 200000);
 }
 
+/* One step on the CPU, its codes against the CUDA kernel's rule written
+ * out (qmap_code1 with the sign kept, qmap_code2) on new moments computed
+ * here in the same f32 order: the signs of negative first moments, where
+ * a code of the wrong sign is moved back, included. */
+TEST(adamw8bit_cpu_codes_follow_the_kernel_rule)
+{
+    const int n = 700;
+    float *p = test_normal(n, 21, 1.0f, 0), *g = test_normal(n, 22, 0.1f, 0), *r = test_normal(n, 23, 1.0f, 0);
+    uint8_t s1[700], s2[700], w1[700], w2[700];
+    float a1[3] = {0.03f, 0.0f, 0.2f}, a2[3] = {0.002f, 0.0f, 0.01f};
+    for (int i = 0; i < n; i++)
+        s1[i] = (uint8_t)((unsigned)(fabsf(r[i]) * 997.0f) % 256u), s2[i] = (uint8_t)(i * 37 % 256);
+    const struct adamw_params hp = {1e-3, 0.9, 0.999, 1e-8, 0.01, 3};
+    const struct adamw8bit_scalars sc = adamw8bit_scalars_of(&hp);
+    float m[700], v[700], n1[3] = {0}, n2[3] = {0};
+    for (int i = 0; i < n; i++) {
+        const int b = i / 256;
+        v[i] = qmap_unsigned[s2[i]] * a2[b];
+        v[i] = v[i] * sc.b2 + sc.one_b2 * g[i] * g[i];
+        m[i] = qmap_signed[s1[i]] * a1[b];
+        m[i] = m[i] * sc.b1 + sc.one_b1 * g[i];
+        n1[b] = fabsf(m[i]) > n1[b] ? fabsf(m[i]) : n1[b];
+        n2[b] = fabsf(v[i]) > n2[b] ? fabsf(v[i]) : n2[b];
+    }
+    for (int i = 0; i < n; i++)
+        w1[i] = qmap_code1(qmap_signed, m[i], n1[i / 256]), w2[i] = qmap_code2(qmap_unsigned, v[i], n2[i / 256]);
+    cpu_adamw8bit_update(p, g, s1, s2, a1, a2, n, &hp);
+    int bad1 = 0, bad2 = 0, negatives = 0;
+    for (int i = 0; i < n; i++) {
+        bad1 += s1[i] != w1[i], bad2 += s2[i] != w2[i];
+        negatives += m[i] < 0;
+    }
+    CHECK_INT(bad1, 0);
+    CHECK_INT(bad2, 0);
+    CHECK(negatives > 100);
+    CHECK(a1[1] == n1[1] && a2[2] == n2[2]);
+    free(p), free(g), free(r);
+}
+
 /* The reference's problem: a [64, 128] parameter (8-bit state) and a [100]
  * one (f32 state), loss sum(curv (p - target)^2) / 2. */
 static void run_steps(struct optimizer *o, struct kctx *ctx, float *p, const float *target, const float *curv,

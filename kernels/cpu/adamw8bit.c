@@ -91,7 +91,7 @@ static void codes_of(const float *m, const float *v, float a1, float a2, int len
         uint8_t c = 127;
         if (a1 > 0.0f) {
             c = qlut_quantize(&lut_signed, m[j] / a1);
-            if (signbit(qmap_signed[c]) != signbit(m[j]))
+            if (!signbit(qmap_signed[c]) != !signbit(m[j])) /* any non-zero means negative */
                 c = (uint8_t)(m[j] > 0.0f ? c + 1 : c - 1);
         }
         c1[j] = c;
