@@ -513,17 +513,9 @@ static void flite_with(struct flite_case *c, const char *const *files, const flo
             return;
         }
     }
-    struct nn_lora_module *mods;
-    size_t nm;
-    float *host;
-    int64_t total;
-    CHECK_INT(lora_files_combine(f, strength, (size_t)n, c->d.kind, c->d.table, &mods, &nm, &host, &total), 0);
     struct nn_lora l;
     struct nn_lora_binding b;
-    CHECK_INT(nn_lora_create(&l, mods, nm), 0);
-    CHECK_INT(nn_lora_alloc(&l, &c->k, KDT_F32, 0), 0);
-    nn_weights_upload(&l.w, host);
-    CHECK_INT(denoiser_lora_bind(&c->d, &l, &b), 0);
+    CHECK_INT(lora_files_attach(&l, &b, &c->d, f, strength, (size_t)n), 0);
     flite_case_forward(c);
     float *want = test_golden_f32(c->g, golden, c->n);
     fprintf(stderr, "    %s (%d file%s):", files[0], n, n > 1 ? "s" : "");
@@ -531,7 +523,6 @@ static void flite_with(struct flite_case *c, const char *const *files, const flo
     free(want);
     nn_lora_unbind(&b);
     nn_lora_free(&l);
-    free(mods), free(host);
     for (int i = 0; i < n; i++)
         lora_file_free(&f[i]);
 }

@@ -80,25 +80,17 @@ static void forward_with(struct dit_case *c, const char *file, const char *golde
         test_fail(__FILE__, __LINE__, "%s", err_get());
         return;
     }
-    struct nn_lora_module *mods;
-    size_t nm;
-    float *host;
-    int64_t total;
-    CHECK_INT(lora_files_combine(&f, (const float[]){1.0f}, 1, c->d.kind, c->d.table, &mods, &nm, &host, &total), 0);
-    /* q, k and v are one adapter of the fused qkv: 2 blocks x (qkv, proj, fc1, fc2) */
-    CHECK_INT((int)nm, 8);
     struct nn_lora l;
     struct nn_lora_binding b;
-    CHECK_INT(nn_lora_create(&l, mods, nm), 0);
-    CHECK_INT(nn_lora_alloc(&l, &c->k, KDT_F32, 0), 0);
-    nn_weights_upload(&l.w, host);
-    CHECK_INT(denoiser_lora_bind(&c->d, &l, &b), 0);
+    CHECK_INT(lora_files_attach(&l, &b, &c->d, &f, (const float[]){1.0f}, 1), 0);
+    /* q, k and v are one adapter of the fused qkv: 2 blocks x (qkv, proj, fc1, fc2) */
+    CHECK_INT((int)l.n, 8);
     dit_case_forward(c);
     float *want = test_golden_f32(c->g, golden, c->n);
     CHECK_REL(c->out, want, c->n, tol);
     nn_lora_unbind(&b);
     nn_lora_free(&l);
-    free(want), free(mods), free(host);
+    free(want);
     lora_file_free(&f);
 }
 

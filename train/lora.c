@@ -229,6 +229,26 @@ int lora_files_combine(struct lora_file *files, const float *strengths, size_t n
     return 0;
 }
 
+int lora_files_attach(struct nn_lora *l, struct nn_lora_binding *b, struct denoiser *d, struct lora_file *files,
+                      const float *strengths, size_t nfiles)
+{
+    struct nn_lora_module *mods = NULL;
+    size_t n = 0;
+    float *host = NULL;
+    int64_t total;
+    int rc = lora_files_combine(files, strengths, nfiles, d->kind, d->table, &mods, &n, &host, &total);
+    if (rc == 0 && (rc = nn_lora_create(l, mods, n)) == 0) {
+        if ((rc = nn_lora_alloc(l, d->ctx, d->dt, 0)) == 0) {
+            nn_weights_upload(&l->w, host);
+            rc = denoiser_lora_bind(d, l, b);
+        }
+        if (rc != 0)
+            nn_lora_free(l);
+    }
+    free(mods), free(host);
+    return rc;
+}
+
 void lora_arg_parse(const char *arg, char *path, size_t size, float *scale)
 {
     snprintf(path, size, "%s", arg);

@@ -60,6 +60,14 @@ int lora_file_adopt(struct lora_file *f, const struct denoiser_kind *kind, const
  * lacks one of the file's modules (then the file keeps the model's names);
  * -1 with err_set(). */
 int lora_file_export(struct lora_file *f, const struct denoiser_kind *kind);
+/* The files (each with a strength) as one adapter on d for sampling, as
+ * dit-sample --lora applies them: combined (lora_files_combine against d's
+ * layers), allocated on d's device in d's compute dtype without gradients,
+ * and bound. *l and *b are to be unbound and freed by the caller. -1 with
+ * err_set(), nothing left allocated. */
+int lora_files_attach(struct nn_lora *l, struct nn_lora_binding *b, struct denoiser *d, struct lora_file *files,
+                      const float *strengths, size_t nfiles);
+
 /* "FILE" or "FILE:SCALE" (--lora): the scale is what follows the last ':'
  * when it reads as a finite number (a path may hold ':' too), else 1. */
 void lora_arg_parse(const char *arg, char *path, size_t size, float *scale);
