@@ -63,6 +63,7 @@ int main(int argc, char **argv)
         {"grid", 0, OPT_STRING, &c.grid, "FILE", "also write all images as one grid PNG"},
         {"decode", 0, OPT_STRING, &c.decode, "FILE", "decode FILE's latents to PNGs instead of sampling"},
         {"latents-out", 0, OPT_STRING, &c.latents_out, "FILE", "also write the final latents (safetensors)"},
+        {"overwrite", 0, OPT_FLAG, &c.overwrite, NULL, "replace images (and grid, latents) an earlier run left"},
         {"init-noise", 0, OPT_STRING, &c.init_noise, "FILE", "start from FILE's \"noise\" [N, C, H, W] instead of the seed's draws"},
         {"lora", 0, OPT_LIST, &loras, "FILE[:SCALE]",
          "apply a LoRA (diffusers, PEFT, kohya or F-Lite's .pt) at that strength (1); several at once"},

@@ -26,7 +26,7 @@ struct options {
     double lora_alpha, lora_dropout;
     const char *lora_targets, *lora_init, *lora_checkpoint, *lora_format;
     const char *optimizer;
-    int use_8bit_adam;
+    int use_8bit_adam, overwrite;
 };
 
 int main(int argc, char **argv)
@@ -86,6 +86,8 @@ int main(int argc, char **argv)
         {"checkpoints-total-limit", 0, OPT_INT, &o.limit, "N", "keep the newest N checkpoints"},
         {"resume", 0, OPT_STRING, &o.resume, "PATH|latest", "continue from a checkpoint"},
         {"resume-from-checkpoint", 0, OPT_STRING, &o.resume, "PATH|latest", "the same as --resume"},
+        {"overwrite-output-dir", 0, OPT_FLAG, &o.overwrite, NULL,
+         "replace the run the output directory holds (refused otherwise)"},
         {"report-to", 0, OPT_STRING, &o.report_to, "WHERE", "none (default), tensorboard; wandb is refused"},
         {"eval-every", 0, OPT_INT64, &o.eval_every, "N", "validation loss every N steps (needs --val-data-path)"},
         {"eval-batch-size", 0, OPT_INT, &o.eval_batch, "N", "validation batch size (default: the training batch's)"},
@@ -129,6 +131,8 @@ int main(int argc, char **argv)
         opt_usage_error("--report-to %s: wandb has no offline writer here; use tensorboard", o.report_to);
     if (strcmp(o.report_to, "none") && strcmp(o.report_to, "tensorboard"))
         opt_usage_error("--report-to: '%s' is not none or tensorboard", o.report_to);
+    if (o.overwrite && o.resume)
+        opt_usage_error("--overwrite-output-dir replaces a run, --resume continues one: give one of them");
     if (o.eval_every > 0 && !o.val_data)
         opt_usage_error("--eval-every needs --val-data-path");
     if (o.use_8bit_adam)
@@ -180,7 +184,7 @@ int main(int argc, char **argv)
 
     struct train_config c = {
         .data = o.data, .val_data = o.val_data, .output = o.output, .model = o.model,
-        .pretrained = o.pretrained, .resume = o.resume, .device = dev, .dtype = cdt,
+        .pretrained = o.pretrained, .resume = o.resume, .overwrite_output_dir = o.overwrite, .device = dev, .dtype = cdt,
         .tensorboard = strcmp(o.report_to, "tensorboard") == 0, .sample_labels = o.sample_labels,
         .sample_prompts = o.sample_prompts,
         .batch = o.batch, .epochs = o.epochs, .num_classes = o.num_classes, .image_size = o.image_size,

@@ -99,7 +99,7 @@ TEST(checkpoint_writes_and_reads_back_everything)
     trained(&ctx, &mc2, &d2, &tr2, 0);
     const char *out = test_tmp_path("run");
     struct train_position pos = {3, 1, 2, 0.75, 3};
-    struct checkpoint_info info = {"ddpm", "pixel/1 s2d=1", "DiT-S/2", 4, 1, NULL, LORA_FORMAT_DIFFUSERS, NULL};
+    struct checkpoint_info info = {"ddpm", "pixel/1 s2d=1", "DiT-S/2", 4, 1, NULL, LORA_FORMAT_DIFFUSERS, NULL, NULL};
     CHECK_INT(train_checkpoint_save(out, 0, &mc, &tr, &pos, &info), 0);
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/checkpoint-0000003", out);

@@ -103,6 +103,9 @@ int train_checkpoint_save(const char *out, int limit, const struct denoiser_conf
         /* and, for a text model, the text encoder (dit-sample encodes its prompts with it) */
         if (j && info->text_encoder && *info->text_encoder)
             json_object_set_new(j, "text_encoder", json_string(info->text_encoder));
+        /* and the run it belongs to: a resume must be that run */
+        if (j && info->run)
+            json_object_set(j, "run", (json_t *)info->run);
         /* and the adapter: dit-sample --lora takes the file */
         if (j && tr->lora)
             json_object_set_new(j, "lora", json_pack("{s:s, s:b}", "file", lora_file_name(info->lora_format, 0),

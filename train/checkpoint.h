@@ -19,6 +19,7 @@
 #include "formats/lora_file.h"
 #include "train/trainer.h"
 
+#include <jansson.h>
 #include <stdint.h>
 
 /* Where a run stands, beyond the trainer's own step. */
@@ -36,6 +37,7 @@ struct checkpoint_info {
     const char *text_encoder; /* the identity of the text encoder of the captions; NULL: none */
     enum lora_format lora_format; /* of the adapter file of a LoRA run */
     const char *lora_targets;     /* the target_modules it records (NULL: the module names) */
+    const json_t *run;            /* the run's identity (train/run_identity.h); NULL: none */
 };
 
 /* Writes OUT/checkpoint-<step> (then keeps the newest `limit`, 0: all). */

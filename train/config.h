@@ -15,6 +15,7 @@ struct train_config {
     const char *model;      /* a preset name ("DiT-XL/2") */
     const char *pretrained; /* a model dir, or NULL */
     const char *resume;     /* a checkpoint dir, "latest", or NULL */
+    int overwrite_output_dir; /* a fresh run replaces the run the output dir holds */
     enum device_kind device;
     enum kdtype dtype;      /* activations and compute weights (nn/precision.h) */
     int tensorboard;

@@ -3,12 +3,16 @@
 #include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/metrics.h"
+#include "train/run_dir.h"
+#include "train/run_identity.h"
 #include "train/samples.h"
 #include "data/loader.h"
 #include "formats/checkpoint.h"
 #include "formats/shardset.h"
 #include "kernels/device.h"
 #include "libcommon/error.h"
+#include "libcommon/hash.h"
+#include "libcommon/json.h"
 #include "libcommon/log.h"
 #include "libcommon/safetensors.h"
 #include "models/registry.h"
@@ -52,6 +56,9 @@ struct run {
     char encoder[128]; /* the identity of the encoder that made the latents */
     char text_encoder[1024]; /* and of the text encoder of the captions ("" without text) */
     int factor;        /* its spatial factor, when the identity says */
+    struct run_dir dir; /* the output directory, locked for the run */
+    char weights_hash[33]; /* of the f32 weights the run starts from */
+    json_t *identity;  /* what determines the result (train/run_identity.h) */
 };
 
 static void run_free(struct run *r)
@@ -73,6 +80,8 @@ static void run_free(struct run *r)
     loader_close(r->loader);
     shardset_close(r->data);
     free(r->drawn);
+    json_decref(r->identity);
+    run_dir_unlock(&r->dir);
 }
 
 static int has_field(const struct shardset *s, const char *name)
@@ -134,6 +143,7 @@ static const float *batch_latents(struct run *r, const struct loader_batch *b, i
 static int fail(struct run *r)
 {
     log_error("%s", err_get());
+    run_dir_abandon(&r->dir);
     run_free(r);
     return DIT_EXIT_FAILURE;
 }
@@ -332,6 +342,9 @@ static int create_model(struct run *r, struct trainer_config *tc)
         }
         r->mc.kind->init(r->mc.impl, pretrained, c->tc.seed);
     }
+    /* The weights the run starts from, for its identity: a resume of a
+     * frozen model's LoRA run must start from the same base. */
+    hash_hex(hash_buffer(pretrained, (size_t)r->model.n_params * sizeof *pretrained), r->weights_hash);
     denoiser_params_upload(&r->model, pretrained);
     free(pretrained);
     int64_t per_epoch = loader_batches_per_epoch(r->loader);
@@ -371,7 +384,18 @@ static int resume(struct run *r, struct train_position *pos)
     }
     if (!dir)
         return 0;
-    int rc = train_checkpoint_load(dir, &r->mc, &r->tr, pos) != 0 || loader_seek(r->loader, pos->epoch, pos->index);
+    /* The run it continues must be this one: the same settings that
+     * determine the result (train/run_identity.h). */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/checkpoint.json", dir);
+    json_t *cj = json_read_file(path);
+    int rc = !cj || run_identity_check(json_object_get(cj, "run"), r->identity, dir) != 0;
+    json_decref(cj);
+    if (rc) {
+        free(dir);
+        return -1;
+    }
+    rc = train_checkpoint_load(dir, &r->mc, &r->tr, pos) != 0 || loader_seek(r->loader, pos->epoch, pos->index);
     if (rc == 0)
         log_info("resumed from %s: step %lld, epoch %lld, batch %lld", dir, (long long)pos->step,
                  (long long)pos->epoch, (long long)pos->index);
@@ -444,7 +468,7 @@ static int save(struct run *r, const struct train_position *pos)
 {
     const struct train_config *c = r->cfg;
     struct checkpoint_info info = {objective_name(r->tr.cfg.objective), r->encoder, c->model, c->tc.seed,
-                                   c->tc.grad_accum, r->text_encoder, c->lora_format, NULL};
+                                   c->tc.grad_accum, r->text_encoder, c->lora_format, NULL, r->identity};
     if (r->have_lora && !c->lora.checkpoint)
         info.lora_targets = c->lora.targets ? c->lora.targets : r->model.kind->lora_targets;
     return train_checkpoint_save(c->output, c->limit, &r->mc, &r->tr, pos, &info);
@@ -539,13 +563,90 @@ static int loop(struct run *r, struct train_position *pos)
     return 0;
 }
 
+/* Whether --resume continues the run of the output directory ("latest",
+ * or one of its checkpoints) rather than one from elsewhere. */
+static int resumes_here(const struct train_config *c)
+{
+    if (strcmp(c->resume, "latest") == 0)
+        return 1;
+    char *parent = strdup(c->resume), *a = NULL, *b = NULL;
+    int here = 0;
+    if (parent) {
+        size_t n = strlen(parent);
+        while (n > 1 && parent[n - 1] == '/')
+            parent[--n] = 0;
+        char *slash = strrchr(parent, '/');
+        if (slash)
+            *slash = 0;
+        a = realpath(slash ? (*parent ? parent : "/") : ".", NULL);
+        b = realpath(c->output, NULL);
+        here = a && b && strcmp(a, b) == 0;
+    }
+    free(parent), free(a), free(b);
+    return here;
+}
+
+/* The output directory, taken for this run before anything is read: a
+ * second process is refused at once, and a fresh run never writes into
+ * another run's directory (replaced only when asked). */
+static int take_output(struct run *r)
+{
+    const struct train_config *c = r->cfg;
+    if (run_dir_lock(&r->dir, c->output) != 0)
+        return -1;
+    char what[256];
+    int used = run_dir_used(c->output, what, sizeof what);
+    if (used <= 0 || (c->resume && resumes_here(c)))
+        return used < 0 ? -1 : 0;
+    if (c->resume) {
+        err_set("%s holds another run (%s) than --resume %s continues: resume into an empty --output-dir, or "
+                "continue that run with --resume latest",
+                c->output, what, c->resume);
+        return -1;
+    }
+    if (!c->overwrite_output_dir) {
+        err_set("%s holds another run (%s): --resume latest continues it, --overwrite-output-dir replaces it, "
+                "or give another --output-dir",
+                c->output, what);
+        return -1;
+    }
+    if (run_dir_replace(&r->dir) != 0)
+        return -1;
+    log_info("--overwrite-output-dir: the run in %s (%s) is replaced", c->output, what);
+    return 0;
+}
+
+/* The run's identity, once the data and the model are known. */
+static int make_identity(struct run *r, const struct trainer_config *tc)
+{
+    const struct train_config *c = r->cfg;
+    char path[4200], data[33];
+    struct hash128 h;
+    snprintf(path, sizeof path, "%s/manifest.tsv", c->data);
+    if (hash_file(path, &h) != 0)
+        return -1;
+    hash_hex(h, data);
+    struct run_facts f = {r->mc.kind->config_to_json(r->mc.impl), r->mc.kind->name, r->weights_hash, data,
+                          objective_name(tc->objective), NULL};
+    char targets[1024] = "";
+    for (size_t i = 0; r->have_lora && i < r->lora.n; i++)
+        snprintf(targets + strlen(targets), sizeof targets - strlen(targets), "%s%s", i ? "," : "",
+                 r->lora.mod[i].name);
+    f.lora_targets = r->have_lora ? targets : NULL;
+    r->identity = run_identity_new(c, &f);
+    return r->identity ? 0 : -1;
+}
+
 int train_run(const struct train_config *c)
 {
     struct run r;
     memset(&r, 0, sizeof r);
+    r.dir.fd = -1;
     r.cfg = c;
     struct trainer_config tc = c->tc;
     tc.loss_scaling = c->dtype == KDT_F16;
+    if (take_output(&r) != 0)
+        return fail(&r);
     if (open_data(&r) != 0)
         return fail(&r);
     /* The uniform share of flow timesteps, by recipe: F-Lite's 10% for a
@@ -558,13 +659,9 @@ int train_run(const struct train_config *c)
     if (create_model(&r, &tc) != 0)
         return fail(&r);
     struct train_position pos = {0, 0, 0, 0.0, 0};
-    if (resume(&r, &pos) != 0)
+    if (make_identity(&r, &tc) != 0 || resume(&r, &pos) != 0)
         return fail(&r);
     report_sizes(&r);
-    if (mkdir(c->output, 0777) != 0 && errno != EEXIST) {
-        err_set("%s: %s", c->output, strerror(errno));
-        return fail(&r);
-    }
     if (metrics_open(&r.mx, c->output, pos.step, c->tensorboard) != 0)
         return fail(&r);
     r.sampling = c->sample_every > 0;

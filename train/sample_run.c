@@ -131,26 +131,11 @@ static int attach_loras(struct run *r)
             log_info("LoRA %s: %zu modules (%s naming), strength %g", path, files[i].n,
                      lora_format_name(files[i].format), strength[i]);
     }
-    struct nn_lora_module *mods = NULL;
-    size_t n = 0;
-    float *host = NULL;
-    int64_t total;
-    if (rc == 0)
-        rc = lora_files_combine(files, strength, (size_t)c->n_loras, r->m.kind, r->m.table, &mods, &n, &host,
-                                &total);
-    if (rc == 0 && (rc = nn_lora_create(&r->lora, mods, n)) == 0) {
-        if ((rc = nn_lora_alloc(&r->lora, &r->ctx, r->m.dt, 0)) == 0) {
-            nn_weights_upload(&r->lora.w, host);
-            rc = denoiser_lora_bind(&r->m, &r->lora, &r->bind);
-        }
-        if (rc != 0)
-            nn_lora_free(&r->lora);
-        else
-            r->have_lora = 1;
-    }
+    if (rc == 0 && (rc = lora_files_attach(&r->lora, &r->bind, &r->m, files, strength, (size_t)c->n_loras)) == 0)
+        r->have_lora = 1;
     for (int i = 0; files && i < c->n_loras; i++)
         lora_file_free(&files[i]);
-    free(files), free(strength), free(mods), free(host);
+    free(files), free(strength);
     return rc ? STAGE_ERROR : 0;
 }
 
@@ -301,6 +286,42 @@ static void progress_step(void *bar)
     progress_add(bar, 1);
 }
 
+/* Image k's file: "%06d.png", or "%06d-class%d.png" for a class label. */
+static void image_path(char *buf, size_t size, const char *dir, int k, int label)
+{
+    if (label < 0)
+        snprintf(buf, size, "%s/%06d.png", dir, k);
+    else
+        snprintf(buf, size, "%s/%06d-class%d.png", dir, k, label);
+}
+
+/* Before anything is computed: no file this invocation writes may hold
+ * another invocation's output, unless --overwrite (dit-sample(1)).
+ * labels NULL: the images are named without classes. */
+static int outputs_free(const struct sample_config *c, int n, const int32_t *labels)
+{
+    if (c->overwrite)
+        return 0;
+    char path[4200];
+    const char *taken = NULL;
+    for (int k = 0; k < n && !taken; k++) {
+        image_path(path, sizeof path, c->output_dir, k, labels ? labels[k] : -1);
+        if (access(path, F_OK) == 0)
+            taken = path;
+    }
+    if (!taken && c->grid && access(c->grid, F_OK) == 0)
+        taken = c->grid;
+    if (!taken && c->latents_out && access(c->latents_out, F_OK) == 0)
+        taken = c->latents_out;
+    if (taken) {
+        err_set("%s exists (another dit-sample's output?): give --overwrite to replace what this run writes, or "
+                "another -o",
+                taken);
+        return -1;
+    }
+    return 0;
+}
+
 static int write_images(struct run *r, int W, int H, int64_t per_image)
 {
     const struct sample_config *c = r->c;
@@ -314,7 +335,7 @@ static int write_images(struct run *r, int W, int H, int64_t per_image)
         char path[4096], params_text[4096];
         if (r->pr.n) {
             const int p = k / c->per_class;
-            snprintf(path, sizeof path, "%s/%06d.png", c->output_dir, k);
+            image_path(path, sizeof path, c->output_dir, k, -1);
             snprintf(params_text, sizeof params_text,
                      "%s\nNegative prompt: %s\nmodel %s, seed %llu, image %d, size %dx%d, sampler %s, steps %d, "
                      "%s %g, %s, %s",
@@ -322,7 +343,7 @@ static int write_images(struct run *r, int W, int H, int64_t per_image)
                      (unsigned long long)c->seed, k, W, H, r->sampler_name, r->steps, c->apg ? "apg" : "cfg",
                      r->cfg_scale, r->pr.encoder, r->enc.identity);
         } else {
-            snprintf(path, sizeof path, "%s/%06d-class%d.png", c->output_dir, k, r->labels[k]);
+            image_path(path, sizeof path, c->output_dir, k, r->labels[k]);
             snprintf(params_text, sizeof params_text,
                      "model %s, class %d, seed %llu, image %d, sampler %s (%s), steps %d, cfg %g, eta %g, %s",
                      c->model_path, r->labels[k], (unsigned long long)c->seed, k, r->sampler_name,
@@ -424,6 +445,8 @@ static int run_decode(struct run *r)
     st_tensor_to_f32(t, r->latents);
     if (lab)
         memcpy(r->labels, lab->data, (size_t)r->n * sizeof *r->labels);
+    if (outputs_free(c, r->n, lab ? r->labels : NULL) != 0)
+        goto done;
     if (mkdir(c->output_dir, 0777) != 0 && errno != EEXIST) {
         err_set("%s: %s", c->output_dir, strerror(errno));
         goto done;
@@ -437,10 +460,7 @@ static int run_decode(struct run *r)
         }
         if (encoder_decode(&r->enc, r->latents + k * per_image, W, W, r->images[k]) != 0)
             goto done;
-        if (lab)
-            snprintf(path, sizeof path, "%s/%06d-class%d.png", c->output_dir, k, r->labels[k]);
-        else
-            snprintf(path, sizeof path, "%s/%06d.png", c->output_dir, k);
+        image_path(path, sizeof path, c->output_dir, k, lab ? r->labels[k] : -1);
         snprintf(params_text, sizeof params_text, "decoded from %s, image %d, %s", c->decode, k, r->enc.identity);
         struct png_text text = {"parameters", params_text};
         if (png_write_rgb8(path, r->images[k], W, W, &text, 1) != 0)
@@ -588,6 +608,8 @@ static int run_sample(struct run *r)
     rc = info.cond == COND_TEXT ? prepare_prompts(r, &info, &W, &H) : prepare_labels(r, &info, &W, &H);
     if (rc != 0)
         return rc;
+    if (outputs_free(c, r->n, info.cond == COND_TEXT ? NULL : r->labels) != 0)
+        return STAGE_ERROR;
     const int C = info.in_channels, LH = info.height, LW = info.width;
     const int use_cfg = r->cfg_scale != 1.0;
 

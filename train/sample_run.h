@@ -43,6 +43,7 @@ struct sample_config {
     int width, height;       /* 0, or must be the model's size */
     const char *decoder;     /* encoder spec; NULL: the checkpoint's, else pixel */
     const char *output_dir;  /* the PNGs, created when missing */
+    int overwrite;           /* replace files of another invocation (else refused) */
     const char *grid;        /* NULL, or a PNG of all images */
     const char *latents_out; /* NULL, or a safetensors file of latents and labels */
     const char *decode;      /* instead of sampling: decode this file's latents[N,C,H,W]
