@@ -109,3 +109,54 @@ void f16_to_f32_array(const uint16_t *src, float *dst, size_t n)
     for (size_t i = 0; i < n; i++)
         dst[i] = f16_to_f32(src[i]);
 }
+
+uint8_t f32_to_e4m3(float x)
+{
+    uint32_t u = float_bits(x);
+    uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u)
+        return (uint8_t)(sign | 0x7fu);
+    if (a >= 0x43e00000u) /* 448 and beyond, infinity included: saturate */
+        return (uint8_t)(sign | 0x7eu);
+    if (a >= 0x3c800000u) { /* normal, from 2^-6 */
+        uint32_t r = a - 0x3c000000u; /* rebias the exponent from 127 to 7 */
+        r += 0x7ffffu + ((r >> 20) & 1u);
+        return (uint8_t)(sign | (r >> 20));
+    }
+    uint32_t e = a >> 23;
+    if (e < 117) /* below 2^-10, half the smallest subnormal */
+        return sign;
+    /* units of 2^-9, rounded to nearest even; 8 units is the smallest normal */
+    uint32_t m = (a & 0x7fffffu) | 0x800000u;
+    unsigned shift = 141 - e;
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u)))
+        q++;
+    return (uint8_t)(sign | q);
+}
+
+float e4m3_to_f32(uint8_t b)
+{
+    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
+    uint32_t e = (b >> 3) & 0xfu, m = b & 7u;
+    if (e == 0xf && m == 7)
+        return bits_float(sign | 0x7fc00000u);
+    if (e == 0) {
+        float v = (float)m * 0x1p-9f;
+        return sign ? -v : v;
+    }
+    return bits_float(sign | ((e + 120u) << 23) | (m << 20));
+}
+
+void f32_to_e4m3_array(const float *src, uint8_t *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = f32_to_e4m3(src[i]);
+}
+
+void e4m3_to_f32_array(const uint8_t *src, float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = e4m3_to_f32(src[i]);
+}

@@ -1,4 +1,4 @@
-/* Conversions between float32 and the 16-bit float formats.
+/* Conversions between float32 and the 16- and 8-bit float formats.
  *
  * bf16 is float32's upper half (8-bit exponent, 7-bit mantissa); f16 is IEEE
  * binary16 (5-bit exponent, 10-bit mantissa, max finite 65504).
@@ -22,10 +22,21 @@ float bf16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float x);
 float f16_to_f32(uint16_t h);
 
+/* fp8 E4M3 as torch.float8_e4m3fn and the OCP spec's "fn" form have it (1
+ * sign, 4 exponent bits of bias 7, 3 mantissa bits; no infinities; NaN only
+ * S.1111.111; largest finite 448; subnormals from 2^-9): float -> e4m3
+ * rounds to nearest, ties to even, and saturates finite and infinite
+ * values beyond 448 to +-448, as torch's conversion does; NaN gives 0x7f
+ * with its sign. e4m3 -> float is exact. */
+uint8_t f32_to_e4m3(float x);
+float e4m3_to_f32(uint8_t b);
+
 /* Element-wise versions; src and dst must not overlap. */
 void f32_to_bf16_array(const float *src, uint16_t *dst, size_t n);
 void bf16_to_f32_array(const uint16_t *src, float *dst, size_t n);
 void f32_to_f16_array(const float *src, uint16_t *dst, size_t n);
 void f16_to_f32_array(const uint16_t *src, float *dst, size_t n);
+void f32_to_e4m3_array(const float *src, uint8_t *dst, size_t n);
+void e4m3_to_f32_array(const uint8_t *src, float *dst, size_t n);
 
 #endif

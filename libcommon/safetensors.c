@@ -892,6 +892,9 @@ int st_tensor_to_f32(const struct st_tensor *t, float *out)
     case ST_F16:
         f16_to_f32_array(t->data, out, t->nelem);
         return 0;
+    case ST_F8_E4M3:
+        e4m3_to_f32_array(t->data, out, t->nelem);
+        return 0;
     default:
         return -1;
     }

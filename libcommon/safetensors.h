@@ -78,8 +78,8 @@ void st_tensor_release(const struct st_tensor *t);
 void st_shape_text(char *buf, size_t size, int ndim, const int64_t *shape);
 /* NULL if absent. */
 const char *st_meta_get(const struct st_file *f, const char *key);
-/* t's elements as fp32 into out[t->nelem]: F32 copied, BF16 and F16
- * widened exactly. -1 (without err_set) for any other dtype. */
+/* t's elements as fp32 into out[t->nelem]: F32 copied, BF16, F16 and
+ * F8_E4M3 widened exactly. -1 (without err_set) for any other dtype. */
 int st_tensor_to_f32(const struct st_tensor *t, float *out);
 
 struct st_writer;

@@ -1,8 +1,10 @@
-/* half-precision conversions: exhaustive round trips, goldens from numpy and
- * ml_dtypes, and a nearest-value reference on many pseudo-random floats */
+/* half-precision and fp8 conversions: exhaustive round trips, goldens from numpy,
+ * ml_dtypes and torch, and a nearest-value reference on many pseudo-random floats */
 #include "tests/harness.h"
 #include "libcommon/half.h"
+#include "libcommon/safetensors.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -237,4 +239,36 @@ TEST(arrays_match_scalars)
     for (int i = 0; i < N; i++)
         CHECK(bits_of(back[i]) == bits_of(bf16_to_f32(h[i])));
     f32_to_f16_array(src, h, 0); /* n = 0 touches nothing */
+}
+
+/* fp8 E4M3 against torch.float8_e4m3fn (tests/reference/make_e4m3_goldens.py):
+ * every code decoded, and the rounding of the ties between neighbouring
+ * codes, a step either side of them, saturation, infinities, NaN, the
+ * subnormals and random values at every scale. */
+TEST(e4m3_is_torch_float8_e4m3fn)
+{
+    struct st_file *g = test_goldens_open("fixtures/numeric/e4m3_golden.safetensors");
+    const struct st_tensor *tx = st_find(g, "x");
+    CHECK(tx != NULL);
+    if (!tx)
+        return;
+    const size_t n = (size_t)tx->nelem;
+    float *dec = test_golden_f32(g, "decoded", 256), *x = test_golden_f32(g, "x", n);
+    float *codes = test_golden_f32(g, "codes", n);
+    int bad_dec = 0, bad = 0;
+    for (int c = 0; c < 256; c++) {
+        const float v = e4m3_to_f32((uint8_t)c);
+        bad_dec += isnan(dec[c]) ? !isnan(v) || (signbit(v) != 0) != (c >= 128) : bits_of(v) != bits_of(dec[c]);
+        /* and back: every code is its own value's conversion (NaN to its sign's 0x7f) */
+        bad_dec += f32_to_e4m3(v) != (isnan(v) ? (uint8_t)(c | 0x7f) : (uint8_t)c);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (f32_to_e4m3(x[i]) != (uint8_t)codes[i] && bad++ < 5)
+            test_fail(__FILE__, __LINE__, "e4m3 of %.9g: 0x%02x, torch 0x%02x", (double)x[i], f32_to_e4m3(x[i]),
+                      (unsigned)codes[i]);
+    CHECK_INT(bad_dec, 0);
+    CHECK_INT(bad, 0);
+    fprintf(stderr, "    %zu conversions and 256 codes as torch's\n", n);
+    free(dec), free(x), free(codes);
+    st_close(g);
 }
