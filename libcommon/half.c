@@ -33,6 +33,14 @@ float bf16_to_f32(uint16_t h)
     return bits_float((uint32_t)h << 16);
 }
 
+/* m >> shift (1 <= shift < 32) rounded to nearest, ties to even: a
+ * subnormal's units from a mantissa with its implicit bit. */
+static uint32_t shift_round_even(uint32_t m, unsigned shift)
+{
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    return q + (rem > half || (rem == half && (q & 1u)));
+}
+
 uint16_t f32_to_f16(float x)
 {
     uint32_t u = float_bits(x);
@@ -56,14 +64,7 @@ uint16_t f32_to_f16(float x)
     /* The result counts units of 2^-24: the mantissa with its implicit bit,
      * shifted right by 14..24 places and rounded to nearest even. Rounding
      * up from the largest subnormal yields 0x400, the smallest normal. */
-    uint32_t m = (a & 0x7fffffu) | 0x800000u;
-    unsigned shift = 126 - e;
-    uint32_t q = m >> shift;
-    uint32_t rem = m & ((1u << shift) - 1u);
-    uint32_t half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (q & 1u)))
-        q++;
-    return (uint16_t)(sign | q);
+    return (uint16_t)(sign | shift_round_even((a & 0x7fffffu) | 0x800000u, 126 - e));
 }
 
 float f16_to_f32(uint16_t h)
@@ -128,12 +129,7 @@ uint8_t f32_to_e4m3(float x)
     if (e < 117) /* below 2^-10, half the smallest subnormal */
         return sign;
     /* units of 2^-9, rounded to nearest even; 8 units is the smallest normal */
-    uint32_t m = (a & 0x7fffffu) | 0x800000u;
-    unsigned shift = 141 - e;
-    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (q & 1u)))
-        q++;
-    return (uint8_t)(sign | q);
+    return (uint8_t)(sign | shift_round_even((a & 0x7fffffu) | 0x800000u, 141 - e));
 }
 
 float e4m3_to_f32(uint8_t b)
