@@ -18,12 +18,17 @@ static json_t *fixed_of(const struct train_config *c, struct run_facts *f)
 {
     const struct trainer_config *t = &c->tc;
     json_t *lora = json_null();
+    /* the adapter it starts from, by content: the file may move */
+    char start[33] = "";
+    struct hash128 h;
+    if (c->use_lora && c->lora.checkpoint && hash_file(c->lora.checkpoint, &h) == 0)
+        hash_hex(h, start);
     if (c->use_lora)
         lora = json_pack("{s:i, s:o, s:o, s:b, s:s, s:s, s:b, s:s?}", "rank", c->lora.rank, "alpha",
                          real(c->lora.alpha > 0 ? c->lora.alpha : c->lora.rank), "dropout", real(c->lora.dropout),
                          "rslora", c->lora.rslora, "targets", f->lora_targets ? f->lora_targets : "", "init",
                          c->lora.init == NN_LORA_INIT_GAUSSIAN ? "gaussian" : "default", "train_only",
-                         c->train_only_lora, "checkpoint", c->lora.checkpoint);
+                         c->train_only_lora, "checkpoint", *start ? start : NULL);
     json_t *model = json_pack("{s:s, s:o, s:s}", "kind", f->model_kind, "config", f->model_config,
                               "initial_weights", f->initial_weights);
     f->model_config = NULL; /* taken by the object (or freed with it on failure) */

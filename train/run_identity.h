@@ -6,7 +6,8 @@
  *             data (its manifest's hash), objective, seed, batch size,
  *             accumulation, compute dtype, optimizer and its
  *             hyperparameters, learning-rate schedule and warmup, clipping,
- *             EMA, the timestep law, condition dropout, LoRA,
+ *             EMA, the timestep law, condition dropout, LoRA (with the
+ *             hash of the --lora-checkpoint it starts from),
  *    "free":  what may change on purpose between a run and its resume:
  *             learning rate, max steps, epochs, the log, checkpoint,
  *             validation and sample cadences, the checkpoint limit}
