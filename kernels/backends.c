@@ -142,6 +142,7 @@ static const struct kbackend kbackend_cuda = {
     .dropout_forward = cuda_dropout_forward,
     .adamw_update = cuda_adamw_update,
     .adamw8bit_update = cuda_adamw8bit_update,
+    .fp8_rows_widen = cuda_fp8_rows_widen,
     .ema_update = cuda_ema_update,
     .conv2d_forward = cuda_conv2d_forward,
     .upsample_nearest2x_forward = cuda_upsample_nearest2x_forward,

@@ -107,6 +107,12 @@ void k_download(struct kctx *ctx, void *host, struct tensor src, int64_t n);
  * bf16 or f16 tensor. */
 void k_upload_f32(struct kctx *ctx, struct tensor dst, const float *host, int64_t n);
 void k_download_f32(struct kctx *ctx, float *host, struct tensor src, int64_t n);
+/* out[rows, cols] = e4m3_to_f32(codes[r, c]) * scale[r], rounded to out's
+ * dtype: a weight stored in fp8 with one scale per output channel
+ * (f32_to_e4m3_rows) widened for the product that reads it. codes u8,
+ * scale f32. */
+void k_fp8_rows_widen(struct kctx *ctx, struct tensor out, struct tensor codes, struct tensor scale, int rows,
+                      int cols);
 /* dst[0..n) = src[0..n), same dtype, both on ctx's device. */
 void k_copy(struct kctx *ctx, struct tensor dst, struct tensor src, int64_t n);
 /* dst[0..n) = src[0..n) converted (round to nearest even), on the device. */

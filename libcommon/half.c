@@ -1,5 +1,7 @@
 #include "libcommon/half.h"
+#include "libcommon/e4m3.h"
 
+#include <math.h>
 #include <string.h>
 
 /* memcpy is the defined way to reinterpret bits; compilers emit a move. */
@@ -134,15 +136,7 @@ uint8_t f32_to_e4m3(float x)
 
 float e4m3_to_f32(uint8_t b)
 {
-    uint32_t sign = (uint32_t)(b & 0x80u) << 24;
-    uint32_t e = (b >> 3) & 0xfu, m = b & 7u;
-    if (e == 0xf && m == 7)
-        return bits_float(sign | 0x7fc00000u);
-    if (e == 0) {
-        float v = (float)m * 0x1p-9f;
-        return sign ? -v : v;
-    }
-    return bits_float(sign | ((e + 120u) << 23) | (m << 20));
+    return e4m3_decode(b);
 }
 
 void f32_to_e4m3_array(const float *src, uint8_t *dst, size_t n)
@@ -155,4 +149,19 @@ void e4m3_to_f32_array(const uint8_t *src, float *dst, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dst[i] = e4m3_to_f32(src[i]);
+}
+
+void f32_to_e4m3_rows(const float *w, int rows, int cols, uint8_t *codes, float *scale)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *x = w + (size_t)r * cols;
+        float amax = 0.0f;
+        for (int c = 0; c < cols; c++)
+            amax = fabsf(x[c]) > amax ? fabsf(x[c]) : amax;
+        /* a zero row keeps scale 1 (codes 0): no division by zero */
+        const float s = amax > 0.0f ? amax / 448.0f : 1.0f;
+        scale[r] = s;
+        for (int c = 0; c < cols; c++)
+            codes[(size_t)r * cols + c] = f32_to_e4m3(x[c] / s);
+    }
 }

@@ -38,5 +38,9 @@ void f32_to_f16_array(const float *src, uint16_t *dst, size_t n);
 void f16_to_f32_array(const uint16_t *src, float *dst, size_t n);
 void f32_to_e4m3_array(const float *src, uint8_t *dst, size_t n);
 void e4m3_to_f32_array(const uint8_t *src, float *dst, size_t n);
+/* A weight [rows, cols] as e4m3 codes with one f32 scale per row (output
+ * channel): scale = the row's largest magnitude / 448 (1 for a zero row),
+ * codes = e4m3(w / scale); w ~ e4m3_to_f32(code) * scale. */
+void f32_to_e4m3_rows(const float *w, int rows, int cols, uint8_t *codes, float *scale);
 
 #endif

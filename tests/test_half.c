@@ -2,6 +2,7 @@
  * ml_dtypes and torch, and a nearest-value reference on many pseudo-random floats */
 #include "tests/harness.h"
 #include "libcommon/half.h"
+#include "kernels/kernels.h"
 #include "libcommon/safetensors.h"
 
 #include <math.h>
@@ -270,5 +271,48 @@ TEST(e4m3_is_torch_float8_e4m3fn)
     CHECK_INT(bad, 0);
     fprintf(stderr, "    %zu conversions and 256 codes as torch's\n", n);
     free(dec), free(x), free(codes);
+    st_close(g);
+}
+
+/* A weight in fp8 with one scale per output row, as torch computes it
+ * (amax / 448, then e4m3 of w / scale); a zero row keeps scale 1; widened
+ * back (k_fp8_rows_widen's arithmetic), every value within e4m3's half
+ * step (1/16 relative) of the row's largest, and exactly code * scale. */
+TEST(e4m3_rows_are_torch_per_channel_fp8)
+{
+    struct st_file *g = test_goldens_open("fixtures/numeric/e4m3_golden.safetensors");
+    const int rows = 8, cols = 50;
+    float *w = test_golden_f32(g, "w", (size_t)rows * cols), *ws = test_golden_f32(g, "w_scale", rows);
+    float *wc = test_golden_f32(g, "w_codes", (size_t)rows * cols);
+    uint8_t codes[8 * 50];
+    float scale[8];
+    f32_to_e4m3_rows(w, rows, cols, codes, scale);
+    int bad = 0;
+    for (int r = 0; r < rows; r++) {
+        bad += bits_of(scale[r]) != bits_of(ws[r]);
+        float amax = 0;
+        for (int c = 0; c < cols; c++)
+            amax = fmaxf(amax, fabsf(w[r * cols + c]));
+        for (int c = 0; c < cols; c++) {
+            const int i = r * cols + c;
+            bad += codes[i] != (uint8_t)wc[i];
+            const float back = e4m3_to_f32(codes[i]) * scale[r];
+            bad += !(fabsf(back - w[i]) <= amax / 16.0f);
+        }
+    }
+    CHECK_INT(bad, 0);
+    CHECK(scale[3] == 1.0f && codes[3 * cols] == 0);
+    /* the op the products will read through widens to exactly those values */
+    struct kctx ctx;
+    CHECK_INT(kctx_init(&ctx, DEVICE_CPU, 1), 0);
+    float wide[8 * 50];
+    const struct tensor tc = {codes, KDT_U8, DEVICE_CPU, rows * cols};
+    k_fp8_rows_widen(&ctx, tensor_f32(wide, rows * cols), tc, tensor_f32(scale, rows), rows, cols);
+    int off = 0;
+    for (int i = 0; i < rows * cols; i++)
+        off += bits_of(wide[i]) != bits_of(e4m3_to_f32(codes[i]) * scale[i / cols]);
+    CHECK_INT(off, 0);
+    kctx_free(&ctx);
+    free(w), free(ws), free(wc);
     st_close(g);
 }

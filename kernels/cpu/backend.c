@@ -498,6 +498,14 @@ static void be_ema_update(struct kctx *ctx, float *ema, const float *param, floa
     cpu_axpy(ema, 1.0f - decay, param, n);
 }
 
+/* ---- fp8 ------------------------------------------------------------------ */
+
+static void be_fp8_rows_widen(struct kctx *ctx, void *out, const uint8_t *codes, const float *scale, enum kdtype dt,
+                              int rows, int cols)
+{
+    cpu_fp8_rows_widen(out, codes, scale, rows, cols);
+}
+
 /* ---- convert ------------------------------------------------------------ */
 
 static void be_convert(struct kctx *ctx, void *dst, enum kdtype ddt, const void *src,
@@ -574,6 +582,7 @@ const struct kbackend kbackend_cpu = {
     .dropout_forward = be_dropout_forward,
     .adamw_update = be_adamw_update,
     .adamw8bit_update = be_adamw8bit_update,
+    .fp8_rows_widen = be_fp8_rows_widen,
     .ema_update = be_ema_update,
     .conv2d_forward = be_conv2d_forward,
     .upsample_nearest2x_forward = be_upsample_nearest2x_forward,

@@ -233,6 +233,8 @@ void cpu_mix_backward(float *da, float *db, float *dlam, const float *dout, cons
 void cpu_dropout_forward(float *out, const float *inp, float p, uint64_t seed, uint32_t purpose,
                          uint64_t step, const uint64_t *ids, int B, int64_t per);
 
+/* fp8.c */
+void cpu_fp8_rows_widen(float *out, const uint8_t *codes, const float *scale, int rows, int cols);
 /* adamw8bit.c; cpu_qmap_quantize: qmap_quantize of x in [-1, 1] by table */
 uint8_t cpu_qmap_quantize(int is_signed, float x);
 void cpu_adamw8bit_update(float *param, const float *grad, uint8_t *state1, uint8_t *state2, float *absmax1,

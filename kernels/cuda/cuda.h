@@ -227,6 +227,9 @@ void cuda_dropout_forward(struct kctx *ctx, void *out, const void *inp, enum kdt
 void cuda_adamw_update(struct kctx *ctx, float *param, const float *grad, float *m, float *v,
                        void *copy, enum kdtype copy_dt, int64_t n,
                        const struct adamw_params *hp);
+/* fp8.cu: out[rows, cols] in dt = e4m3 codes widened times scale[row]. */
+void cuda_fp8_rows_widen(struct kctx *ctx, void *out, const uint8_t *codes, const float *scale, enum kdtype dt,
+                         int rows, int cols);
 /* adamw8bit.cu: bitsandbytes' blockwise 8-bit AdamW, a thread block per
  * block of the state; copy as cuda_adamw_update's. */
 void cuda_adamw8bit_update(struct kctx *ctx, float *param, const float *grad, uint8_t *state1, uint8_t *state2,
