@@ -8,6 +8,7 @@
 #include "libcommon/options.h"
 #include "nn/precision.h"
 #include "train/config.h"
+#include "train/launcher.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -127,6 +128,15 @@ int main(int argc, char **argv)
         opt_usage_error("batch size, accumulation, epochs, log/checkpoint intervals must be positive");
     if (o.local_rank > 0)
         opt_usage_error("--local-rank %d: this build trains in one process (multi-GPU is being built)", o.local_rank);
+    /* Started by a launcher as one of several processes, each would train
+     * the whole run: refused until data-parallel training exists. */
+    struct launcher ln;
+    if (launcher_detect(&ln, NULL) != 0)
+        opt_usage_error("the launcher's environment: %s", err_get());
+    if (ln.world > 1)
+        opt_usage_error("started by %s as rank %d of %d: this build trains in one process (data-parallel "
+                        "training across processes is being built); start one dit-train",
+                        ln.name, ln.rank, ln.world);
     if (strcmp(o.report_to, "wandb") == 0 || strcmp(o.report_to, "all") == 0)
         opt_usage_error("--report-to %s: wandb has no offline writer here; use tensorboard", o.report_to);
     if (strcmp(o.report_to, "none") && strcmp(o.report_to, "tensorboard"))
