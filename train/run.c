@@ -627,12 +627,23 @@ static int make_identity(struct run *r, const struct trainer_config *tc)
         return -1;
     hash_hex(h, data);
     struct run_facts f = {r->mc.kind->config_to_json(r->mc.impl), r->mc.kind->name, r->weights_hash, data,
-                          objective_name(tc->objective), NULL};
-    char targets[1024] = "";
-    for (size_t i = 0; r->have_lora && i < r->lora.n; i++)
-        snprintf(targets + strlen(targets), sizeof targets - strlen(targets), "%s%s", i ? "," : "",
-                 r->lora.mod[i].name);
-    f.lora_targets = r->have_lora ? targets : NULL;
+                          objective_name(tc->objective), NULL, NULL};
+    /* the adapted modules by name and rank, hashed: thousands of names */
+    char modules[33] = "";
+    if (r->have_lora) {
+        struct hash_state *hs = hash_begin();
+        for (size_t i = 0; hs && i < r->lora.n; i++) {
+            hash_update(hs, r->lora.mod[i].name, strlen(r->lora.mod[i].name) + 1);
+            hash_update(hs, &r->lora.mod[i].rank, sizeof r->lora.mod[i].rank);
+        }
+        if (!hs) {
+            err_set("out of memory");
+            return -1;
+        }
+        hash_hex(hash_end(hs), modules);
+    }
+    f.lora_targets = !r->have_lora ? NULL : c->lora.targets ? c->lora.targets : r->model.kind->lora_targets;
+    f.lora_modules = r->have_lora ? modules : NULL;
     r->identity = run_identity_new(c, &f);
     return r->identity ? 0 : -1;
 }

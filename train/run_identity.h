@@ -29,7 +29,8 @@ struct run_facts {
     const char *initial_weights; /* hex xxh3 of the f32 weights the run starts from */
     const char *data;            /* hex xxh3 of the shard set's manifest.tsv */
     const char *objective;
-    const char *lora_targets;    /* as resolved (NULL without LoRA) */
+    const char *lora_targets;    /* --lora-target-modules or the model's (NULL without LoRA) */
+    const char *lora_modules;    /* hex xxh3 of the adapted modules' names and ranks */
 };
 
 /* A new object; NULL with err_set(). */
