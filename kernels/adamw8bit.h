@@ -183,17 +183,20 @@ QMAP_FN uint8_t qmap_quantize(const float *code, int is_signed, float x)
     return (uint8_t)(x < (lower + val) * 0.5f ? lower_pivot : pivot);
 }
 
-/* state1's code of m in a block of absmax a: the nearest, moved one step
- * back toward m's side when it landed on the other sign (bitsandbytes
- * keeps the first moment's sign so); the zero code when a is 0. */
-QMAP_FN uint8_t qmap_code1(const float *code, float m, float a)
+/* The nearest code c of the first moment m, moved one step back toward
+ * m's side when it landed on the other sign (bitsandbytes keeps the first
+ * moment's sign so). */
+QMAP_FN uint8_t qmap_sign_kept(const float *code, uint8_t c, float m)
 {
-    if (!(a > 0.0f))
-        return 127;
-    uint8_t c = qmap_quantize(code, 1, m / a);
     if (!signbit(code[c]) != !signbit(m)) /* signbit gives any non-zero value: compare truths */
         c = (uint8_t)(m > 0.0f ? c + 1 : c - 1);
     return c;
+}
+
+/* state1's code of m in a block of absmax a; the zero code when a is 0. */
+QMAP_FN uint8_t qmap_code1(const float *code, float m, float a)
+{
+    return a > 0.0f ? qmap_sign_kept(code, qmap_quantize(code, 1, m / a), m) : 127;
 }
 
 /* state2's code of v (never negative); the zero code when a is 0. */

@@ -88,13 +88,7 @@ uint8_t cpu_qmap_quantize(int is_signed, float x)
 static void codes_of(const float *m, const float *v, float a1, float a2, int len, uint8_t *c1, uint8_t *c2)
 {
     for (int j = 0; j < len; j++) {
-        uint8_t c = 127;
-        if (a1 > 0.0f) {
-            c = qlut_quantize(&lut_signed, m[j] / a1);
-            if (!signbit(qmap_signed[c]) != !signbit(m[j])) /* any non-zero means negative */
-                c = (uint8_t)(m[j] > 0.0f ? c + 1 : c - 1);
-        }
-        c1[j] = c;
+        c1[j] = a1 > 0.0f ? qmap_sign_kept(qmap_signed, qlut_quantize(&lut_signed, m[j] / a1), m[j]) : 127;
         c2[j] = a2 > 0.0f ? qlut_quantize(&lut_unsigned, v[j] / a2) : 0;
     }
 }

@@ -162,36 +162,34 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
-// The sum of v over the block, returned to every thread. blockDim.x must be
-// a multiple of 32 and at most 1024; `shared` holds 32 floats. Ends with a
-// barrier, so the same `shared` can be reused by the next call.
-__device__ __forceinline__ float block_sum(float v, float *shared)
+// v reduced over the block by warp (warp_sum or warp_max), returned to
+// every thread; idle is what the lanes past the last warp contribute (the
+// operation's identity). blockDim.x must be a multiple of 32 and at most
+// 1024; `shared` holds 32 floats. Ends with a barrier, so the same `shared`
+// can be reused by the next call.
+template <float (*WARP)(float)>
+__device__ __forceinline__ float block_reduce(float v, float *shared, float idle)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int warps = blockDim.x >> 5;
-    v = warp_sum(v);
+    v = WARP(v);
     if (lane == 0)
         shared[warp] = v;
     __syncthreads();
-    float total = lane < warps ? shared[lane] : 0.0f;
-    total = warp_sum(total);
+    float r = lane < warps ? shared[lane] : idle;
+    r = WARP(r);
     __syncthreads();
-    return total;
+    return r;
 }
 
-// The largest v over the block, as block_sum.
+__device__ __forceinline__ float block_sum(float v, float *shared)
+{
+    return block_reduce<warp_sum>(v, shared, 0.0f);
+}
+
 __device__ __forceinline__ float block_max(float v, float *shared)
 {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int warps = blockDim.x >> 5;
-    v = warp_max(v);
-    if (lane == 0)
-        shared[warp] = v;
-    __syncthreads();
-    float m = lane < warps ? shared[lane] : -INFINITY;
-    m = warp_max(m);
-    __syncthreads();
-    return m;
+    return block_reduce<warp_max>(v, shared, -INFINITY);
 }
 
 #endif
