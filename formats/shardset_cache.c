@@ -142,9 +142,13 @@ int shard_cache_scan(struct shard_cache *c, const char *dir)
         }
     }
     closedir(d);
+    /* An existing directory with no shards yet (another dit-precompute
+     * writing the same set has just made it) has no arrays to sort. */
     if (rc == 0) {
-        qsort(c->entries, c->n, sizeof *c->entries, cmp_entry);
-        qsort(c->shards, c->n_shards, sizeof *c->shards, str_ptr_cmp);
+        if (c->n)
+            qsort(c->entries, c->n, sizeof *c->entries, cmp_entry);
+        if (c->n_shards)
+            qsort(c->shards, c->n_shards, sizeof *c->shards, str_ptr_cmp);
     } else {
         shard_cache_free(c);
     }
