@@ -9,13 +9,14 @@
 #include "libcommon/options.h"
 #include "models/text_encoder.h"
 #include "nn/precision.h"
+#include "nn/weights.h"
 #include "train/sample_run.h"
 
 int main(int argc, char **argv)
 {
     struct sample_config c;
     sample_config_init(&c);
-    const char *precision = NULL, *vae = NULL, *text_encoder = NULL, *tokenizer = NULL;
+    const char *precision = NULL, *vae = NULL, *text_encoder = NULL, *tokenizer = NULL, *base_dtype = NULL;
     char vae_spec[4200], text_spec[8400];
     int text_layer = -1000000, text_final_norm = 0, text_mask = 0, max_length = 0;
     struct opt_list loras = {0};
@@ -69,6 +70,9 @@ int main(int argc, char **argv)
          "apply a LoRA (diffusers, PEFT, kohya or F-Lite's .pt) at that strength (1); several at once"},
         {"threads", 0, OPT_INT, &c.threads, "N", "compute threads (default: all cores)"},
         {"precision", 0, OPT_STRING, &precision, "P", "fp32, bf16 or fp16 on a GPU (bf16); the CPU computes in fp32"},
+        {"base-weight-dtype", 0, OPT_STRING, &base_dtype, "DTYPE",
+         "the model's linears stored in fp32, bf16 or fp8 (e4m3, a scale per row), widened layer by layer "
+         "(default: as computed)"},
         {NULL, 0, 0, NULL, NULL, NULL},
     };
     const struct opt_tool tool = {"dit-sample", "[options] --model-path PATH",
@@ -104,6 +108,8 @@ int main(int argc, char **argv)
         opt_usage_error("--precision: %s", err_get());
     if (cpu_note)
         log_info("--precision %s: the CPU backend computes in fp32", precision);
+    if (base_dtype && nn_base_parse(base_dtype, &c.base) != 0)
+        opt_usage_error("--base-weight-dtype: %s", err_get());
     c.loras = loras.v;
     c.n_loras = loras.n;
     int rc = sample_run(&c);

@@ -47,6 +47,11 @@ enum denoiser_memory {
  * master copy; backward still gives every layer's input gradient, so that
  * adapters on the layers train. */
 #define DENOISER_MEM_FROZEN 0x100
+/* Or'ed into a frozen or inference plan: the frozen linears' weights stored
+ * in bf16 or fp8 apart from the compute copy (--base-weight-dtype; enum
+ * nn_base, nn/weights.h), widened layer by layer. A base that trains is
+ * refused. */
+#define DENOISER_MEM_BASE(b) NN_MEM_BASE(b)
 
 /* What the generic code needs to know of a configuration. */
 struct denoiser_info {

@@ -1,4 +1,5 @@
 #include "nn/linear.h"
+#include "nn/weights.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -22,6 +23,8 @@ void nn_linear_addf(struct nn_linear *l, struct nn_params *t, int bias, int wdim
         in *= wshape[i];
     size_t weight_id = t->count;
     nn_params_addf(t, wdim, wshape, "%s.weight", prefix);
+    if (t->count == weight_id + 1)
+        t->p[weight_id].linear = 1;
     size_t bias_id = NN_NO_ENTRY;
     if (bias) {
         bias_id = t->count;
@@ -45,19 +48,42 @@ static struct tensor entry_view(const struct nn_params *t, struct tensor buffer,
 void nn_linear_bind(struct nn_linear *l, const struct nn_params *t, struct tensor weights,
                     struct tensor grads)
 {
+    const struct nn_param *w = &t->p[l->weight_id];
     l->weight = entry_view(t, weights, l->weight_id);
     l->bias = entry_view(t, weights, l->bias_id);
     l->dweight = entry_view(t, grads, l->weight_id);
     l->dbias = entry_view(t, grads, l->bias_id);
-    l->trainable = t->p[l->weight_id].trainable &&
-                   (l->bias_id == NN_NO_ENTRY || t->p[l->bias_id].trainable);
+    l->trainable = w->trainable && (l->bias_id == NN_NO_ENTRY || t->p[l->bias_id].trainable);
     l->storage = weights.dtype;
+    l->stored = l->scales = tensor_none();
+    if (w->coff < 0 && weights.data && weights.n != t->total) {
+        const struct nn_store *s = t->store;
+        assert(s && "a table laid out apart without its store");
+        l->stored = tensor_view(s->codes, w->soff, w->n);
+        if (s->scales.data)
+            l->scales = tensor_view(s->scales, w->row, l->out);
+        l->weight = tensor_view(s->widened, 0, w->n);
+        l->storage = s->codes.dtype;
+    }
+}
+
+/* A weight stored apart, in the compute dtype for the product that reads
+ * it next (forward, its recomputation and backward each widen again: the
+ * scratch is shared by every layer). */
+static void weight_widen(struct kctx *k, const struct nn_linear *l)
+{
+    if (!l->stored.data)
+        return;
+    if (l->scales.data)
+        k_fp8_rows_widen(k, l->weight, l->stored, l->scales, l->out, l->in);
+    else
+        k_convert(k, l->weight, l->stored, (int64_t)l->out * l->in);
 }
 
 void nn_linear_forward(struct kctx *k, const struct nn_linear *l, struct tensor out,
                        struct tensor inp, int M)
 {
-    assert(l->weight.dtype == l->storage && "a linear's weight is not in its storage dtype");
+    weight_widen(k, l);
     k_linear_forward(k, out, inp, l->weight, l->bias, M, l->in, l->out);
     if (l->adapter)
         l->adapter->forward(l->adapter, k, l, out, inp, M);
@@ -67,7 +93,7 @@ void nn_linear_gelu_forward(struct kctx *k, const struct nn_linear *l, struct te
                             struct tensor pre, struct tensor inp, int M)
 {
     if (!l->adapter) {
-        assert(l->weight.dtype == l->storage && "a linear's weight is not in its storage dtype");
+        weight_widen(k, l);
         k_linear_gelu_forward(k, out, pre, inp, l->weight, l->bias, M, l->in, l->out);
         return;
     }
@@ -81,8 +107,10 @@ void nn_linear_backward(struct kctx *k, const struct nn_linear *l, struct tensor
     /* A frozen layer still passes the gradient through to its input. */
     struct tensor dw = l->trainable ? l->dweight : tensor_none();
     struct tensor db = l->trainable ? l->dbias : tensor_none();
-    if (dinp.data || dw.data || db.data)
+    if (dinp.data || dw.data || db.data) {
+        weight_widen(k, l);
         k_linear_backward(k, dinp, dw, db, dout, inp, l->weight, M, l->in, l->out);
+    }
     if (l->adapter)
         l->adapter->backward(l->adapter, k, l, dinp, dout, inp, M);
 }

@@ -42,10 +42,13 @@ struct nn_linear {
     struct tensor weight, bias;   /* [out, in] and [out]: views of the compute copy */
     struct tensor dweight, dbias; /* views of the f32 gradient buffer; absent without one */
     int trainable;                /* 0: backward writes no weight or bias gradient */
-    /* What the (frozen) base weight is stored in. Today the compute dtype,
-     * the dtype of weight, set by nn_linear_bind; issue 18 stores frozen
-     * bases in bf16 or fp8 while the compute dtype stays. */
+    /* What the (frozen) base weight is stored in: the compute dtype, or a
+     * store apart (--base-weight-dtype: bf16, or KDT_U8 for fp8 e4m3 codes
+     * with one f32 scale per output row). Stored apart, weight is the shared
+     * scratch each product widens the codes into just before it reads them,
+     * so only one layer's weight is ever held in the compute dtype. */
     enum kdtype storage;
+    struct tensor stored, scales; /* [out * in] codes and [out] scales; absent: weight holds it */
     struct nn_adapter *adapter;   /* NULL: none */
 };
 
@@ -60,9 +63,9 @@ void nn_linear_addf(struct nn_linear *l, struct nn_params *t, int bias, int wdim
     __attribute__((format(printf, 6, 7)));
 
 /* Views of the layer's entries in weights (the compute copy) and grads (the
- * f32 gradient buffer; absent tensors give absent views). The layer trains
- * when its table entries do; storage becomes weights' dtype. The adapter is
- * kept. */
+ * f32 gradient buffer; absent tensors give absent views), or of the table's
+ * store when its weight was laid out apart. The layer trains when its table
+ * entries do. The adapter is kept. */
 void nn_linear_bind(struct nn_linear *l, const struct nn_params *t, struct tensor weights,
                     struct tensor grads);
 

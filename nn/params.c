@@ -32,9 +32,10 @@ void nn_params_add(struct nn_params *t, const char *name, int ndim, const int64_
         q->shape[i] = shape[i];
         q->n *= shape[i];
     }
-    q->offset = t->total;
+    q->offset = q->coff = t->total;
     q->trainable = 1;
     t->total += q->n;
+    t->compute_total = t->total;
 }
 
 void nn_params_addf(struct nn_params *t, int ndim, const int64_t *shape, const char *fmt, ...)
@@ -79,7 +80,31 @@ const struct nn_param *nn_params_find(const struct nn_params *t, const char *nam
 
 struct tensor nn_params_view(const struct nn_params *t, struct tensor buffer, size_t i)
 {
-    return tensor_view(buffer, t->p[i].offset, t->p[i].n);
+    const struct nn_param *p = &t->p[i];
+    /* The master, gradients and host copies hold every entry; only a compute
+     * copy is ever compacted, and then it is the only copy of that size. */
+    if (buffer.n == t->total)
+        return tensor_view(buffer, p->offset, p->n);
+    return p->coff < 0 ? tensor_none() : tensor_view(buffer, p->coff, p->n);
+}
+
+void nn_params_set_apart(struct nn_params *t)
+{
+    t->compute_total = t->store_total = t->store_rows = t->widest = 0;
+    for (size_t i = 0; i < t->count; i++) {
+        struct nn_param *p = &t->p[i];
+        if (p->linear) {
+            p->coff = -1;
+            p->soff = t->store_total;
+            p->row = t->store_rows;
+            t->store_total += p->n;
+            t->store_rows += p->shape[0];
+            t->widest = p->n > t->widest ? p->n : t->widest;
+        } else {
+            p->coff = t->compute_total;
+            t->compute_total += p->n;
+        }
+    }
 }
 
 int64_t nn_params_trainable(const struct nn_params *t)

@@ -4,6 +4,7 @@
  * files (diffusers, PEFT, kohya) written and read back, hostile ones
  * refused with their reason. */
 #include "harness.h"
+#include "tests/denoiser_fixture.h"
 #include "formats/lora_file.h"
 #include "libcommon/error.h"
 #include "libcommon/names.h"
@@ -22,21 +23,6 @@
 #define CHECK_SAME_BITS(a, b, n) test_check_same_bits(__FILE__, __LINE__, #a, a, b, n)
 
 static const struct denoiser_spec tiny = {4, 8, 8, 10, 2, 32, 4, 0, 0};
-
-static float *random_params(const struct denoiser_config *mc, int64_t n, uint64_t seed)
-{
-    float *p = malloc((size_t)n * sizeof *p);
-    mc->kind->init(mc->impl, p, seed);
-    /* DiT zero-initialises its adaLN and output layers: perturb them so every
-     * path carries a signal. */
-    struct rng_stream s = rng_stream(seed, RNG_NOISE, 9, 9);
-    float *z = malloc((size_t)n * sizeof *z);
-    rng_normal_f32(&s, 0, (size_t)n, z);
-    for (int64_t i = 0; i < n; i++)
-        p[i] += 0.02f * z[i];
-    free(z);
-    return p;
-}
 
 /* An adapter on qkv and proj with random A and B (B is zero at a real
  * start, which would test nothing). */
@@ -111,7 +97,7 @@ TEST(lora_forward_and_backward_equal_the_merged_model)
     CHECK_INT(denoiser_create(&d, &f.mc, &f.k, 2, DENOISER_MEM_TRAIN | DENOISER_MEM_FROZEN, KDT_F32), 0);
     CHECK(d.grads.data == NULL); /* frozen: no gradient buffer at all */
     CHECK_INT(denoiser_create(&merged, &f.mc, &f.k, 2, DENOISER_MEM_TRAIN, KDT_F32), 0);
-    float *p = random_params(&f.mc, d.n_params, 7);
+    float *p = test_denoiser_random_params(&f.mc, d.n_params, 7);
     denoiser_params_upload(&d, p);
     struct nn_lora l;
     struct nn_lora_binding b;
@@ -177,7 +163,7 @@ TEST(lora_dropout_masks_survive_gradient_checkpointing)
     struct denoiser a, c;
     CHECK_INT(denoiser_create(&a, &f.mc, &f.k, 2, DENOISER_MEM_TRAIN | DENOISER_MEM_FROZEN, KDT_F32), 0);
     CHECK_INT(denoiser_create(&c, &f.mc, &f.k, 2, DENOISER_MEM_CHECKPOINT | DENOISER_MEM_FROZEN, KDT_F32), 0);
-    float *p = random_params(&f.mc, a.n_params, 7);
+    float *p = test_denoiser_random_params(&f.mc, a.n_params, 7);
     denoiser_params_upload(&a, p);
     denoiser_params_upload(&c, p);
     free(p);
@@ -226,7 +212,7 @@ TEST(lora_training_leaves_a_frozen_model_bitwise_unchanged)
     fixture_init(&f);
     struct denoiser d;
     CHECK_INT(denoiser_create(&d, &f.mc, &f.k, 2, DENOISER_MEM_TRAIN | DENOISER_MEM_FROZEN, KDT_F32), 0);
-    float *p = random_params(&f.mc, d.n_params, 7);
+    float *p = test_denoiser_random_params(&f.mc, d.n_params, 7);
     denoiser_params_upload(&d, p);
     struct trainer tr;
     struct trainer_config tc = {.objective = OBJECTIVE_DDPM, .lr = 1e-2, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,

@@ -5,6 +5,7 @@
 #define DIT_TRAIN_CONFIG_H
 
 #include "kernels/kernels.h"
+#include "nn/weights.h"
 #include "train/lora.h"
 #include "train/trainer.h"
 
@@ -33,6 +34,9 @@ struct train_config {
     int use_lora, train_only_lora;
     struct lora_options lora;
     enum lora_format lora_format; /* of the adapter files the checkpoints hold */
+    /* --base-weight-dtype: what a frozen model's linears are stored in (for
+     * the run and its samples); NN_BASE_COMPUTE unless train_only_lora. */
+    enum nn_base base;
 };
 
 /* Runs the whole training: data, model, resume, the loop with its log,

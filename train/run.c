@@ -328,7 +328,7 @@ static int create_model(struct run *r, struct trainer_config *tc)
     r->have_ctx = 1;
     int mem = c->checkpointing ? DENOISER_MEM_CHECKPOINT : DENOISER_MEM_TRAIN;
     if (c->use_lora && c->train_only_lora)
-        mem |= DENOISER_MEM_FROZEN;
+        mem |= DENOISER_MEM_FROZEN | DENOISER_MEM_BASE(c->base);
     if (denoiser_create(&r->model, &r->mc, &r->ctx, c->batch, (enum denoiser_memory)mem, c->dtype) != 0) {
         free(pretrained);
         add_memory_hint(c);
@@ -403,6 +403,16 @@ static int resume(struct run *r, struct train_position *pos)
     return rc ? -1 : 0;
 }
 
+/* The frozen weights' line: their storage when it is not the compute copy's. */
+static const char *base_note(const struct train_config *c)
+{
+    static char note[64];
+    if (nn_base_dtype(c->base, c->dtype) == c->dtype)
+        return " (frozen)";
+    snprintf(note, sizeof note, " (frozen, linears stored in %s)", nn_base_name(c->base));
+    return note;
+}
+
 static void report_sizes(struct run *r)
 {
     const struct train_config *c = r->cfg;
@@ -424,7 +434,7 @@ static void report_sizes(struct run *r)
     log_info("%s: %lld parameters; weights%s %.1f MB, %s state%s %.1f MB, "
              "activations %.1f MB (%s%s); %.1f MB allocated on the %s, peak %.1f MB",
              c->pretrained ? c->pretrained : c->model, (long long)r->model.n_params,
-             r->tr.base_trains ? " and gradients" : " (frozen)", pbytes / 1e6,
+             r->tr.base_trains ? " and gradients" : base_note(c), pbytes / 1e6,
              r->tr.base_trains ? r->tr.opt.kind->name : "no optimizer", r->tr.ema.data ? " and EMA" : "",
              state_bytes / 1e6, abytes / 1e6, kdtype_name(r->model.dt),
              c->checkpointing ? ", gradient checkpointing" : "", mem_now / 1e6, device_name(c->device),
@@ -677,7 +687,7 @@ int train_run(const struct train_config *c)
         return fail(&r);
     r.sampling = c->sample_every > 0;
     struct samples_config sc = {c->output, c->sample_labels, r.encoder, c->sample_steps, c->sample_cfg, c->tc.seed,
-                                tc.objective, c->sample_prompts, r.text_encoder};
+                                tc.objective, c->sample_prompts, r.text_encoder, c->base};
     if (r.sampling && samples_setup(&r.sp, &sc, &r.mc, r.model.dt, &r.ctx) != 0) {
         r.sampling = 0;
         return fail(&r);

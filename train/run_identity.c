@@ -24,12 +24,13 @@ static json_t *fixed_of(const struct train_config *c, struct run_facts *f)
     if (c->use_lora && c->lora.checkpoint && hash_file(c->lora.checkpoint, &h) == 0)
         hash_hex(h, start);
     if (c->use_lora)
-        lora = json_pack("{s:i, s:o, s:o, s:b, s:s, s:s, s:s, s:b, s:s?}", "rank", c->lora.rank, "alpha",
+        lora = json_pack("{s:i, s:o, s:o, s:b, s:s, s:s, s:s, s:b, s:s?, s:s}", "rank", c->lora.rank, "alpha",
                          real(c->lora.alpha > 0 ? c->lora.alpha : c->lora.rank), "dropout", real(c->lora.dropout),
                          "rslora", c->lora.rslora, "targets", f->lora_targets ? f->lora_targets : "", "modules",
                          f->lora_modules ? f->lora_modules : "", "init",
                          c->lora.init == NN_LORA_INIT_GAUSSIAN ? "gaussian" : "default", "train_only",
-                         c->train_only_lora, "checkpoint", *start ? start : NULL);
+                         c->train_only_lora, "checkpoint", *start ? start : NULL, "base_weight_dtype",
+                         nn_base_dtype(c->base, c->dtype) == c->dtype ? kdtype_name(c->dtype) : nn_base_name(c->base));
     json_t *model = json_pack("{s:s, s:o, s:s}", "kind", f->model_kind, "config", f->model_config,
                               "initial_weights", f->initial_weights);
     f->model_config = NULL; /* taken by the object (or freed with it on failure) */

@@ -617,7 +617,8 @@ static int run_sample(struct run *r)
     if (kctx_init(&r->ctx, c->device, c->threads) != 0)
         return STAGE_ERROR;
     r->have_ctx = 1;
-    if (denoiser_create(&r->m, &r->mc, &r->ctx, use_cfg ? 2 * B : B, DENOISER_MEM_INFERENCE, c->dtype) != 0)
+    const int mem = DENOISER_MEM_INFERENCE | DENOISER_MEM_BASE(c->base);
+    if (denoiser_create(&r->m, &r->mc, &r->ctx, use_cfg ? 2 * B : B, (enum denoiser_memory)mem, c->dtype) != 0)
         return STAGE_ERROR;
     r->have_model = 1;
     denoiser_params_upload(&r->m, r->params);
@@ -628,8 +629,10 @@ static int run_sample(struct run *r)
     int64_t pbytes, abytes, mem_now, mem_peak;
     denoiser_sizes(&r->m, &pbytes, &abytes);
     k_mem_usage(&r->ctx, &mem_now, &mem_peak);
-    log_info("model %.1f MB, activations %.1f MB (%s, batch %d); %.1f MB allocated on the %s, peak %.1f MB",
-             pbytes / 1e6, abytes / 1e6, kdtype_name(c->dtype), r->m.B, mem_now / 1e6, device_name(c->device),
+    log_info("model %.1f MB%s%s, activations %.1f MB (%s, batch %d); %.1f MB allocated on the %s, peak %.1f MB",
+             pbytes / 1e6, nn_base_dtype(c->base, c->dtype) == c->dtype ? "" : ", linears stored in ",
+             nn_base_dtype(c->base, c->dtype) == c->dtype ? "" : nn_base_name(c->base), abytes / 1e6,
+             kdtype_name(c->dtype), r->m.B, mem_now / 1e6, device_name(c->device),
              mem_peak / 1e6);
     if (mkdir(c->output_dir, 0777) != 0 && errno != EEXIST) {
         err_set("%s: %s", c->output_dir, strerror(errno));

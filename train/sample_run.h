@@ -19,6 +19,7 @@
 #define DIT_TRAIN_SAMPLE_RUN_H
 
 #include "kernels/kernels.h"
+#include "nn/weights.h"
 
 #include <stdint.h>
 
@@ -64,6 +65,7 @@ struct sample_config {
     int n_loras;
     enum device_kind device;
     enum kdtype dtype;       /* the compute dtype */
+    enum nn_base base;       /* what the model's linears are stored in (--base-weight-dtype) */
     int threads;             /* 0: all cores */
 };
 

@@ -86,7 +86,8 @@ int samples_setup(struct samples *sp, const struct samples_config *cfg, const st
     /* as DiT's sample.py (the first 3 channels); F-Lite guides them all */
     sp->guided = info.cond == COND_TEXT ? info.in_channels : info.in_channels < 3 ? info.in_channels : 3;
     int batch = sp->n < 16 ? sp->n : 16;
-    return denoiser_create(&sp->m, mc, ctx, sp->cfg_scale != 1.0f ? 2 * batch : batch, DENOISER_MEM_INFERENCE, dt);
+    const int mem = DENOISER_MEM_INFERENCE | DENOISER_MEM_BASE(cfg->base);
+    return denoiser_create(&sp->m, mc, ctx, sp->cfg_scale != 1.0f ? 2 * batch : batch, (enum denoiser_memory)mem, dt);
 }
 
 static int write_grid(const struct samples *sp, const uint8_t *grid, int gw, int gh, struct metrics *mx,

@@ -24,6 +24,7 @@ struct samples_config {
     enum objective objective;
     const char *prompts_file; /* text models: the prompts, one per line */
     const char *text_encoder; /* text models: the identity of the data's text encoder */
+    enum nn_base base;        /* a frozen base's storage (--base-weight-dtype), as the run's */
 };
 
 struct samples {

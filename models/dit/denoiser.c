@@ -77,9 +77,11 @@ static void init(const void *cfg, float *params, uint64_t seed)
 static enum dit_memory memory_of(enum denoiser_memory mem)
 {
     int frozen = mem & DENOISER_MEM_FROZEN ? DIT_MEM_FROZEN : 0;
-    mem = (enum denoiser_memory)(mem & ~DENOISER_MEM_FROZEN);
+    int base = DIT_MEM_BASE(nn_mem_base((int)mem));
+    mem = (enum denoiser_memory)(mem & ~(DENOISER_MEM_FROZEN | NN_MEM_BASE_MASK));
     return (enum dit_memory)((mem == DENOISER_MEM_INFERENCE ? DIT_MEM_INFERENCE
-                              : mem == DENOISER_MEM_CHECKPOINT ? DIT_MEM_CHECKPOINT : DIT_MEM_TRAIN) | frozen);
+                              : mem == DENOISER_MEM_CHECKPOINT ? DIT_MEM_CHECKPOINT : DIT_MEM_TRAIN) |
+                             frozen | base);
 }
 
 static int plan_bytes(const void *cfg, enum device_kind device, int B, enum denoiser_memory mem, enum kdtype dt,

@@ -2,7 +2,8 @@
  * frozen, through the denoiser seam: the output against PEFT's golden and
  * the adapter's gradients (dropout on, the same Philox masks) against the
  * CPU backend's, in f32 and with bf16 activations, with and without
- * gradient checkpointing. */
+ * gradient checkpointing, and on a base stored apart in bf16 or fp8 (the
+ * CPU's model of the same storage is the reference). */
 #include "tests/cuda/cuda_test_util.h"
 #include "libcommon/error.h"
 #include "libcommon/names.h"
@@ -82,11 +83,13 @@ static void check(enum kdtype dt, int mem)
 {
     struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
     struct lora_run c = {0}, u = {0}, c0 = {0};
-    if (lora_run(&gpu, dt, mem, 0.1f, &u) == 0 && lora_run(&cpu, KDT_F32, DENOISER_MEM_TRAIN, 0.1f, &c) == 0 &&
-        lora_run(&cpu, KDT_F32, DENOISER_MEM_TRAIN, 0.0f, &c0) == 0) {
+    const int base = mem & NN_MEM_BASE_MASK, cmem = DENOISER_MEM_TRAIN | base;
+    if (lora_run(&gpu, dt, mem, 0.1f, &u) == 0 && lora_run(&cpu, KDT_F32, cmem, 0.1f, &c) == 0 &&
+        lora_run(&cpu, KDT_F32, cmem, 0.0f, &c0) == 0) {
         char what[128];
-        snprintf(what, sizeof what, "%s%s adapter grads vs the CPU", kdtype_name(dt),
-                 mem == DENOISER_MEM_CHECKPOINT ? " checkpointing" : "");
+        snprintf(what, sizeof what, "%s%s%s%s adapter grads vs the CPU", kdtype_name(dt),
+                 (mem & ~NN_MEM_BASE_MASK) == DENOISER_MEM_CHECKPOINT ? " checkpointing" : "",
+                 base ? ", base " : "", base ? nn_base_name(nn_mem_base(mem)) : "");
         test_check_parity(__FILE__, __LINE__, what, u.grads, c.grads, (size_t)u.n, dt == KDT_F32 ? 1e-4 : 5e-2);
         snprintf(what, sizeof what, "%s out vs the CPU", kdtype_name(dt));
         test_check_parity(__FILE__, __LINE__, what, u.out, c.out, 2 * 4 * 8 * 12, tol_for(dt));
@@ -110,4 +113,15 @@ TEST(lora_bf16_on_cuda_matches_the_cpu)
 TEST(lora_checkpointing_on_cuda_matches)
 {
     check(KDT_F32, DENOISER_MEM_CHECKPOINT);
+}
+
+TEST(lora_on_an_fp8_base_on_cuda_matches_the_cpu)
+{
+    check(KDT_F32, DENOISER_MEM_TRAIN | DENOISER_MEM_BASE(NN_BASE_FP8));
+    check(KDT_BF16, DENOISER_MEM_CHECKPOINT | DENOISER_MEM_BASE(NN_BASE_FP8));
+}
+
+TEST(lora_on_a_bf16_base_on_cuda_matches_the_cpu)
+{
+    check(KDT_F32, DENOISER_MEM_CHECKPOINT | DENOISER_MEM_BASE(NN_BASE_BF16));
 }
