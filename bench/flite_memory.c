@@ -53,14 +53,18 @@ static int plans(const char *model, int batch)
             lora += (int64_t)rank * (p->shape[0] + p->shape[1]);
     }
     const double n = (double)flite_param_count(&cfg), b8 = 2.0 + 8.0 / 256.0;
-    int64_t pb, ab, fpb, fab, f32b, f8b, unused;
+    int64_t pb, ab, fpb, fab, f32b, f8b, lowb, unused;
     const enum denoiser_memory frozen = (enum denoiser_memory)(DENOISER_MEM_CHECKPOINT | DENOISER_MEM_FROZEN);
     if (flite_model_plan_bytes(&cfg, DEVICE_CUDA, batch, DENOISER_MEM_CHECKPOINT, KDT_BF16, &pb, &ab) != 0 ||
         flite_model_plan_bytes(&cfg, DEVICE_CUDA, batch, frozen, KDT_BF16, &fpb, &fab) != 0 ||
         flite_model_plan_bytes(&cfg, DEVICE_CUDA, batch, frozen | DENOISER_MEM_BASE(NN_BASE_F32), KDT_BF16, &f32b,
                                &unused) != 0 ||
         flite_model_plan_bytes(&cfg, DEVICE_CUDA, batch, frozen | DENOISER_MEM_BASE(NN_BASE_FP8), KDT_BF16, &f8b,
-                               &unused) != 0) {
+                               &unused) != 0 ||
+        flite_model_plan_bytes(&cfg, DEVICE_CUDA, batch,
+                               (enum denoiser_memory)(DENOISER_MEM_CHECKPOINT | DENOISER_MEM_BASE(NN_BASE_F32) |
+                                                      DENOISER_MEM_GRADS_BF16),
+                               KDT_BF16, &lowb, &unused) != 0) {
         fprintf(stderr, "flite_memory: %s\n", err_get());
         return 1;
     }
@@ -78,12 +82,14 @@ static int plans(const char *model, int batch)
         {"ours: LoRA r16, base bf16 (frozen: the bf16 copy only), AdamW", fpb + lora_w, 8.0 * lora, (double)fab,
          "<= 24 GiB"},
         {"ours: LoRA r16, base bf16, 8-bit AdamW", fpb + lora_w, b8 * lora, (double)fab, "<= 24 GiB"},
-        {"ours: LoRA r16, base fp32 (stored apart, widened per layer), 8-bit AdamW", f32b + lora_w, b8 * lora,
-         (double)fab, "<= 24 GiB"},
+        {"ours: LoRA r16, base fp32 (stored apart, narrowed per layer), 8-bit AdamW", f32b + lora_w, b8 * lora,
+         (double)fab, ""},
         {"ours: LoRA r16, base fp8 (e4m3, a scale per row), 8-bit AdamW", f8b + lora_w, b8 * lora, (double)fab,
          "<= 24 GiB"},
         {"ours: full, AdamW (f32 master and grads, bf16 copy)", (double)pb, 8.0 * n, (double)ab, ""},
-        {"ours: full, 8-bit AdamW (f32 master and grads, bf16 copy)", (double)pb, b8 * n, (double)ab, "<= 80 GiB"},
+        {"ours: full, 8-bit AdamW (f32 master and grads, bf16 copy)", (double)pb, b8 * n, (double)ab, ""},
+        {"ours: full, 8-bit AdamW, linears from the f32 master, their grads bf16", (double)lowb, b8 * n, (double)ab,
+         "<= 80 GiB"},
         {"F-Lite train.py: LoRA r16, bf16, AdamW8bit (+ 0.96 GiB recompute)", 2.0 * n + 4.0 * lora, b8 * lora,
          3.79 * gib * batch, ""},
         {"F-Lite train.py: full, bf16, AdamW8bit (+ 0.96 GiB recompute)", 4.0 * n, b8 * n, 3.79 * gib * batch, ""},

@@ -25,7 +25,7 @@ struct options {
     int bf16_timesteps;
     int use_lora, train_only_lora, lora_rank, rslora;
     double lora_alpha, lora_dropout;
-    const char *lora_targets, *lora_init, *lora_checkpoint, *lora_format, *base_dtype;
+    const char *lora_targets, *lora_init, *lora_checkpoint, *lora_format, *base_dtype, *grad_dtype;
     const char *optimizer;
     int use_8bit_adam, overwrite;
 };
@@ -111,8 +111,10 @@ int main(int argc, char **argv)
         {"lora-checkpoint", 0, OPT_STRING, &o.lora_checkpoint, "FILE", "continue from this adapter (any LoRA file)"},
         {"lora-format", 0, OPT_STRING, &o.lora_format, "NAME", "the checkpoints' adapter files: diffusers (default), peft or kohya"},
         {"base-weight-dtype", 0, OPT_STRING, &o.base_dtype, "DTYPE",
-         "with --train-only-lora: the frozen linears stored in fp32, bf16 or fp8 (e4m3, a scale per row), "
-         "widened layer by layer (default: as computed)"},
+         "the linears' weights: with --train-only-lora stored in fp32, bf16 or fp8 (e4m3, a scale per row); "
+         "fp32 for a model that trains: read from its master, no compute copy (default: as computed)"},
+        {"grad-accum-dtype", 0, OPT_STRING, &o.grad_dtype, "DTYPE",
+         "fp32 (default) or bf16: the dtype the linears' weight gradients accumulate in"},
         {"threads", 0, OPT_INT, &o.threads, "N", "compute threads (default: all cores)"},
         {"num-workers", 0, OPT_INT, &o.threads, "N", "the same as --threads (data is decoded before training)"},
         {"local-rank", 0, OPT_INT, &o.local_rank, "N", "accepted for launchers; one process trains"},
@@ -184,6 +186,12 @@ int main(int argc, char **argv)
     if ((base == NN_BASE_BF16 || base == NN_BASE_FP8) && !o.train_only_lora)
         opt_usage_error("--base-weight-dtype %s needs --use-lora --train-only-lora: a base that trains "
                         "stays in its f32 master copy", o.base_dtype);
+    int grads_bf16 = 0;
+    if (o.grad_dtype && strcmp(o.grad_dtype, "fp32") && !(grads_bf16 = strcmp(o.grad_dtype, "bf16") == 0))
+        opt_usage_error("--grad-accum-dtype: '%s' is not fp32 or bf16", o.grad_dtype);
+    if (grads_bf16 && o.train_only_lora)
+        opt_usage_error("--grad-accum-dtype bf16: with --train-only-lora the model has no gradients (the "
+                        "adapters' stay fp32)");
     if (!o.use_lora && (o.lora_checkpoint || o.lora_targets))
         opt_usage_error("--lora-checkpoint and --lora-target-modules need --use-lora");
     struct lora_options lo = {o.lora_rank, (float)o.lora_alpha, (float)o.lora_dropout, o.rslora, o.lora_targets,
@@ -212,7 +220,7 @@ int main(int argc, char **argv)
         .max_steps = o.max_steps, .log_every = o.log_every, .ckpt_every = o.ckpt_every,
         .eval_every = o.eval_every, .eval_batch = o.eval_batch, .sample_every = o.sample_every, .objective_auto = !o.objective, .tc = tc,
         .use_lora = o.use_lora, .train_only_lora = o.train_only_lora, .lora = lo, .lora_format = lfmt,
-        .base = o.train_only_lora ? base : NN_BASE_COMPUTE,
+        .base = base, .grads_bf16 = grads_bf16,
     };
     return train_run(&c);
 }

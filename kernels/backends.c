@@ -148,6 +148,7 @@ static const struct kbackend kbackend_cuda = {
     .upsample_nearest2x_forward = cuda_upsample_nearest2x_forward,
     .transpose_forward = cuda_transpose_forward,
     .convert = cuda_convert,
+    .accumulate = cuda_accumulate,
 };
 #endif
 

@@ -117,6 +117,10 @@ void k_fp8_rows_widen(struct kctx *ctx, struct tensor out, struct tensor codes, 
 void k_copy(struct kctx *ctx, struct tensor dst, struct tensor src, int64_t n);
 /* dst[0..n) = src[0..n) converted (round to nearest even), on the device. */
 void k_convert(struct kctx *ctx, struct tensor dst, struct tensor src, int64_t n);
+/* dst[0..n) = dst + src, in f32 and rounded once (nearest even) to dst's
+ * dtype, which may be any value dtype on any backend; src f32. What keeps
+ * gradients in bf16: a product's f32 contribution added in. */
+void k_accumulate(struct kctx *ctx, struct tensor dst, struct tensor src, int64_t n);
 /* Waits for every op queued on ctx (a no-op on the CPU). */
 void k_sync(struct kctx *ctx);
 /* Bytes k_alloc holds now and held at most since kctx_init. */

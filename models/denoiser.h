@@ -47,11 +47,14 @@ enum denoiser_memory {
  * master copy; backward still gives every layer's input gradient, so that
  * adapters on the layers train. */
 #define DENOISER_MEM_FROZEN 0x100
-/* Or'ed into a frozen or inference plan: the frozen linears' weights stored
- * in bf16 or fp8 apart from the compute copy (--base-weight-dtype; enum
- * nn_base, nn/weights.h), widened layer by layer. A base that trains is
- * refused. */
+/* Or'ed in: where the linears' weights live (--base-weight-dtype; enum
+ * nn_base, nn/weights.h): for a frozen or inference plan, stored apart from
+ * the compute copy in bf16 or fp8 (a base that trains is refused); for a
+ * training plan, NN_BASE_F32 keeps them in the f32 master only. Both are
+ * widened layer by layer. DENOISER_MEM_GRADS_BF16: a training plan's
+ * linears accumulate their weight gradients in bf16 (--grad-accum-dtype). */
 #define DENOISER_MEM_BASE(b) NN_MEM_BASE(b)
+#define DENOISER_MEM_GRADS_BF16 NN_MEM_GRADS_BF16
 
 /* What the generic code needs to know of a configuration. */
 struct denoiser_info {
@@ -170,6 +173,7 @@ struct denoiser {
     struct tensor grads;   /* f32, accumulated (absent for inference) */
     struct tensor weights; /* the compute copy the ops read (params itself in f32) */
     const struct nn_params *table;
+    struct nn_weights *w;  /* the model's, which owns the three above (and any store apart) */
 };
 
 /* Configurations. */

@@ -55,15 +55,21 @@ void nn_linear_bind(struct nn_linear *l, const struct nn_params *t, struct tenso
     l->dbias = entry_view(t, grads, l->bias_id);
     l->trainable = w->trainable && (l->bias_id == NN_NO_ENTRY || t->p[l->bias_id].trainable);
     l->storage = weights.dtype;
-    l->stored = l->scales = tensor_none();
+    l->stored = l->scales = l->dstored = tensor_none();
+    const struct nn_store *s = t->store;
     if (w->coff < 0 && weights.data && weights.n != t->total) {
-        const struct nn_store *s = t->store;
         assert(s && "a table laid out apart without its store");
-        l->stored = tensor_view(s->codes, w->soff, w->n);
+        /* a frozen store, or the master (in its own, full layout) */
+        l->stored = tensor_view(s->codes, s->codes.n == t->total ? w->offset : w->soff, w->n);
         if (s->scales.data)
             l->scales = tensor_view(s->scales, w->row, l->out);
         l->weight = tensor_view(s->widened, 0, w->n);
         l->storage = s->codes.dtype;
+    }
+    if (w->coff < 0 && grads.data && grads.n != t->total) {
+        assert(s && s->dgrads.data && "gradients laid out apart without their buffer");
+        l->dstored = tensor_view(s->dgrads, w->soff, w->n);
+        l->dweight = tensor_view(s->dwide, 0, w->n);
     }
 }
 
@@ -107,10 +113,17 @@ void nn_linear_backward(struct kctx *k, const struct nn_linear *l, struct tensor
     /* A frozen layer still passes the gradient through to its input. */
     struct tensor dw = l->trainable ? l->dweight : tensor_none();
     struct tensor db = l->trainable ? l->dbias : tensor_none();
+    /* A weight gradient kept apart (bf16) is this product's alone in f32,
+     * then added in with one rounding. */
+    const int64_t nw = (int64_t)l->out * l->in;
+    if (dw.data && l->dstored.data)
+        k_fill(k, dw, 0.0f, nw);
     if (dinp.data || dw.data || db.data) {
         weight_widen(k, l);
         k_linear_backward(k, dinp, dw, db, dout, inp, l->weight, M, l->in, l->out);
     }
+    if (dw.data && l->dstored.data)
+        k_accumulate(k, l->dstored, dw, nw);
     if (l->adapter)
         l->adapter->backward(l->adapter, k, l, dinp, dout, inp, M);
 }

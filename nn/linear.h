@@ -42,13 +42,17 @@ struct nn_linear {
     struct tensor weight, bias;   /* [out, in] and [out]: views of the compute copy */
     struct tensor dweight, dbias; /* views of the f32 gradient buffer; absent without one */
     int trainable;                /* 0: backward writes no weight or bias gradient */
-    /* What the (frozen) base weight is stored in: the compute dtype, or a
-     * store apart (--base-weight-dtype: bf16, or KDT_U8 for fp8 e4m3 codes
-     * with one f32 scale per output row). Stored apart, weight is the shared
-     * scratch each product widens the codes into just before it reads them,
-     * so only one layer's weight is ever held in the compute dtype. */
+    /* What the weight is stored in: the compute dtype, or apart from the
+     * compute copy (--base-weight-dtype): a frozen base's store (f32, bf16,
+     * or KDT_U8 for fp8 e4m3 codes with one f32 scale per output row), or a
+     * training model's f32 master. Apart, weight is the shared scratch each
+     * product widens the stored values into just before it reads them, so
+     * only one layer's weight is ever held in the compute dtype. */
     enum kdtype storage;
     struct tensor stored, scales; /* [out * in] codes and [out] scales; absent: weight holds it */
+    /* The weight gradient kept apart (bf16, --grad-accum-dtype): dweight is
+     * then an f32 scratch each backward fills before adding it in. */
+    struct tensor dstored;
     struct nn_adapter *adapter;   /* NULL: none */
 };
 

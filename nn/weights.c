@@ -1,6 +1,6 @@
 #include "nn/weights.h"
 #include "libcommon/error.h"
-#include "libcommon/half.h"
+#include "nn/store.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -60,167 +60,20 @@ int nn_weights_alloc(struct nn_weights *w, struct kctx *ctx, int64_t n, enum kdt
 
 void nn_weights_free(struct nn_weights *w)
 {
+    nn_store_free(w); /* first: its codes may be the master */
     if (w->ctx) {
         if (w->weights.data != w->params.data)
             k_free(w->ctx, &w->weights);
         k_free(w->ctx, &w->params);
         k_free(w->ctx, &w->grads);
-        k_free(w->ctx, &w->store.codes);
-        k_free(w->ctx, &w->store.scales);
-        k_free(w->ctx, &w->store.widened);
     }
-    if (w->table)
-        w->table->store = NULL;
-    free(w->host_codes), free(w->host_scales), free(w->host_f32);
     memset(w, 0, sizeof *w);
-}
-
-int nn_base_check(enum nn_base base, enum kdtype dt, int frozen)
-{
-    if (frozen || nn_base_dtype(base, dt) == dt)
-        return 0;
-    err_set("the model's weights train, so they stay in their f32 master copy: --base-weight-dtype %s "
-            "is for a frozen base (LoRA with --train-only-lora, and sampling)",
-            nn_base_name(base));
-    return -1;
-}
-
-static int stored_apart(enum kdtype dt, int inference, enum nn_base base)
-{
-    return inference && nn_base_dtype(base, dt) != dt;
-}
-
-int64_t nn_weights_model_bytes(const struct nn_params *t, enum kdtype dt, int inference, enum nn_base base)
-{
-    if (!stored_apart(dt, inference, base))
-        return nn_weights_bytes(t->total, dt, inference);
-    /* as nn_params_set_apart will lay it out */
-    int64_t compute = 0, store = 0, rows = 0, widest = 0;
-    for (size_t i = 0; i < t->count; i++) {
-        const struct nn_param *p = &t->p[i];
-        if (p->linear) {
-            store += p->n, rows += p->shape[0];
-            widest = p->n > widest ? p->n : widest;
-        } else {
-            compute += p->n;
-        }
-    }
-    const enum kdtype sd = nn_base_dtype(base, dt);
-    const int64_t db = (int64_t)kdtype_bytes(dt);
-    return (compute + widest) * db + store * (int64_t)kdtype_bytes(sd) + (sd == KDT_U8 ? 4 * rows : 0);
-}
-
-int nn_weights_model_alloc(struct nn_weights *w, struct kctx *ctx, struct nn_params *t, enum kdtype dt,
-                           int inference, enum nn_base base)
-{
-    if (nn_base_check(base, dt, inference) != 0)
-        return -1;
-    if (!stored_apart(dt, inference, base))
-        return nn_weights_alloc(w, ctx, t->total, dt, inference);
-    memset(w, 0, sizeof *w);
-    nn_params_set_apart(t);
-    const enum kdtype sd = nn_base_dtype(base, dt);
-    w->ctx = ctx, w->dt = dt, w->n = t->total, w->inference = 1, w->table = t;
-    /* Host scratch for one weight's fp8 codes, scales and f32 values, so
-     * that the transfers have nothing left to fail. */
-    int64_t rows = 0;
-    for (size_t i = 0; i < t->count; i++)
-        rows = t->p[i].linear && t->p[i].shape[0] > rows ? t->p[i].shape[0] : rows;
-    if (sd == KDT_U8 && (!(w->host_codes = malloc((size_t)t->widest)) ||
-                         !(w->host_scales = malloc((size_t)rows * sizeof(float))) ||
-                         !(w->host_f32 = malloc((size_t)t->widest * sizeof(float))))) {
-        nn_weights_free(w);
-        err_set("out of host memory for the fp8 codes of a %lld-value weight", (long long)t->widest);
-        return -1;
-    }
-    if (k_alloc(ctx, &w->weights, dt, t->compute_total) != 0 ||
-        k_alloc(ctx, &w->store.codes, sd, t->store_total) != 0 ||
-        (sd == KDT_U8 && k_alloc(ctx, &w->store.scales, KDT_F32, t->store_rows) != 0) ||
-        k_alloc(ctx, &w->store.widened, dt, t->widest) != 0) {
-        nn_weights_free(w);
-        return -1;
-    }
-    t->store = &w->store;
-    return 0;
-}
-
-static void stored_upload(const struct nn_weights *w, const struct nn_param *p, const float *host)
-{
-    struct tensor codes = tensor_view(w->store.codes, p->soff, p->n);
-    if (codes.dtype != KDT_U8) {
-        k_upload_f32(w->ctx, codes, host, p->n);
-        return;
-    }
-    const int rows = (int)p->shape[0];
-    f32_to_e4m3_rows(host, rows, (int)(p->n / rows), w->host_codes, w->host_scales);
-    k_upload(w->ctx, codes, w->host_codes, p->n);
-    k_upload(w->ctx, tensor_view(w->store.scales, p->row, rows), w->host_scales, rows);
-    k_sync(w->ctx); /* before the scratch is reused */
-}
-
-static void apart_upload(struct nn_weights *w, const float *host)
-{
-    const struct nn_params *t = w->table;
-    for (size_t i = 0; i < t->count; i++) {
-        const struct nn_param *p = &t->p[i];
-        if (p->coff >= 0)
-            k_upload_f32(w->ctx, tensor_view(w->weights, p->coff, p->n), host + p->offset, p->n);
-        else
-            stored_upload(w, p, host + p->offset);
-    }
-}
-
-static void apart_download(const struct nn_weights *w, float *host)
-{
-    const struct nn_params *t = w->table;
-    for (size_t i = 0; i < t->count; i++) {
-        const struct nn_param *p = &t->p[i];
-        float *out = host + p->offset;
-        if (p->coff >= 0) {
-            k_download_f32(w->ctx, out, tensor_view(w->weights, p->coff, p->n), p->n);
-            continue;
-        }
-        struct tensor codes = tensor_view(w->store.codes, p->soff, p->n);
-        if (codes.dtype != KDT_U8) {
-            k_download_f32(w->ctx, out, codes, p->n);
-            continue;
-        }
-        /* as k_fp8_rows_widen computes it: e4m3_to_f32(code) * scale in f32 */
-        const int64_t rows = p->shape[0], cols = p->n / rows;
-        k_download(w->ctx, w->host_codes, codes, p->n);
-        k_download(w->ctx, w->host_scales, tensor_view(w->store.scales, p->row, rows), rows);
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++)
-                out[r * cols + c] = e4m3_to_f32(w->host_codes[r * cols + c]) * w->host_scales[r];
-    }
-}
-
-/* Another model's f32 weights (full layout) into a store apart: converted
- * on the device, except fp8, whose per-row scales are found on the host. */
-static void apart_set(struct nn_weights *w, struct tensor src)
-{
-    const struct nn_params *t = w->table;
-    for (size_t i = 0; i < t->count; i++) {
-        const struct nn_param *p = &t->p[i];
-        struct tensor from = tensor_view(src, p->offset, p->n);
-        if (p->coff >= 0) {
-            k_convert(w->ctx, tensor_view(w->weights, p->coff, p->n), from, p->n);
-            continue;
-        }
-        struct tensor codes = tensor_view(w->store.codes, p->soff, p->n);
-        if (codes.dtype != KDT_U8) {
-            k_convert(w->ctx, codes, from, p->n);
-            continue;
-        }
-        k_download(w->ctx, w->host_f32, from, p->n);
-        stored_upload(w, p, w->host_f32);
-    }
 }
 
 void nn_weights_upload(struct nn_weights *w, const float *host)
 {
-    if (w->table) {
-        apart_upload(w, host);
+    if (!w->params.data && w->table) {
+        nn_store_upload(w, host);
     } else if (w->params.data) {
         k_upload(w->ctx, w->params, host, w->n);
         nn_weights_refresh(w);
@@ -232,8 +85,8 @@ void nn_weights_upload(struct nn_weights *w, const float *host)
 
 void nn_weights_download(const struct nn_weights *w, float *host)
 {
-    if (w->table)
-        apart_download(w, host);
+    if (!w->params.data && w->table)
+        nn_store_download(w, host);
     else if (w->params.data)
         k_download(w->ctx, host, w->params, w->n);
     else
@@ -242,14 +95,18 @@ void nn_weights_download(const struct nn_weights *w, float *host)
 
 void nn_weights_refresh(struct nn_weights *w)
 {
-    if (w->params.data && w->weights.data != w->params.data)
+    if (!w->params.data || w->weights.data == w->params.data)
+        return;
+    if (w->weights.n != w->n)
+        nn_store_refresh(w);
+    else
         k_convert(w->ctx, w->weights, w->params, w->n);
 }
 
 void nn_weights_set(struct nn_weights *w, struct tensor src)
 {
-    if (w->table) {
-        apart_set(w, src);
+    if (!w->params.data && w->table) {
+        nn_store_set(w, src);
     } else if (w->params.data) {
         k_copy(w->ctx, w->params, src, w->n);
         nn_weights_refresh(w);
@@ -260,14 +117,72 @@ void nn_weights_set(struct nn_weights *w, struct tensor src)
 
 void nn_weights_grads_download(const struct nn_weights *w, float *host)
 {
-    if (w->grads.data)
+    if (w->grads.data && w->grads.n != w->n)
+        nn_store_grads_download(w, host);
+    else if (w->grads.data)
         k_download(w->ctx, host, w->grads, w->n);
 }
 
 void nn_weights_zero_grads(struct nn_weights *w)
 {
     if (w->grads.data)
-        k_fill(w->ctx, w->grads, 0.0f, w->n);
+        k_fill(w->ctx, w->grads, 0.0f, w->grads.n);
+    if (w->store.dgrads.data)
+        nn_store_zero_grads(w);
+}
+
+double nn_weights_grads_sum_squares(struct nn_weights *w)
+{
+    if (!w->grads.data)
+        return 0.0;
+    if (w->store.dgrads.data)
+        return nn_store_grads_sum_squares(w);
+    return k_sum_squares(w->ctx, w->grads, w->grads.n);
+}
+
+int nn_weights_split(const struct nn_weights *w)
+{
+    return (w->grads.data && w->grads.n != w->n) ||
+           (w->params.data && w->weights.data != w->params.data && w->weights.n != w->n);
+}
+
+struct tensor nn_weights_grad_f32(struct nn_weights *w, size_t i)
+{
+    const struct nn_param *p = w->table ? &w->table->p[i] : NULL;
+    if (!p || w->grads.n == w->n)
+        return p ? tensor_view(w->grads, p->offset, p->n) : w->grads;
+    if (p->coff >= 0)
+        return tensor_view(w->grads, p->coff, p->n);
+    struct tensor g = tensor_view(w->store.dwide, 0, p->n);
+    k_convert(w->ctx, g, tensor_view(w->store.dgrads, p->soff, p->n), p->n);
+    return g;
+}
+
+struct tensor nn_weights_copy_of(const struct nn_weights *w, size_t i)
+{
+    if (!w->table || !w->params.data || w->weights.data == w->params.data)
+        return tensor_none();
+    const struct nn_param *p = &w->table->p[i];
+    if (w->weights.n == w->n)
+        return tensor_view(w->weights, p->offset, p->n);
+    return p->coff >= 0 ? tensor_view(w->weights, p->coff, p->n) : tensor_none();
+}
+
+int64_t nn_weights_model_bytes(const struct nn_params *t, const struct nn_weights_plan *plan)
+{
+    struct nn_apart a;
+    nn_apart_of(plan, &a);
+    return nn_apart_any(&a) ? nn_store_bytes(t, plan) : nn_weights_bytes(t->total, plan->dt, plan->inference);
+}
+
+int nn_weights_model_alloc(struct nn_weights *w, struct kctx *ctx, struct nn_params *t,
+                           const struct nn_weights_plan *plan)
+{
+    struct nn_apart a;
+    nn_apart_of(plan, &a);
+    if (!nn_apart_any(&a))
+        return nn_weights_alloc(w, ctx, t->total, plan->dt, plan->inference);
+    return nn_store_alloc(w, ctx, t, plan);
 }
 
 const char *nn_bytes_unit(double *bytes)

@@ -5,7 +5,10 @@
  * model given the rounded weights, bit for bit, in forward, in LoRA's
  * backward and through gradient checkpointing. Against the f32 base, the
  * outputs stay within the bounds stated here (measured on these tiny
- * random models; printed for the record). */
+ * random models; printed for the record). And a model that trains with
+ * its linears' weight gradients accumulated in bf16: each product's
+ * gradient added in once rounded, the optimizer tensor by tensor equal to
+ * its one pass over the plain layout. */
 #include "harness.h"
 #include "tests/denoiser_fixture.h"
 #include "libcommon/error.h"
@@ -14,6 +17,7 @@
 #include "models/registry.h"
 #include "nn/linear.h"
 #include "nn/weights.h"
+#include "train/optimizer.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -328,4 +332,125 @@ TEST(base_flite_fp8_is_the_model_with_e4m3_row_scaled_weights)
     free(x), free(ctx), free(p);
     denoiser_config_free(&mc);
     kctx_free(&k);
+}
+
+/* ---- a model that trains, its linears' gradients in bf16 -------------- */
+
+static void grads_of(struct denoiser *d, struct dit_case *f, int micro, float *host)
+{
+    denoiser_zero_grads(d);
+    for (int i = 0; i < micro; i++) {
+        float out[2 * 512];
+        f->t[0] = 10.0f + 300.0f * (float)i;
+        denoiser_forward(d, out, f->x, f->t, &f->c, 2);
+        denoiser_backward(d, f->dout, 2);
+    }
+    f->t[0] = 10;
+    nn_weights_grads_download(d->w, host);
+}
+
+/* The same DiT twice: in the plain layout, and with bf16 gradients. */
+static void pair_create(struct dit_case *f, struct denoiser *plain, struct denoiser *split)
+{
+    dit_case_init(f);
+    CHECK_INT(denoiser_create(plain, &f->mc, &f->k, 2, DENOISER_MEM_TRAIN, KDT_F32), 0);
+    CHECK_INT(denoiser_create(split, &f->mc, &f->k, 2,
+                              (enum denoiser_memory)(DENOISER_MEM_TRAIN | DENOISER_MEM_GRADS_BF16), KDT_F32),
+              0);
+}
+
+/* The bf16 gradients are the f32 ones with each micro-batch's product
+ * added in once rounded; everything else is as the plain model's. */
+TEST(grads_bf16_are_each_products_sum_rounded_once)
+{
+    struct dit_case f;
+    struct denoiser plain, split;
+    pair_create(&f, &plain, &split);
+    CHECK(nn_weights_split(split.w) && !nn_weights_split(plain.w));
+    const int64_t n = plain.n_params;
+    float *p = test_denoiser_random_params(&f.mc, n, 5);
+    denoiser_params_upload(&plain, p);
+    denoiser_params_upload(&split, p);
+    float *g1 = malloc((size_t)n * sizeof *g1), *g2 = malloc((size_t)n * sizeof *g2), *gs = malloc((size_t)n * sizeof *gs);
+    float *want = malloc((size_t)n * sizeof *want);
+    /* one micro-batch: the linears' gradients rounded, the rest exact */
+    grads_of(&plain, &f, 1, g1);
+    grads_of(&split, &f, 1, gs);
+    const struct nn_params *t = plain.table;
+    for (size_t i = 0; i < t->count; i++)
+        for (int64_t j = 0; j < t->p[i].n; j++) {
+            const float g = g1[t->p[i].offset + j];
+            want[t->p[i].offset + j] = t->p[i].linear ? bf16_to_f32(f32_to_bf16(g)) : g;
+        }
+    CHECK_SAME_BITS(gs, want, (size_t)n);
+    /* two: round(round(a) + b), a and b each micro-batch's own product */
+    float *a = malloc((size_t)n * sizeof *a);
+    memcpy(a, g1, (size_t)n * sizeof *a);
+    grads_of(&plain, &f, 2, g2); /* a + b, in f32 */
+    grads_of(&split, &f, 2, gs);
+    int64_t off_linear = 0;
+    for (size_t i = 0; i < t->count; i++)
+        if (t->p[i].linear && t->p[i].n > 64) {
+            off_linear = t->p[i].offset;
+            break;
+        }
+    double worst = 0;
+    for (int64_t j = 0; j < 64; j++) {
+        const float ra = bf16_to_f32(f32_to_bf16(a[off_linear + j]));
+        const float b = g2[off_linear + j] - a[off_linear + j]; /* the second product, to f32 rounding */
+        const float w2 = bf16_to_f32(f32_to_bf16(ra + b));
+        double d = fabs((double)gs[off_linear + j] - w2) / (fabs(w2) + 1e-30);
+        worst = d > worst ? d : worst;
+    }
+    CHECK(worst <= 1.0 / 128); /* one bf16 ulp: b is only known to f32 rounding here */
+    double sq = 0;
+    for (int64_t j = 0; j < n; j++)
+        sq += (double)gs[j] * gs[j];
+    double got = nn_weights_grads_sum_squares(split.w);
+    CHECK(fabs(got - sq) <= 1e-9 * sq);
+    free(a), free(g1), free(g2), free(gs), free(want), free(p);
+    denoiser_free(&plain), denoiser_free(&split);
+    denoiser_config_free(&f.mc);
+    kctx_free(&f.k);
+}
+
+/* Tensor by tensor (gradients apart) the optimizer computes what it does
+ * in one pass over the plain layout, given the same gradients. */
+static void optimizer_split_equals_flat(const char *name)
+{
+    struct dit_case f;
+    struct denoiser plain, split;
+    pair_create(&f, &plain, &split);
+    const int64_t n = plain.n_params;
+    float *p = test_denoiser_random_params(&f.mc, n, 6), *g = malloc((size_t)n * sizeof *g);
+    denoiser_params_upload(&plain, p);
+    denoiser_params_upload(&split, p);
+    struct optimizer op, os;
+    const struct optimizer_config oc = {0.9, 0.999, 1e-8, 0.01};
+    CHECK_INT(optimizer_create(&op, name, &f.k, n, &oc, plain.table), 0);
+    CHECK_INT(optimizer_create(&os, name, &f.k, n, &oc, split.table), 0);
+    for (int step = 1; step <= 3; step++) {
+        grads_of(&split, &f, 1, g);
+        k_upload(&f.k, plain.grads, g, n); /* the plain model gets the rounded gradients */
+        optimizer_step_weights(&op, plain.w, 0.5, 1e-3, step);
+        optimizer_step_weights(&os, split.w, 0.5, 1e-3, step);
+        denoiser_params_download(&split, g);
+        denoiser_params_download(&plain, p);
+        CHECK_SAME_BITS(g, p, (size_t)n);
+    }
+    optimizer_free(&op), optimizer_free(&os);
+    free(p), free(g);
+    denoiser_free(&plain), denoiser_free(&split);
+    denoiser_config_free(&f.mc);
+    kctx_free(&f.k);
+}
+
+TEST(grads_bf16_adamw_tensor_by_tensor_equals_one_pass)
+{
+    optimizer_split_equals_flat("adamw");
+}
+
+TEST(grads_bf16_adamw8bit_tensor_by_tensor_equals_one_pass)
+{
+    optimizer_split_equals_flat("adamw8bit");
 }

@@ -34,9 +34,12 @@ struct train_config {
     int use_lora, train_only_lora;
     struct lora_options lora;
     enum lora_format lora_format; /* of the adapter files the checkpoints hold */
-    /* --base-weight-dtype: what a frozen model's linears are stored in (for
-     * the run and its samples); NN_BASE_COMPUTE unless train_only_lora. */
+    /* --base-weight-dtype: what the model's linears are stored in: a frozen
+     * model's (for the run and its samples) in bf16 or fp8, or a model that
+     * trains in its f32 master only (NN_BASE_F32). --grad-accum-dtype bf16:
+     * a model that trains accumulates its linears' weight gradients in bf16. */
     enum nn_base base;
+    int grads_bf16;
 };
 
 /* Runs the whole training: data, model, resume, the loop with its log,

@@ -26,7 +26,14 @@ static void adamw_step(struct optimizer *o, struct tensor params, struct tensor 
     k_adamw_update(o->ctx, params, grads, o->state[0].t, o->state[1].t, copy, o->n, &hp);
 }
 
-static const struct optimizer_kind adamw = {"adamw", adamw_create, adamw_step};
+static void adamw_step_segment(struct optimizer *o, size_t i, struct tensor p, struct tensor g, struct tensor c,
+                               const struct adamw_params *hp)
+{
+    const int64_t at = o->seg[i].state_at, n = o->seg[i].n;
+    k_adamw_update(o->ctx, p, g, tensor_view(o->state[0].t, at, n), tensor_view(o->state[1].t, at, n), c, n, hp);
+}
+
+static const struct optimizer_kind adamw = {"adamw", adamw_create, adamw_step, adamw_step_segment};
 
 /* ---- adamw8bit ------------------------------------------------------------ */
 
@@ -84,30 +91,34 @@ static int adamw8bit_create(struct optimizer *o)
     return 0;
 }
 
+static void adamw8bit_step_segment(struct optimizer *o, size_t i, struct tensor p, struct tensor g, struct tensor c,
+                                   const struct adamw_params *hp)
+{
+    const struct optimizer_segment *s = &o->seg[i];
+    const int64_t n = s->n, at = s->state_at;
+    if (is_8bit(s)) {
+        const int64_t nb = blocks_of(n), ab = s->block_at;
+        k_adamw8bit_update(o->ctx, p, g, tensor_view(o->state[A8_S1].t, at, n), tensor_view(o->state[A8_S2].t, at, n),
+                           tensor_view(o->state[A8_A1].t, ab, nb), tensor_view(o->state[A8_A2].t, ab, nb), c, n, hp);
+    } else {
+        k_adamw_update(o->ctx, p, g, tensor_view(o->state[A8_M].t, at, n), tensor_view(o->state[A8_V].t, at, n), c, n,
+                       hp);
+    }
+}
+
 static void adamw8bit_step(struct optimizer *o, struct tensor params, struct tensor grads, struct tensor copy,
                            double lr, int64_t step)
 {
     struct adamw_params hp = {lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, o->cfg.weight_decay, step};
-    int64_t at8 = 0, atb = 0, at32 = 0;
     for (size_t i = 0; i < o->nseg; i++) {
         const int64_t off = o->seg[i].offset, n = o->seg[i].n;
-        struct tensor p = tensor_view(params, off, n), g = tensor_view(grads, off, n);
         struct tensor c = copy.data ? tensor_view(copy, off, n) : tensor_none();
-        if (is_8bit(&o->seg[i])) {
-            const int64_t nb = blocks_of(n);
-            k_adamw8bit_update(o->ctx, p, g, tensor_view(o->state[A8_S1].t, at8, n),
-                               tensor_view(o->state[A8_S2].t, at8, n), tensor_view(o->state[A8_A1].t, atb, nb),
-                               tensor_view(o->state[A8_A2].t, atb, nb), c, n, &hp);
-            at8 += n, atb += nb;
-        } else {
-            k_adamw_update(o->ctx, p, g, tensor_view(o->state[A8_M].t, at32, n),
-                           tensor_view(o->state[A8_V].t, at32, n), c, n, &hp);
-            at32 += n;
-        }
+        adamw8bit_step_segment(o, i, tensor_view(params, off, n), tensor_view(grads, off, n), c, &hp);
     }
 }
 
-static const struct optimizer_kind adamw8bit = {"adamw8bit", adamw8bit_create, adamw8bit_step};
+static const struct optimizer_kind adamw8bit = {"adamw8bit", adamw8bit_create, adamw8bit_step,
+                                                adamw8bit_step_segment};
 
 static const struct optimizer_kind *const kinds[] = {&adamw, &adamw8bit, NULL};
 
@@ -120,12 +131,12 @@ static int segments_of(struct optimizer *o, const struct nn_params *t)
         return -1;
     }
     if (!t) {
-        o->seg[0] = (struct optimizer_segment){0, o->n};
+        o->seg[0] = (struct optimizer_segment){0, o->n, 0, 0, 0};
         o->nseg = 1;
         return 0;
     }
     for (size_t i = 0; i < count; i++)
-        o->seg[i] = (struct optimizer_segment){t->p[i].offset, t->p[i].n};
+        o->seg[i] = (struct optimizer_segment){t->p[i].offset, t->p[i].n, i, 0, 0};
     for (size_t i = 1; i < count; i++) /* insertion sort: tables are in order already */
         for (size_t j = i; j > 0 && o->seg[j].offset < o->seg[j - 1].offset; j--) {
             struct optimizer_segment s = o->seg[j];
@@ -145,6 +156,22 @@ static int segments_of(struct optimizer *o, const struct nn_params *t)
         return -1;
     }
     o->nseg = count;
+    /* Where each tensor's state is: AdamW's moments in the buffer's layout;
+     * 8-bit AdamW's codes and blocks of the 8-bit tensors one after another,
+     * the small tensors' f32 moments one after another. */
+    int64_t at8 = 0, atb = 0, at32 = 0;
+    for (size_t i = 0; i < count; i++) {
+        struct optimizer_segment *s = &o->seg[i];
+        if (strcmp(o->kind->name, "adamw8bit") != 0) {
+            s->state_at = s->offset;
+        } else if (is_8bit(s)) {
+            s->state_at = at8, s->block_at = atb;
+            at8 += s->n, atb += blocks_of(s->n);
+        } else {
+            s->state_at = at32;
+            at32 += s->n;
+        }
+    }
     return 0;
 }
 
@@ -180,6 +207,26 @@ void optimizer_free(struct optimizer *o)
         k_free(o->ctx, &o->state[i].t);
     free(o->seg);
     memset(o, 0, sizeof *o);
+}
+
+void optimizer_step_weights(struct optimizer *o, struct nn_weights *w, double coef, double lr, int64_t step)
+{
+    if (!nn_weights_split(w)) {
+        if (coef != 1.0)
+            k_scale(o->ctx, w->grads, (float)coef, w->n);
+        /* The compute copy of mixed precision is refreshed in the same pass. */
+        struct tensor copy = w->weights.data != w->params.data ? w->weights : tensor_none();
+        optimizer_step(o, w->params, w->grads, copy, lr, step);
+        return;
+    }
+    struct adamw_params hp = {lr, o->cfg.beta1, o->cfg.beta2, o->cfg.eps, o->cfg.weight_decay, step};
+    for (size_t i = 0; i < o->nseg; i++) {
+        const struct optimizer_segment *s = &o->seg[i];
+        struct tensor g = nn_weights_grad_f32(w, s->entry);
+        if (coef != 1.0)
+            k_scale(o->ctx, g, (float)coef, s->n);
+        o->kind->step_segment(o, i, tensor_view(w->params, s->offset, s->n), g, nn_weights_copy_of(w, s->entry), &hp);
+    }
 }
 
 struct optimizer_state *optimizer_state_find(struct optimizer *o, const char *name)

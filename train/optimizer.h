@@ -21,6 +21,7 @@
 
 #include "kernels/kernels.h"
 #include "nn/params.h"
+#include "nn/weights.h"
 
 #include <stdint.h>
 
@@ -47,11 +48,18 @@ struct optimizer_kind {
      * receives the updated weights in its own dtype (the compute copy). */
     void (*step)(struct optimizer *o, struct tensor params, struct tensor grads, struct tensor copy, double lr,
                  int64_t step);
+    /* The same for segment i alone: its parameters p, gradient g (f32) and
+     * compute copy c (may be absent), each a tensor of seg[i].n. */
+    void (*step_segment)(struct optimizer *o, size_t i, struct tensor p, struct tensor g, struct tensor c,
+                         const struct adamw_params *hp);
 };
 
-/* One tensor of the flat buffer. */
+/* One tensor of the flat buffer: entry `entry` of the table, its state at
+ * state_at (and 8-bit blocks at block_at) in the optimizer's own order. */
 struct optimizer_segment {
     int64_t offset, n;
+    size_t entry;
+    int64_t state_at, block_at;
 };
 
 struct optimizer {
@@ -76,6 +84,12 @@ static inline void optimizer_step(struct optimizer *o, struct tensor params, str
 {
     o->kind->step(o, params, grads, copy, lr, step);
 }
+/* One update of a model's weights w, the gradients first scaled by coef
+ * (clipping, loss scaling): through `step` when w keeps the plain layout,
+ * else tensor by tensor, each gradient widened to f32 if it is kept in
+ * bf16 (nn_weights_grad_f32) and each compute copy refreshed where one is
+ * kept. w's table must be the one the optimizer was created with. */
+void optimizer_step_weights(struct optimizer *o, struct nn_weights *w, double coef, double lr, int64_t step);
 /* The state tensor of that name, or NULL. */
 struct optimizer_state *optimizer_state_find(struct optimizer *o, const char *name);
 /* Bytes of state, for the start-up report. */

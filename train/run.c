@@ -169,16 +169,26 @@ static void read_encoder(struct run *r)
  * (the message is copied first: err_set() writes over err_get()'s buffer). */
 static void add_memory_hint(const struct train_config *c);
 
-/* What to change when the model or its optimizer state did not fit. */
+/* What to change when the model or its optimizer state did not fit: the
+ * remedies not in use yet, the cheapest in results first. */
 static const char *memory_hint(const struct train_config *c, const char *err)
 {
+    static char hint[768];
     if (!strstr(err, "out of GPU memory") && !strstr(err, "out of memory"))
         return "";
-    if (!c->checkpointing)
-        return " (--gradient-checkpointing keeps one block's activations at a time; a smaller "
-               "--train-batch-size with --gradient-accumulation-steps keeps the effective batch)";
-    return " (try a smaller --train-batch-size with --gradient-accumulation-steps to keep the "
-           "effective batch)";
+    const int frozen = c->use_lora && c->train_only_lora;
+    const char *opt = c->tc.optimizer ? c->tc.optimizer : "adamw";
+    snprintf(hint, sizeof hint, " (try %s%s%s%s%s%sa smaller --train-batch-size with --gradient-accumulation-steps "
+             "to keep the effective batch)",
+             c->checkpointing ? "" : "--gradient-checkpointing (one block's activations at a time); ",
+             !frozen && c->base == NN_BASE_COMPUTE && c->dtype != KDT_F32
+                 ? "--base-weight-dtype fp32 (no compute copy of the linears); " : "",
+             !frozen && !c->grads_bf16 ? "--grad-accum-dtype bf16 (half the linears' gradient bytes); " : "",
+             !frozen && strcmp(opt, "adamw8bit") ? "--use-8bit-adam (a quarter of AdamW's state); " : "",
+             !frozen && c->tc.ema_decay > 0 ? "--ema-decay 0 (no f32 EMA copy); " : "",
+             frozen && c->base != NN_BASE_FP8 ? "--base-weight-dtype fp8 (the frozen linears in a byte each); "
+             : !c->use_lora ? "--use-lora --train-only-lora (the model frozen); " : "");
+    return hint;
 }
 
 static void add_memory_hint(const struct train_config *c)
@@ -327,8 +337,9 @@ static int create_model(struct run *r, struct trainer_config *tc)
         return -1;
     r->have_ctx = 1;
     int mem = c->checkpointing ? DENOISER_MEM_CHECKPOINT : DENOISER_MEM_TRAIN;
+    mem |= DENOISER_MEM_BASE(c->base) | (c->grads_bf16 ? DENOISER_MEM_GRADS_BF16 : 0);
     if (c->use_lora && c->train_only_lora)
-        mem |= DENOISER_MEM_FROZEN | DENOISER_MEM_BASE(c->base);
+        mem |= DENOISER_MEM_FROZEN;
     if (denoiser_create(&r->model, &r->mc, &r->ctx, c->batch, (enum denoiser_memory)mem, c->dtype) != 0) {
         free(pretrained);
         add_memory_hint(c);
@@ -403,13 +414,19 @@ static int resume(struct run *r, struct train_position *pos)
     return rc ? -1 : 0;
 }
 
-/* The frozen weights' line: their storage when it is not the compute copy's. */
-static const char *base_note(const struct train_config *c)
+/* The weights' line: frozen or not, and where the linears live when that
+ * is not the compute copy. */
+static const char *weights_note(const struct run *r)
 {
-    static char note[64];
-    if (nn_base_dtype(c->base, c->dtype) == c->dtype)
-        return " (frozen)";
-    snprintf(note, sizeof note, " (frozen, linears stored in %s)", nn_base_name(c->base));
+    static char note[128];
+    const struct train_config *c = r->cfg;
+    const int apart = nn_base_dtype(c->base, c->dtype) != c->dtype;
+    if (!r->tr.base_trains)
+        snprintf(note, sizeof note, " (frozen%s%s)", apart ? ", linears stored in " : "",
+                 apart ? nn_base_name(c->base) : "");
+    else
+        snprintf(note, sizeof note, " and gradients%s%s", apart ? " (linears read from the fp32 master" : "",
+                 c->grads_bf16 ? (apart ? ", their gradients in bf16)" : " (the linears' in bf16)") : apart ? ")" : "");
     return note;
 }
 
@@ -434,7 +451,7 @@ static void report_sizes(struct run *r)
     log_info("%s: %lld parameters; weights%s %.1f MB, %s state%s %.1f MB, "
              "activations %.1f MB (%s%s); %.1f MB allocated on the %s, peak %.1f MB",
              c->pretrained ? c->pretrained : c->model, (long long)r->model.n_params,
-             r->tr.base_trains ? " and gradients" : base_note(c), pbytes / 1e6,
+             weights_note(r), pbytes / 1e6,
              r->tr.base_trains ? r->tr.opt.kind->name : "no optimizer", r->tr.ema.data ? " and EMA" : "",
              state_bytes / 1e6, abytes / 1e6, kdtype_name(r->model.dt),
              c->checkpointing ? ", gradient checkpointing" : "", mem_now / 1e6, device_name(c->device),
@@ -687,7 +704,8 @@ int train_run(const struct train_config *c)
         return fail(&r);
     r.sampling = c->sample_every > 0;
     struct samples_config sc = {c->output, c->sample_labels, r.encoder, c->sample_steps, c->sample_cfg, c->tc.seed,
-                                tc.objective, c->sample_prompts, r.text_encoder, c->base};
+                                tc.objective, c->sample_prompts, r.text_encoder,
+                                c->train_only_lora ? c->base : NN_BASE_COMPUTE};
     if (r.sampling && samples_setup(&r.sp, &sc, &r.mc, r.model.dt, &r.ctx) != 0) {
         r.sampling = 0;
         return fail(&r);

@@ -24,17 +24,16 @@ static json_t *fixed_of(const struct train_config *c, struct run_facts *f)
     if (c->use_lora && c->lora.checkpoint && hash_file(c->lora.checkpoint, &h) == 0)
         hash_hex(h, start);
     if (c->use_lora)
-        lora = json_pack("{s:i, s:o, s:o, s:b, s:s, s:s, s:s, s:b, s:s?, s:s}", "rank", c->lora.rank, "alpha",
+        lora = json_pack("{s:i, s:o, s:o, s:b, s:s, s:s, s:s, s:b, s:s?}", "rank", c->lora.rank, "alpha",
                          real(c->lora.alpha > 0 ? c->lora.alpha : c->lora.rank), "dropout", real(c->lora.dropout),
                          "rslora", c->lora.rslora, "targets", f->lora_targets ? f->lora_targets : "", "modules",
                          f->lora_modules ? f->lora_modules : "", "init",
                          c->lora.init == NN_LORA_INIT_GAUSSIAN ? "gaussian" : "default", "train_only",
-                         c->train_only_lora, "checkpoint", *start ? start : NULL, "base_weight_dtype",
-                         nn_base_dtype(c->base, c->dtype) == c->dtype ? kdtype_name(c->dtype) : nn_base_name(c->base));
+                         c->train_only_lora, "checkpoint", *start ? start : NULL);
     json_t *model = json_pack("{s:s, s:o, s:s}", "kind", f->model_kind, "config", f->model_config,
                               "initial_weights", f->initial_weights);
     f->model_config = NULL; /* taken by the object (or freed with it on failure) */
-    return json_pack("{s:o, s:s, s:s, s:I, s:i, s:i, s:s, s:{s:s, s:o, s:o, s:o, s:o}, s:s, s:I, s:o, s:o, "
+    json_t *fixed = json_pack("{s:o, s:s, s:s, s:I, s:i, s:i, s:s, s:{s:s, s:o, s:o, s:o, s:o}, s:s, s:I, s:o, s:o, "
                      "s:{s:o, s:o, s:o}, s:o, s:b, s:o}",
                      "model", model, "data", f->data, "objective", f->objective, "seed", (json_int_t)t->seed,
                      "batch", c->batch, "gradient_accumulation_steps", t->grad_accum, "dtype",
@@ -46,6 +45,18 @@ static json_t *fixed_of(const struct train_config *c, struct run_facts *f)
                      real(t->flow_std), "uniform_prob", real(t->flow_uniform), "condition_dropout",
                      t->cond_dropout_set ? real(t->cond_dropout) : json_null(), "bf16_timesteps",
                      t->bf16_timesteps, "lora", lora);
+    /* Where a frozen model's linears live changes the numbers; "auto" and
+     * the compute dtype's own name are the same storage, and a model that
+     * trains computes the same bits from its master as from a full copy. */
+    const int frozen = c->use_lora && c->train_only_lora;
+    const char *base = frozen && nn_base_dtype(c->base, c->dtype) != c->dtype ? nn_base_name(c->base)
+                                                                               : kdtype_name(c->dtype);
+    if (fixed && (json_object_set_new(fixed, "base_weight_dtype", json_string(base)) != 0 ||
+                  json_object_set_new(fixed, "grad_accum_dtype", json_string(c->grads_bf16 ? "bf16" : "fp32")) != 0)) {
+        json_decref(fixed);
+        return NULL;
+    }
+    return fixed;
 }
 
 json_t *run_identity_new(const struct train_config *c, struct run_facts *f)

@@ -251,9 +251,9 @@ double trainer_optimizer_step(struct trainer *tr)
     struct nn_weights *lw = tr->lora ? &tr->lora->w : NULL;
     const struct lr_config lc = trainer_lr_config(&tr->cfg);
     double lr = lr_at(&lc, tr->step);
-    double sq = tr->base_trains ? k_sum_squares(k, m->grads, np) : 0.0;
+    double sq = tr->base_trains ? nn_weights_grads_sum_squares(m->w) : 0.0;
     if (lw)
-        sq += k_sum_squares(lw->ctx, lw->grads, lw->n);
+        sq += nn_weights_grads_sum_squares(lw);
     double norm = sqrt(sq);
     double unscale = 1.0;
     if (tr->cfg.loss_scaling) {
@@ -281,19 +281,12 @@ double trainer_optimizer_step(struct trainer *tr)
     if (tr->cfg.max_grad_norm > 0 && tr->cfg.max_grad_norm / (norm + 1e-6) < 1.0)
         coef = unscale * (tr->cfg.max_grad_norm / (norm + 1e-6));
     if (tr->base_trains) {
-        if (coef != 1.0)
-            k_scale(k, m->grads, (float)coef, np);
-        /* The compute copy of mixed precision is refreshed in the same pass. */
-        struct tensor copy = m->weights.data != m->params.data ? m->weights : tensor_none();
-        optimizer_step(&tr->opt, m->params, m->grads, copy, lr, tr->step + 1);
+        optimizer_step_weights(&tr->opt, m->w, coef, lr, tr->step + 1);
         if (tr->ema.data) /* DiT's update_ema: ema = decay * ema + (1 - decay) * param. */
             k_ema_update(k, tr->ema, m->params, (float)tr->cfg.ema_decay, np);
     }
     if (lw) {
-        if (coef != 1.0)
-            k_scale(lw->ctx, lw->grads, (float)coef, lw->n);
-        struct tensor copy = lw->weights.data != lw->params.data ? lw->weights : tensor_none();
-        optimizer_step(&tr->lora_opt, lw->params, lw->grads, copy, lr, tr->step + 1);
+        optimizer_step_weights(&tr->lora_opt, lw, coef, lr, tr->step + 1);
         if (tr->lora_ema.data)
             k_ema_update(lw->ctx, tr->lora_ema, lw->params, (float)tr->cfg.ema_decay, lw->n);
     }

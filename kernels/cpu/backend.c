@@ -514,6 +514,11 @@ static void be_convert(struct kctx *ctx, void *dst, enum kdtype ddt, const void 
     cpu_convert(dst, ddt, src, sdt, n);
 }
 
+static void be_accumulate(struct kctx *ctx, void *dst, enum kdtype ddt, const float *src, int64_t n)
+{
+    cpu_accumulate(dst, ddt, src, n);
+}
+
 const struct kbackend kbackend_cpu = {
     .name = "cpu",
     .device = DEVICE_CPU,
@@ -588,4 +593,5 @@ const struct kbackend kbackend_cpu = {
     .upsample_nearest2x_forward = be_upsample_nearest2x_forward,
     .transpose_forward = be_transpose_forward,
     .convert = be_convert,
+    .accumulate = be_accumulate,
 };

@@ -6,6 +6,28 @@
 
 #include <string.h>
 
+void cpu_accumulate(void *dst, enum kdtype ddt, const float *src, int64_t n)
+{
+    switch (ddt) {
+    case KDT_F32:
+        for (int64_t i = 0; i < n; i++)
+            ((float *)dst)[i] += src[i];
+        break;
+    case KDT_BF16:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t *d = (uint16_t *)dst + i;
+            *d = f32_to_bf16(bf16_to_f32(*d) + src[i]);
+        }
+        break;
+    default:
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t *d = (uint16_t *)dst + i;
+            *d = f32_to_f16(f16_to_f32(*d) + src[i]);
+        }
+        break;
+    }
+}
+
 void cpu_convert(void *dst, enum kdtype ddt, const void *src, enum kdtype sdt, int64_t n)
 {
     if (ddt == sdt) {

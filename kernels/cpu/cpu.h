@@ -246,5 +246,7 @@ void cpu_adamw_update(float *param, const float *grad, float *m, float *v, int64
 /* convert.c: dst[n] = src[n] from one dtype to another, rounding to
  * nearest even; host memory (the f32 transfers of every backend use it). */
 void cpu_convert(void *dst, enum kdtype ddt, const void *src, enum kdtype sdt, int64_t n);
+/* dst[n] += src[n] (f32), rounded once to dst's dtype. */
+void cpu_accumulate(void *dst, enum kdtype ddt, const float *src, int64_t n);
 
 #endif

@@ -53,6 +53,7 @@ void cuda_sync(struct kctx *ctx);
 void cuda_mem_usage(struct kctx *ctx, size_t *now, size_t *peak);
 
 /* convert.cu: dst[n] = src[n] from one dtype to another (round to nearest even). */
+void cuda_accumulate(struct kctx *ctx, void *dst, enum kdtype ddt, const float *src, int64_t n);
 void cuda_convert(struct kctx *ctx, void *dst, enum kdtype ddt, const void *src,
                   enum kdtype sdt, int64_t n);
 

@@ -77,11 +77,11 @@ static void init(const void *cfg, float *params, uint64_t seed)
 static enum dit_memory memory_of(enum denoiser_memory mem)
 {
     int frozen = mem & DENOISER_MEM_FROZEN ? DIT_MEM_FROZEN : 0;
-    int base = DIT_MEM_BASE(nn_mem_base((int)mem));
-    mem = (enum denoiser_memory)(mem & ~(DENOISER_MEM_FROZEN | NN_MEM_BASE_MASK));
+    int wbits = (int)mem & NN_MEM_MASK; /* the same bits in both */
+    mem = (enum denoiser_memory)(mem & ~(DENOISER_MEM_FROZEN | NN_MEM_MASK));
     return (enum dit_memory)((mem == DENOISER_MEM_INFERENCE ? DIT_MEM_INFERENCE
                               : mem == DENOISER_MEM_CHECKPOINT ? DIT_MEM_CHECKPOINT : DIT_MEM_TRAIN) |
-                             frozen | base);
+                             frozen | wbits);
 }
 
 static int plan_bytes(const void *cfg, enum device_kind device, int B, enum denoiser_memory mem, enum kdtype dt,
@@ -113,6 +113,7 @@ static void fill(struct denoiser *d, struct dit_impl *p)
     d->grads = m->grads;
     d->weights = m->weights;
     d->table = &m->table;
+    d->w = &m->w;
 }
 
 static struct dit_impl *impl_new(int B)

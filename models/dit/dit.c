@@ -149,8 +149,8 @@ static int model_setup(struct dit_model *m, const struct dit_config *cfg, struct
         return -1;
     }
     int frozen = (memory & DIT_MEM_FROZEN) != 0;
-    enum nn_base base = nn_mem_base((int)memory);
-    memory = (enum dit_memory)(memory & ~(DIT_MEM_FROZEN | NN_MEM_BASE_MASK));
+    const int wbits = (int)memory & NN_MEM_MASK;
+    memory = (enum dit_memory)(memory & ~(DIT_MEM_FROZEN | NN_MEM_MASK));
     if (memory != DIT_MEM_TRAIN && memory != DIT_MEM_CHECKPOINT && memory != DIT_MEM_INFERENCE) {
         err_set("unknown DiT memory plan %d", (int)memory);
         return -1;
@@ -162,10 +162,9 @@ static int model_setup(struct dit_model *m, const struct dit_config *cfg, struct
     m->checkpointing = memory == DIT_MEM_CHECKPOINT;
     m->inference = memory == DIT_MEM_INFERENCE;
     m->frozen = frozen && !m->inference;
-    m->base = base;
     if (dit_param_table(cfg, &m->table, &m->layers) != 0)
         return -1;
-    if (nn_base_check(base, dt, m->inference || m->frozen) != 0)
+    if (nn_weights_plan_of(&m->wplan, wbits, dt, m->inference || m->frozen) != 0)
         return -1;
     m->n_params = m->table.total;
     struct acts *a = calloc(1, sizeof *a);
@@ -185,7 +184,7 @@ static int model_setup(struct dit_model *m, const struct dit_config *cfg, struct
  * master copy. */
 static int64_t param_bytes_of(const struct dit_model *m)
 {
-    return nn_weights_model_bytes(&m->table, m->dt, m->inference || m->frozen, m->base);
+    return nn_weights_model_bytes(&m->table, &m->wplan);
 }
 
 int dit_model_plan_bytes(const struct dit_config *cfg, enum device_kind device, int B,
@@ -222,7 +221,7 @@ int dit_model_create(struct dit_model *m, const struct dit_config *cfg, struct k
     const int64_t T = dit_tokens(cfg), C = cfg->hidden_size, H = cfg->input_size;
     const int64_t img_in = (int64_t)B * cfg->in_channels * H * H;
     const int64_t img_out = (int64_t)B * dit_out_channels(cfg) * H * H;
-    if (nn_weights_model_alloc(&m->w, ctx, &m->table, dt, m->inference || m->frozen, m->base) != 0 ||
+    if (nn_weights_model_alloc(&m->w, ctx, &m->table, &m->wplan) != 0 ||
         k_alloc(ctx, &m->pos_embed, dt, T * C) != 0 || k_alloc(ctx, &m->io_x, dt, img_in) != 0 ||
         k_alloc(ctx, &m->io_out, dt, img_out) != 0 || k_alloc(ctx, &m->io_t, KDT_F32, B) != 0 ||
         k_alloc(ctx, &m->io_y, KDT_F32, B) != 0 || k_alloc(ctx, &m->arena, dt, act) != 0 ||

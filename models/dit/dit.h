@@ -122,9 +122,10 @@ enum dit_memory { DIT_MEM_TRAIN = 0, DIT_MEM_CHECKPOINT = 1, DIT_MEM_INFERENCE =
 /* Or'ed into DIT_MEM_TRAIN or _CHECKPOINT: the weights are frozen (no
  * gradients, no f32 master in a low precision), as DENOISER_MEM_FROZEN. */
 #define DIT_MEM_FROZEN 0x100
-/* Or'ed into a frozen or inference plan: what the frozen linears' weights
- * are stored in (NN_MEM_BASE(NN_BASE_BF16) ...; nn/weights.h). */
+/* Or'ed in: where the linears' weights and gradients live
+ * (NN_MEM_BASE(NN_BASE_FP8), NN_MEM_GRADS_BF16; nn/weights.h). */
 #define DIT_MEM_BASE(b) NN_MEM_BASE(b)
+#define DIT_MEM_GRADS_BF16 NN_MEM_GRADS_BF16
 
 /* The model with its planned memory for a batch size, all of it on the
  * context's device: fp32 master parameters and their gradients, the
@@ -140,7 +141,7 @@ struct dit_model {
     int checkpointing;     /* recompute each block during backward */
     int inference;         /* DIT_MEM_INFERENCE: forward only */
     int frozen;            /* DIT_MEM_FROZEN: weights without gradients, backward through them */
-    enum nn_base base;     /* DIT_MEM_BASE: the frozen linears' storage */
+    struct nn_weights_plan wplan; /* DIT_MEM_BASE, _GRADS_BF16: where the linears live */
     int64_t n_params;
     struct nn_weights w;   /* owns the three below, which are its views */
     struct tensor params;  /* f32 master weights (absent for inference in bf16 / f16) */

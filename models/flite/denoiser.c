@@ -124,6 +124,7 @@ static int create(struct denoiser *d, const void *cfg, struct kctx *ctx, int B,
     d->grads = m->grads;
     d->weights = m->weights;
     d->table = &m->table;
+    d->w = &m->w;
     return 0;
 }
 

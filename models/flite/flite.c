@@ -186,8 +186,8 @@ static int model_setup(struct flite_model *m, const struct flite_config *cfg, st
         return -1;
     }
     int frozen = (memory & DENOISER_MEM_FROZEN) != 0;
-    enum nn_base base = nn_mem_base((int)memory);
-    memory = (enum denoiser_memory)(memory & ~(DENOISER_MEM_FROZEN | NN_MEM_BASE_MASK));
+    const int wbits = (int)memory & NN_MEM_MASK;
+    memory = (enum denoiser_memory)(memory & ~(DENOISER_MEM_FROZEN | NN_MEM_MASK));
     if (memory != DENOISER_MEM_TRAIN && memory != DENOISER_MEM_CHECKPOINT && memory != DENOISER_MEM_INFERENCE) {
         err_set("unknown F-Lite memory plan %d", (int)memory);
         return -1;
@@ -199,8 +199,7 @@ static int model_setup(struct flite_model *m, const struct flite_config *cfg, st
     m->checkpointing = memory == DENOISER_MEM_CHECKPOINT;
     m->inference = memory == DENOISER_MEM_INFERENCE;
     m->frozen = frozen && !m->inference;
-    m->base = base;
-    if (nn_base_check(base, dt, m->inference || m->frozen) != 0 ||
+    if (nn_weights_plan_of(&m->wplan, wbits, dt, m->inference || m->frozen) != 0 ||
         flite_param_table(cfg, &m->table, &m->layers) != 0)
         return -1;
     m->n_params = m->table.total;
@@ -219,7 +218,7 @@ static int model_setup(struct flite_model *m, const struct flite_config *cfg, st
 
 static int64_t param_bytes_of(const struct flite_model *m)
 {
-    return nn_weights_model_bytes(&m->table, m->dt, m->inference || m->frozen, m->base);
+    return nn_weights_model_bytes(&m->table, &m->wplan);
 }
 
 static void acts_free(struct flite_model *m)
@@ -259,7 +258,7 @@ int flite_model_create(struct flite_model *m, const struct flite_config *cfg, st
     const int64_t T = max_tokens(cfg), HS = flite_head_size(cfg);
     const int64_t img = (int64_t)B * cfg->in_channels * (T - FLITE_REGISTERS) * cfg->patch_size * cfg->patch_size;
     const int64_t text = (int64_t)B * cfg->text_len * cfg->cross_attn_input_size;
-    if (nn_weights_model_alloc(&m->w, ctx, &m->table, dt, m->inference || m->frozen, m->base) != 0 ||
+    if (nn_weights_model_alloc(&m->w, ctx, &m->table, &m->wplan) != 0 ||
         k_alloc(ctx, &m->rope_cos, KDT_F32, T * HS / 2) != 0 ||
         k_alloc(ctx, &m->rope_sin, KDT_F32, T * HS / 2) != 0 ||
         k_alloc(ctx, &m->reg_ids, KDT_F32, FLITE_REGISTERS) != 0 ||

@@ -117,7 +117,7 @@ struct flite_model {
     int B;
     int checkpointing, inference;
     int frozen; /* DENOISER_MEM_FROZEN: weights without gradients, backward through them */
-    enum nn_base base; /* DENOISER_MEM_BASE: the frozen linears' storage */
+    struct nn_weights_plan wplan; /* DENOISER_MEM_BASE, _GRADS_BF16: where the linears live */
     int64_t n_params;
     struct nn_weights w;                  /* owns params, grads and weights, its views: host
                                            * transfers, the EMA and the gradients go through it */

@@ -46,3 +46,24 @@ const struct parity_op parity_convert = {
     .fill = cv_fill,
     PARITY_CASES(CV_CASES),
 };
+
+/* Accumulation: dst in the call's dtype on both sides (PA_SAME), src f32;
+ * the sum is formed in f32 and rounded once, so the bits agree. */
+enum { AC_DST, AC_SRC };
+
+static double ac_call(struct kctx *ctx, struct tensor *t, const struct parity_case *c, int step)
+{
+    k_accumulate(ctx, t[AC_DST], t[AC_SRC], c->d[0]);
+    return 0;
+}
+
+static const struct parity_case AC_CASES[] = {{PD(1001)}, {PD(1001), .offset = 1}, {PD(7)}};
+
+const struct parity_op parity_accumulate = {
+    .name = "accumulate",
+    .args = {[AC_DST] = ARG("dst", PA_ACC | PA_SAME | PA_EXACT),
+             [AC_SRC] = ARG("src", PA_IN | PA_F32, .scale = 0.1f)},
+    .layout = cv_layout,
+    .call = ac_call,
+    PARITY_CASES(AC_CASES),
+};

@@ -113,13 +113,14 @@ TEST(dit_gradient_checkpointing_on_cuda_matches_cpu)
     check_model(KDT_F32, 1);
 }
 
-/* Two optimizer steps of the DDPM objective through the trainer. */
-static float *train_two_steps(struct kctx *ctx, enum kdtype dt, float **ema_out)
+/* Two optimizer steps of the DDPM objective through the trainer; mem: where
+ * the linears live (DIT_MEM_BASE, DIT_MEM_GRADS_BF16; 0: the plain layout). */
+static float *train_two_steps(struct kctx *ctx, enum kdtype dt, int mem, float **ema_out)
 {
     struct dit_config cfg = tiny(2, 32, 4);
     const int B = 4;
     struct dit_model m;
-    if (dit_model_create(&m, &cfg, ctx, B, 0, dt) != 0)
+    if (dit_model_create(&m, &cfg, ctx, B, (enum dit_memory)mem, dt) != 0)
         test_fail(__FILE__, __LINE__, "dit_model_create: %s", err_get());
     float *params = random_params(&cfg, 9);
     dit_params_upload(&m, params);
@@ -161,12 +162,12 @@ static double norm_error(const float *got, const float *want, size_t n)
     return sqrt(num / den);
 }
 
-static void check_training(enum kdtype dt)
+static void check_training(enum kdtype dt, int cpu_mem, int gpu_mem)
 {
     struct kctx cpu = cpu_test_ctx(), gpu = cuda_test_ctx();
     float *ema_want, *ema_got;
-    float *want = train_two_steps(&cpu, KDT_F32, &ema_want);
-    float *got = train_two_steps(&gpu, dt, &ema_got);
+    float *want = train_two_steps(&cpu, KDT_F32, cpu_mem, &ema_want);
+    float *got = train_two_steps(&gpu, dt, gpu_mem, &ema_got);
     struct dit_config cfg = tiny(2, 32, 4);
     /* The parameters moved by lr * (a unit step) from the same start: the
      * update itself is compared, relative to its own size. */
@@ -176,7 +177,7 @@ static void check_training(enum kdtype dt)
         want[i] -= start[i], got[i] -= start[i];
         ema_want[i] -= start[i], ema_got[i] -= start[i];
     }
-    if (dt == KDT_F32) {
+    if (dt == KDT_F32 && !(cpu_mem & DIT_MEM_GRADS_BF16)) {
         CHECK_PARITY("parameter update", got, want, n, 1e-4);
         CHECK_PARITY("ema update", ema_got, ema_want, n, 1e-4);
     } else {
@@ -184,7 +185,8 @@ static void check_training(enum kdtype dt)
          * where a gradient is near zero, bf16 rounding flips that sign and
          * the element differs by 2 lr. Elementwise bounds mean nothing
          * there; the update as a whole must still agree (the gradients
-         * themselves are compared elementwise above). */
+         * themselves are compared elementwise above). bf16 gradients flip
+         * them the same way. */
         double e1 = norm_error(got, want, n), e2 = norm_error(ema_got, ema_want, n);
         fprintf(stderr, "    %s: update relative error %.3g, ema %.3g\n", kdtype_name(dt), e1, e2);
         CHECK(e1 < 0.1);
@@ -196,17 +198,42 @@ static void check_training(enum kdtype dt)
 
 TEST(dit_training_steps_f32_match_cpu)
 {
-    check_training(KDT_F32);
+    check_training(KDT_F32, 0, 0);
 }
 
 TEST(dit_training_steps_bf16_match_cpu)
 {
-    check_training(KDT_BF16);
+    check_training(KDT_BF16, 0, 0);
 }
 
 TEST(dit_training_steps_f16_with_loss_scaling_match_cpu)
 {
-    check_training(KDT_F16);
+    check_training(KDT_F16, 0, 0);
+}
+
+/* A model that reads its linears from the f32 master (no compute copy of
+ * them) computes the same bits as one with the full bf16 copy: the
+ * per-layer conversion rounds as the refresh does. */
+TEST(dit_training_from_the_master_alone_is_the_same_bits)
+{
+    struct kctx gpu = cuda_test_ctx();
+    float *ema_full, *ema_master;
+    float *full = train_two_steps(&gpu, KDT_BF16, 0, &ema_full);
+    float *master = train_two_steps(&gpu, KDT_BF16, DIT_MEM_BASE(NN_BASE_F32), &ema_master);
+    struct dit_config cfg = tiny(2, 32, 4);
+    const size_t n = (size_t)dit_param_count(&cfg);
+    CHECK(memcmp(full, master, n * sizeof *full) == 0);
+    CHECK(memcmp(ema_full, ema_master, n * sizeof *ema_full) == 0);
+    free(full), free(master), free(ema_full), free(ema_master);
+    kctx_free(&gpu);
+}
+
+/* The linears' gradients in bf16, on CUDA as on the CPU: in f32 compute,
+ * and in bf16 with the linears read from the master. */
+TEST(dit_training_with_bf16_gradients_matches_cpu)
+{
+    check_training(KDT_F32, DIT_MEM_GRADS_BF16, DIT_MEM_GRADS_BF16);
+    check_training(KDT_BF16, DIT_MEM_GRADS_BF16, DIT_MEM_GRADS_BF16 | DIT_MEM_BASE(NN_BASE_F32));
 }
 
 TEST(dit_device_memory_is_counted_and_released)
